@@ -1,0 +1,160 @@
+"""Flow records (flow_data, enterprise 0): what a flow or discard sample says about one packet.
+
+Field names are the specification's own (sflow_version_5.txt, sflow_tunnels.txt,
+sflow_drops.txt, sflow_host.txt).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from .tlv import FLOWS, Record
+from .xdr import address, ipv4, ipv6, mac, opaque, string, u32, u64
+
+
+class HeaderProtocol(IntEnum):
+    """sampled_header.header_protocol."""
+
+    ETHERNET_ISO8023 = 1
+    ISO88024_TOKENBUS = 2
+    ISO88025_TOKENRING = 3
+    FDDI = 4
+    FRAME_RELAY = 5
+    X25 = 6
+    PPP = 7
+    SMDS = 8
+    AAL5 = 9
+    AAL5_IP = 10
+    IPV4 = 11
+    IPV6 = 12
+    MPLS = 13
+    POS = 14
+    IEEE80211_MAC = 15
+    IEEE80211_AMPDU = 16
+    IEEE80211_AMSDU_SUBFRAME = 17
+    INFINIBAND = 18
+
+
+@FLOWS.register(1, "sampled_header")
+class SampledHeader(Record):
+    """The first bytes of the packet.  frame_length counts the FCS; ``stripped`` at least it."""
+
+    header_protocol: u32 = HeaderProtocol.ETHERNET_ISO8023
+    frame_length: u32
+    stripped: u32 = 4
+    header: opaque()
+
+
+@FLOWS.register(2, "sampled_ethernet")
+class SampledEthernet(Record):
+    length: u32
+    src_mac: mac
+    dst_mac: mac
+    type: u32
+
+
+@FLOWS.register(3, "sampled_ipv4")
+class SampledIPv4(Record):
+    length: u32
+    protocol: u32
+    src_ip: ipv4
+    dst_ip: ipv4
+    src_port: u32
+    dst_port: u32
+    tcp_flags: u32
+    tos: u32
+
+
+@FLOWS.register(4, "sampled_ipv6")
+class SampledIPv6(Record):
+    length: u32
+    protocol: u32
+    src_ip: ipv6
+    dst_ip: ipv6
+    src_port: u32
+    dst_port: u32
+    tcp_flags: u32
+    priority: u32
+
+
+UNKNOWN_VLAN = 0xFFFFFFFF  # extended_switch: unknown VLAN or priority (errata)
+
+
+@FLOWS.register(1001, "extended_switch")
+class ExtendedSwitch(Record):
+    src_vlan: u32
+    src_priority: u32
+    dst_vlan: u32
+    dst_priority: u32
+
+
+@FLOWS.register(1002, "extended_router")
+class ExtendedRouter(Record):
+    nexthop: address
+    src_mask_len: u32
+    dst_mask_len: u32
+
+
+# sflow_tunnels.txt: the outer headers of a tunnelled packet reuse the sampled_* bodies.
+@FLOWS.register(1021, "extended_L2_tunnel_egress")
+class ExtendedL2TunnelEgress(SampledEthernet):
+    pass
+
+
+@FLOWS.register(1022, "extended_L2_tunnel_ingress")
+class ExtendedL2TunnelIngress(SampledEthernet):
+    pass
+
+
+@FLOWS.register(1023, "extended_ipv4_tunnel_egress")
+class ExtendedIPv4TunnelEgress(SampledIPv4):
+    pass
+
+
+@FLOWS.register(1024, "extended_ipv4_tunnel_ingress")
+class ExtendedIPv4TunnelIngress(SampledIPv4):
+    pass
+
+
+@FLOWS.register(1025, "extended_ipv6_tunnel_egress")
+class ExtendedIPv6TunnelEgress(SampledIPv6):
+    pass
+
+
+@FLOWS.register(1026, "extended_ipv6_tunnel_ingress")
+class ExtendedIPv6TunnelIngress(SampledIPv6):
+    pass
+
+
+@FLOWS.register(1027, "extended_decapsulate_egress")
+class ExtendedDecapsulateEgress(Record):
+    inner_header_offset: u32
+
+
+@FLOWS.register(1028, "extended_decapsulate_ingress")
+class ExtendedDecapsulateIngress(Record):
+    inner_header_offset: u32
+
+
+@FLOWS.register(1029, "extended_vni_egress")
+class ExtendedVniEgress(Record):
+    vni: u32
+
+
+@FLOWS.register(1030, "extended_vni_ingress")
+class ExtendedVniIngress(Record):
+    vni: u32
+
+
+@FLOWS.register(1042, "extended_linux_reason")
+class ExtendedLinuxReason(Record):
+    """The kernel's own name for why it dropped the packet (drop_monitor)."""
+
+    reason: string()
+
+
+@FLOWS.register(1043, "extended_timestamp")
+class ExtendedTimestamp(Record):
+    """When the packet was sampled, in nanoseconds since the Unix epoch (hsflowd 2.1 sends it)."""
+
+    nanoseconds: u64

@@ -1,0 +1,95 @@
+"""Test topologies: network namespaces and veth pairs that the tests create and always remove.
+
+Everything here is named ``hsft<pid>x<n>`` so that a test can only ever touch what it made;
+the root namespace's interfaces, routes and firewall are never changed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shlex
+import subprocess
+from typing import List, Optional, Sequence, Union
+
+_counter = itertools.count(1)
+
+
+def unique(stem: str = "") -> str:
+    """A short name no other test run uses (interface names are limited to 15 bytes)."""
+    name = f"hsft{os.getpid() % 100000}{stem}{next(_counter)}"
+    return name[:15]
+
+
+def run(cmd: Union[str, Sequence[str]], check: bool = True, **kw) -> subprocess.CompletedProcess:
+    args = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+    proc = subprocess.run(args, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+class Namespace:
+    """One network namespace with loopback up.  ``ns.run("ip addr")`` runs inside it."""
+
+    def __init__(self, name: Optional[str] = None):
+        self.name = name or unique("n")
+        run(["ip", "netns", "add", self.name])
+        self.run("ip link set lo up")
+        self.processes: List[subprocess.Popen] = []
+
+    def prefix(self) -> List[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def run(self, cmd: Union[str, Sequence[str]], check: bool = True, **kw):
+        args = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+        return run(self.prefix() + args, check=check, **kw)
+
+    def popen(self, cmd: Sequence[str], **kw) -> subprocess.Popen:
+        """Start a process inside the namespace; it is killed (by its PID) on delete()."""
+        proc = subprocess.Popen(self.prefix() + list(cmd), **kw)
+        self.processes.append(proc)
+        return proc
+
+    def ifindex(self, ifname: str) -> int:
+        out = self.run(["cat", f"/sys/class/net/{ifname}/ifindex"]).stdout
+        return int(out)
+
+    def mac(self, ifname: str) -> str:
+        return self.run(["cat", f"/sys/class/net/{ifname}/address"]).stdout.strip()
+
+    def delete(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.kill()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        self.processes.clear()
+        run(["ip", "netns", "del", self.name], check=False)
+
+
+def veth(a_ns: Optional[Namespace], a_name: str, b_ns: Optional[Namespace], b_name: str,
+         a_addr: Optional[str] = None, b_addr: Optional[str] = None) -> None:
+    """A veth pair between two namespaces (None = the namespace this process is in), both up.
+
+    The pair is created inside the first namespace so nothing appears in the root namespace
+    even for a moment, unless a_ns is None.
+    """
+    create = ["ip", "link", "add", a_name, "type", "veth", "peer", "name", b_name]
+    if b_ns is not None:
+        create += ["netns", b_ns.name]
+    if a_ns is not None:
+        a_ns.run(create)
+    else:
+        run(create)
+    for ns, name, addr in ((a_ns, a_name, a_addr), (b_ns, b_name, b_addr)):
+        runner = ns.run if ns is not None else run
+        if addr:
+            runner(["ip", "addr", "add", addr, "dev", name])
+        runner(["ip", "link", "set", name, "up"])
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
