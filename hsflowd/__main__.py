@@ -1,0 +1,7 @@
+"""``python3 -m hsflowd``: the same as the hsflowd command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

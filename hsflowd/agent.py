@@ -1,0 +1,280 @@
+"""The agent: one thread, one select loop, a tick every second.
+
+Each tick runs the counter pollers that are due and flushes the open datagram, so no sample
+waits more than a second (the spec's limit).  Netlink events keep the interface table and
+the agent address current between ticks.  Signals only set a flag (SIGHUP reload, SIGTERM
+or SIGINT stop); the loop acts on it, so a reload never interrupts a half-built datagram.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Dict, List, Optional
+
+from . import config as cfg
+from .address import AgentAddress, elect_agent_address
+from .collectors import Collectors, Destination
+from .pollers import Poller, PollerSet
+from .samplers.rules import select_interfaces
+from .sflow import DatagramBuilder, Record
+from .sources.host import HostSource
+from .sources.interfaces import InterfaceTable, host_adapters, interface_counters, nio_interfaces
+
+log = logging.getLogger("hsflowd")
+
+HOST_SOURCE = (2, 1)          # the physical host: entPhysicalEntry 1
+TICK = 1.0
+
+
+@dataclass
+class Options:
+    """What the command line adds to the config file."""
+
+    config_path: str = "/etc/hsflowd.conf"
+    auto_path: Optional[str] = "/etc/hsflowd.auto"
+    uuid: Optional[str] = None
+    machine_id: Optional[str] = None
+
+
+class StartupError(RuntimeError):
+    """The agent cannot start (one line for the operator)."""
+
+
+class Agent:
+    def __init__(self, config: cfg.Config, options: Options):
+        self.options = options
+        self.config = config
+        self.revision = 0
+        self.stopping = False
+        self.reload_requested = False
+        self.reported_unsupported: set = set()
+        self.interfaces = InterfaceTable()
+        self.host = HostSource(uuid=options.uuid or config.uuid, machine_id=options.machine_id)
+        self.pollers = PollerSet()
+        self.collectors: Optional[Collectors] = None
+        self.address: Optional[AgentAddress] = None
+        self.builder: Optional[DatagramBuilder] = None
+        self.next_refresh = 0.0
+        self.apply(config, first=True)
+        if self.address is None:
+            raise StartupError("no usable agent address: no interface has an IP address "
+                               "(set agentIP= in the config)")
+
+    # ------------------------------------------------------------ configuration
+    def apply(self, config: cfg.Config, first: bool = False) -> None:
+        """Make ``config`` the running configuration (at start and on every reload)."""
+        self.config = config
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        for block in config.unsupported:
+            if block not in self.reported_unsupported:
+                self.reported_unsupported.add(block)
+                log.warning("%s: %s {} is not supported yet; ignored", config.path, block)
+        if self.collectors is not None:
+            self.flush()
+            self.collectors.close()
+        self.collectors = Collectors(Destination(
+            host=c.ip, port=c.udpport, dev=c.dev, namespace=c.namespace,
+            where=f"{config.path}:{c.line}") for c in config.collectors)
+        self.elect()
+        self.update_pollers(first=first)
+        self.next_refresh = time.monotonic() + config.refresh_adaptors
+        self.revision += 1
+        self.write_auto()
+        log.info("configuration revision %d: %d collector(s), polling %d s, agent %s",
+                 self.revision, len(config.collectors), config.polling,
+                 self.address.ip if self.address else "none")
+
+    def sub_agent_id(self) -> int:
+        """hsflowd sends from subAgentId when packets are sampled, subAgentId+1 when only
+        counters are (its poll agent), so the sub-agent id a collector sees stays the same."""
+        c = self.config
+        sampling = bool(c.pcap or c.epcap or c.nflog)
+        return c.sub_agent_id + (0 if sampling else 1)
+
+    def configured_agent_ip(self) -> Optional[str]:
+        """agentIP as an address (a host name is resolved), or None to elect one."""
+        c = self.config
+        if c.agent_ip is None:
+            return None
+        try:
+            return str(ip_address(c.agent_ip))
+        except ValueError:
+            pass
+        try:
+            return socket.getaddrinfo(c.agent_ip, None)[0][4][0]
+        except OSError as e:
+            log.warning("%s: agentIP %s does not resolve (%s); electing an address instead",
+                        c.path, c.agent_ip, e)
+            return None
+
+    def elect(self) -> None:
+        """Elect the agent address; a new address (or sub-agent) starts a new datagram
+        sequence and uptime, as hsflowd does."""
+        c = self.config
+        address = elect_agent_address(self.interfaces, agent_ip=self.configured_agent_ip(),
+                                      agent_device=c.agent_device,
+                                      cidrs=[(a.network, a.exclude) for a in c.agent_cidrs])
+        old = self.address
+        if (old and old.ip) != (address and address.ip):
+            if old is not None:
+                log.info("agent address %s -> %s", old.ip, address.ip if address else "none")
+            self.flush()
+            self.builder = None
+        self.address = address
+        if address is None:
+            return
+        sub_agent = self.sub_agent_id()
+        if self.builder is not None and self.builder.sub_agent_id == sub_agent:
+            self.builder.datagram_bytes = c.datagram_bytes
+            return
+        self.flush()
+        self.builder = DatagramBuilder(address.ip, sub_agent, self.send,
+                                       datagram_bytes=c.datagram_bytes)
+
+    def write_auto(self) -> None:
+        path = self.options.auto_path
+        if not path:
+            return
+        a = self.address
+        text = cfg.render_auto(self.config, self.revision, self.host.host_descr().hostname,
+                               str(a.ip) if a else None, a.device if a else None)
+        try:
+            cfg.write_auto(path, text)
+        except OSError as e:
+            log.warning("cannot write %s: %s", path, e.strerror or e)
+
+    # ------------------------------------------------------------ counters
+    def polled_interfaces(self) -> Dict[int, object]:
+        """Interfaces that get counter samples: those a pcap/epcap block selects."""
+        return select_interfaces(list(self.config.pcap) + list(self.config.epcap), self.interfaces)
+
+    def update_pollers(self, first: bool = False) -> None:
+        interval = self.config.polling
+        wanted = {HOST_SOURCE}
+        self.pollers.ensure(HOST_SOURCE, interval, first=1 if first else None)
+        for ifindex in self.polled_interfaces():
+            source = (0, ifindex)
+            wanted.add(source)
+            self.pollers.ensure(source, interval)
+        self.pollers.keep_only(wanted)
+
+    def read_counters(self, due: List[Poller]) -> Dict[tuple, List[Record]]:
+        out: Dict[tuple, List[Record]] = {}
+        ifaces = [p.source[1] for p in due if p.source[0] == 0]
+        if ifaces:
+            stats = self.interfaces.read_counters()
+            for ifindex in ifaces:
+                iface = self.interfaces.get(ifindex)
+                if iface is not None and ifindex in stats:
+                    out[(0, ifindex)] = interface_counters(iface, stats[ifindex])
+        if any(p.source == HOST_SOURCE for p in due):
+            out[HOST_SOURCE] = self.host.records(host_adapters(self.interfaces),
+                                                 nio_interfaces(self.interfaces))
+        return out
+
+    # ------------------------------------------------------------ datagrams
+    def emit(self, sample: bytes) -> None:
+        if self.builder is not None:
+            self.builder.add(sample)
+
+    def send(self, datagram: bytes) -> None:
+        self.collectors.send(datagram)
+
+    def flush(self) -> None:
+        if self.builder is not None:
+            self.builder.flush()
+
+    # ------------------------------------------------------------ the loop
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_refresh:
+            self.interfaces.refresh()
+            self.on_interfaces_changed()
+            self.next_refresh = now + self.config.refresh_adaptors
+        self.collectors.tick()
+        try:
+            self.pollers.poll(self.read_counters, self.emit)
+        except Exception:  # one failing source must never stop the agent
+            log.exception("counter polling failed")
+        self.flush()
+
+    def on_interfaces_changed(self) -> None:
+        self.elect()
+        self.update_pollers()
+
+    def request_reload(self, *_args) -> None:
+        self.reload_requested = True
+
+    def request_stop(self, *_args) -> None:
+        self.stopping = True
+
+    def reload(self) -> None:
+        self.reload_requested = False
+        path = self.options.config_path
+        try:
+            config = cfg.load_config(path)
+        except cfg.ConfigError as e:
+            log.error("%s; keeping the running configuration (revision %d)", e, self.revision)
+            return
+        log.info("reloading %s", path)
+        self.apply(config)
+
+    def run(self, ready=None) -> int:
+        """Run until SIGTERM/SIGINT.  ``ready()`` is called once the first tick is done."""
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old_wakeup = signal.set_wakeup_fd(wake_w.fileno())
+        handlers = {signal.SIGHUP: self.request_reload, signal.SIGTERM: self.request_stop,
+                    signal.SIGINT: self.request_stop}
+        previous = {s: signal.signal(s, h) for s, h in handlers.items()}
+        sel = selectors.DefaultSelector()
+        sel.register(wake_r, selectors.EVENT_READ, "wakeup")
+        sel.register(self.interfaces.fileno(), selectors.EVENT_READ, "netlink")
+        try:
+            next_tick = time.monotonic()
+            while not self.stopping:
+                now = time.monotonic()
+                if now >= next_tick:
+                    self.tick()
+                    if ready is not None:
+                        ready()
+                        ready = None
+                    next_tick += TICK
+                    if next_tick < now:  # we were suspended or very late: do not catch up
+                        next_tick = now + TICK
+                    continue
+                for key, _ in sel.select(timeout=next_tick - now):
+                    if key.data == "wakeup":
+                        try:
+                            wake_r.recv(4096)
+                        except BlockingIOError:
+                            pass
+                    elif key.data == "netlink":
+                        if self.interfaces.handle_events():
+                            self.on_interfaces_changed()
+                if self.reload_requested:
+                    self.reload()
+        finally:
+            self.shutdown()
+            sel.close()
+            signal.set_wakeup_fd(old_wakeup)
+            for s, h in previous.items():
+                signal.signal(s, h)
+            wake_r.close()
+            wake_w.close()
+        log.info("stopped")
+        return 0
+
+    def shutdown(self) -> None:
+        self.flush()
+        if self.collectors is not None:
+            self.collectors.close()
+        self.interfaces.close()

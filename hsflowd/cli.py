@@ -1,0 +1,158 @@
+"""The command line: hsflowd's own options, plus verbs for hosts without systemd.
+
+    hsflowd [-d...] [-f FILE] [-p PIDFILE] [-u UUID] [-m MACHINEID] [-o AUTOFILE] [-v] [VERB]
+
+With no verb it behaves as hsflowd: into the background, or in the foreground with -d
+(which is how the systemd unit runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import List, Optional
+
+from . import __version__
+
+DEFAULT_CONFIG = "/etc/hsflowd.conf"
+DEFAULT_AUTO = "/etc/hsflowd.auto"
+VERBS = ("start", "stop", "restart", "status", "reload", "check", "decode", "run")
+
+log = logging.getLogger("hsflowd")
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """hsflowd's options; given before or after the verb (``hsflowd check -f FILE``)."""
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    parser.add_argument("-d", dest="debug", action="count", default=d(0),
+                        help="stay in the foreground; repeat for debug messages (-dd)")
+    parser.add_argument("-f", dest="config", metavar="FILE", default=d(DEFAULT_CONFIG),
+                        help=f"configuration file (default {DEFAULT_CONFIG})")
+    parser.add_argument("-p", dest="pidfile", metavar="PIDFILE", default=d(None),
+                        help="pid file, locked while the agent runs (default /var/run/hsflowd.pid)")
+    parser.add_argument("-u", dest="uuid", metavar="UUID", default=d(None),
+                        help="host UUID to send in host_descr (overrides uuid= and the DMI UUID)")
+    parser.add_argument("-m", dest="machine_id", metavar="MACHINEID", default=d(None),
+                        help="machine id to derive the host UUID from (systemd passes %%m)")
+    parser.add_argument("-o", dest="auto_file", metavar="AUTOFILE", default=d(DEFAULT_AUTO),
+                        help=f"where to write the effective configuration (default {DEFAULT_AUTO})")
+    parser.add_argument("-P", dest="keep_root", action="store_true", default=d(False),
+                        help=argparse.SUPPRESS)  # hsflowd: keep root; this agent never drops it
+    parser.add_argument("-l", dest="module_dir", default=d(None),
+                        help=argparse.SUPPRESS)  # hsflowd: module directory; nothing to load here
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hsflowd", description="Host sFlow agent: sends host and interface counters and "
+        "packet samples to sFlow collectors, configured by hsflowd.conf.",
+        epilog="With no verb, hsflowd detaches into the background (-d: stays in the foreground).")
+    _common(parser, suppress=False)
+    parser.add_argument("-v", "--version", action="version",
+                        version=f"hsflowd version {__version__} (Python {sys.version.split()[0]})")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name, text in (("start", "start the agent in the background"),
+                       ("stop", "stop the running agent"),
+                       ("restart", "stop, then start"),
+                       ("status", "say whether the agent runs (exit 0) or not (exit 3)"),
+                       ("reload", "make the running agent re-read its configuration (SIGHUP)"),
+                       ("run", "run in the foreground (the same as -d)"),
+                       ("check", "validate the configuration and print the effective settings")):
+        _common(verbs.add_parser(name, help=text, description=text), suppress=True)
+    dec = verbs.add_parser("decode", help="print sFlow datagrams received on a UDP port or read "
+                           "from a capture file", description="Print sFlow datagrams as text or "
+                           "JSON, one per datagram, as sflowtool does for hsflowd users.")
+    dec.add_argument("--port", type=int, default=6343, help="UDP port to listen on (default 6343)")
+    dec.add_argument("--bind", metavar="ADDR", help="address to listen on (default all)")
+    dec.add_argument("--pcap", metavar="FILE", help="read a pcap/pcapng file instead ('-' = stdin)")
+    dec.add_argument("--json", action="store_true", help="one JSON object per datagram")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    verb = args.verb
+    if verb == "decode":
+        from . import decode_cmd
+        return decode_cmd.run(port=args.port, bind=args.bind, pcap=args.pcap, as_json=args.json)
+    from . import daemon
+    pidfile = args.pidfile or daemon.DEFAULT_PIDFILE
+    if verb == "check":
+        return check(args.config)
+    if verb == "stop":
+        return daemon.stop(pidfile)
+    if verb == "status":
+        return daemon.status(pidfile)
+    if verb == "reload":
+        return daemon.signal_agent(pidfile, signal.SIGHUP, "reloading its configuration")
+    if verb == "restart":
+        code = daemon.stop(pidfile)
+        if code != 0:
+            return code
+    foreground = verb == "run" or (verb is None and args.debug > 0)
+    return run_agent(args, pidfile, foreground)
+
+
+def check(path: str) -> int:
+    from . import config as cfg
+    try:
+        config = cfg.load_config(path)
+    except cfg.ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for block in config.unsupported:
+        print(f"warning: {path}: {block} {{}} is not supported yet; it will be ignored", file=sys.stderr)
+    print(cfg.describe(config))
+    return 0
+
+
+def run_agent(args, pidfile_path: str, foreground: bool) -> int:
+    from . import config as cfg
+    from . import daemon
+    from .agent import Agent, Options, StartupError
+
+    try:
+        config = cfg.load_config(args.config)
+    except cfg.ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    options = Options(config_path=args.config, auto_path=args.auto_file,
+                      uuid=args.uuid, machine_id=args.machine_id)
+
+    def serve(report) -> int:
+        daemon.setup_logging(args.debug, foreground)
+        pidfile = daemon.PidFile(pidfile_path)
+        try:
+            pidfile.acquire()
+        except daemon.AlreadyRunning as e:
+            report(f"hsflowd: {e}")
+            return 1
+        except OSError as e:
+            report(f"hsflowd: cannot write pid file {pidfile_path}: {e.strerror or e}")
+            return 1
+        try:
+            try:
+                agent = Agent(config, options)
+            except StartupError as e:
+                report(f"hsflowd: {e}")
+                return 1
+            log.info("hsflowd %s started (pid %d, config %s)", __version__, os.getpid(), args.config)
+            return agent.run(ready=lambda: report(""))
+        finally:
+            pidfile.close()
+
+    if foreground:
+        def report(message: str) -> None:
+            if message:
+                print(message, file=sys.stderr)
+        return serve(report)
+    return daemon.detach(serve)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
