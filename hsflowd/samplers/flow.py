@@ -2,7 +2,10 @@
 
 A flow sample (expanded, format 3) from data source 0:ifIndex of the sampled device, with
 two records: sampled_header (Ethernet, frame_length = wire length + 4 for the FCS,
-stripped = 4) and extended_timestamp (1043), as hsflowd 2.1 sends them.
+stripped = 4) and extended_timestamp (1043), as hsflowd 2.1 sends them.  hsflowd puts the
+timestamp first; it goes last here because Wireshark 4.0 does not skip an unknown flow
+record's body and would misread a sampled_header that follows one (every decoder finds
+records by tag, so the order carries no meaning).
 
 This is the hot path, so the fixed part of the sample is packed by one precompiled
 ``struct.Struct`` instead of building dataclasses; ``tests/test_flow_builder.py`` checks the

@@ -1,14 +1,13 @@
 """Which interfaces a ``pcap {}`` / ``epcap {}`` rule selects, as hsflowd matches them.
 
-A rule names a device (``dev``), a pattern (``dev.pattern``, a regular expression that must
-match the whole name) or a speed range (``speed``).  Matches by pattern or speed skip what
+A rule names a device (``dev``), a pattern (``dev.pattern``, a regular expression searched
+in the name, as regexec does) or a speed range (``speed``).  Matches by pattern or speed skip what
 hsflowd's automatic matching skips: bond masters, VLAN sub-interfaces, veths, and Open
 vSwitch ports.  A device named with ``dev=`` is taken whatever its kind.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Dict, Iterable, Optional
 
 SKIPPED_KINDS = {"bond", "vlan", "veth", "openvswitch", "vif"}
@@ -20,15 +19,8 @@ def rule_matches(rule, iface) -> bool:
     if iface.loopback or iface.kind in SKIPPED_KINDS:
         return False
     if rule.dev_pattern is not None:
-        pattern = rule.dev_pattern if hasattr(rule.dev_pattern, "fullmatch") else re.compile(rule.dev_pattern)
-        if not pattern.fullmatch(iface.name):
-            return False
-    if rule.speed_min is not None or rule.speed_max is not None:
-        low = rule.speed_min or 0
-        high = rule.speed_max if rule.speed_max is not None else float("inf")
-        if not (iface.speed and low <= iface.speed <= high):
-            return False
-    return rule.dev_pattern is not None or rule.speed_min is not None or rule.speed_max is not None
+        return rule.dev_pattern.search(iface.name) is not None
+    return rule.matches_speed(iface.speed)
 
 
 def select_interfaces(rules: Iterable, interfaces: Iterable) -> Dict[int, object]:

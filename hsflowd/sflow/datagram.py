@@ -29,6 +29,8 @@ class DatagramBuilder:
     def __init__(self, agent_address: Union[IPv4Address, IPv6Address], sub_agent_id: int,
                  send: Callable[[bytes], None], datagram_bytes: int = DEFAULT_DATAGRAM_BYTES,
                  clock: Callable[[], float] = time.monotonic):
+        if not 0 <= sub_agent_id <= 0xFFFFFFFF:
+            raise ValueError(f"sub_agent_id {sub_agent_id} is outside 0..4294967295")
         if not MIN_DATAGRAM_BYTES <= datagram_bytes <= MAX_DATAGRAM_BYTES:
             raise ValueError(f"datagramBytes {datagram_bytes} is outside "
                              f"{MIN_DATAGRAM_BYTES}..{MAX_DATAGRAM_BYTES}")
@@ -54,11 +56,10 @@ class DatagramBuilder:
         """Queue one encoded sample (its tag, length and body)."""
         size = len(sample)
         if self._size + size >= self.datagram_bytes:
-            if self._samples:
-                self.flush()
-            if self._size + size >= self.datagram_bytes:
-                self.oversized += 1
+            if self._header.size + size >= self.datagram_bytes:
+                self.oversized += 1  # fits no datagram at all
                 return
+            self.flush()
         self._samples.append(sample)
         self._size += size
 

@@ -12,7 +12,8 @@ import dataclasses
 import struct
 from typing import Any, Dict, List, Tuple
 
-from .xdr import DecodeError, EncodeError, Layout, Variable, _pad, _PADDING, layout_of, read_u32, xdr_struct
+from .xdr import (PACK_ERRORS, DecodeError, EncodeError, Layout, Variable, _pad, _PADDING, layout_of,
+                  read_u32, xdr_struct)
 
 _TLV = struct.Struct(">II")
 _LEN = struct.Struct(">I")
@@ -33,9 +34,9 @@ class Record:
     tag = 0
     sflow_name = ""
 
-    def encode(self) -> bytes:
+    def encode(self) -> bytes:  # replaced per class by Table.register
         """This record as tag + length + body."""
-        return self._encode_tlv(self)  # type: ignore[attr-defined]
+        raise NotImplementedError
 
     @classmethod
     def decode_body(cls, buf: bytes, off: int = 0, end: int | None = None):
@@ -61,7 +62,8 @@ class Table:
             cls.sflow_name = name
             if "_layout" not in cls.__dict__:
                 cls = xdr_struct(cls)
-            cls._encode_tlv = staticmethod(_tlv_encoder(layout_of(cls), tag))
+            # the encoder is the method itself: no extra call per record
+            cls.encode = _tlv_encoder(layout_of(cls), tag)
             self.classes[tag] = cls
             return cls
         return decorate
@@ -76,24 +78,46 @@ COUNTERS = Table("counter record")
 
 
 def _tlv_encoder(layout: Layout, tag: int):
-    """Precompile the TLV encoder: fixed-size records pack header and body in one call."""
+    """Precompile the TLV encoder for one record class.
+
+    A record that is one run of fixed fields, optionally followed by one variable field
+    (samples and their record lists, sampled_header, port_name, host_adapters...), packs
+    its tag, length and fixed fields in a single ``struct`` call.
+    """
     segs = layout.segments
-    if layout.fixed_size is not None and segs and not segs[0][4]:
-        _, st, _, getter, _, _, run = segs[0]
-        whole = struct.Struct(">II" + st.format.lstrip(">"))
+    first = segs[0] if segs else None
+    if first is not None and first[0] == "fixed" and not first[4] and (
+            len(segs) == 1 or (len(segs) == 2 and segs[1][0] == "var")):
+        _, st, _, getter, _, _, run = first
+        head = struct.Struct(">II" + st.format.lstrip(">"))
         size = st.size
+        if len(segs) == 1:
+            def encode_fixed(rec):
+                try:
+                    return head.pack(tag, size, *getter(rec))
+                except PACK_ERRORS:
+                    raise layout._field_error(rec, run) from None
+            return encode_fixed
+        _, codec, name = segs[1]
+        tail_of = codec.encode
 
-        def encode_fixed(rec):
+        def encode_head_tail(rec):
             try:
-                return whole.pack(tag, size, *getter(rec))
-            except struct.error:
+                tail = tail_of(getattr(rec, name))
+            except EncodeError as e:
+                raise EncodeError(f"{layout.name}.{name}: {e}") from None
+            except PACK_ERRORS as e:
+                raise EncodeError(f"{layout.name}.{name}: {e}") from None
+            try:
+                return head.pack(tag, size + len(tail), *getter(rec)) + tail
+            except PACK_ERRORS:
                 raise layout._field_error(rec, run) from None
-        return encode_fixed
+        return encode_head_tail
 
-    def encode_var(rec):
+    def encode_any(rec):
         body = layout.encode(rec)
         return _TLV.pack(tag, len(body)) + body
-    return encode_var
+    return encode_any
 
 
 @dataclasses.dataclass(frozen=True)

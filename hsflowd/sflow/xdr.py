@@ -53,15 +53,21 @@ class Fixed:
         self.from_wire = from_wire
 
 
-def _mac_from_wire(raw: bytes) -> bytes:
-    return raw
+def _mac_to_wire(m: bytes) -> bytes:
+    if len(m) != 6:
+        raise ValueError(f"a MAC address is 6 bytes, not {len(m)}")
+    return m
 
 
 def _ip4_to_wire(a: IPv4Address) -> bytes:
+    if a.version != 4:
+        raise ValueError(f"{a} is not an IPv4 address")
     return a.packed
 
 
 def _ip6_to_wire(a: IPv6Address) -> bytes:
+    if a.version != 6:
+        raise ValueError(f"{a} is not an IPv6 address")
     return a.packed
 
 
@@ -78,13 +84,15 @@ U64 = Fixed("Q", 0, "u64")
 I32 = Fixed("i", 0, "i32")
 F32 = Fixed("f", 0.0, "f32")
 # mac is opaque[6]: six bytes then two bytes of XDR padding.
-MAC = Fixed("6s2x", bytes(6), "mac")
+MAC = Fixed("6s2x", bytes(6), "mac", _mac_to_wire)
 IPV4 = Fixed("4s", IPv4Address(0), "ipv4", _ip4_to_wire, IPv4Address)
 IPV6 = Fixed("16s", IPv6Address(0), "ipv6", _ip6_to_wire, IPv6Address)
 # host_descr's uuid is 16 raw bytes with no length word (as hsflowd and sflowtool do it).
 UUID16 = Fixed("16s", uuid.UUID(int=0), "uuid", _uuid_to_wire, _uuid_from_wire)
 
 _LEN = struct.Struct(">I")
+# what struct.pack and the to_wire conversions raise for a value that does not fit
+PACK_ERRORS = (struct.error, OverflowError, TypeError, ValueError, AttributeError)
 
 
 def _pad(n: int) -> int:
@@ -149,8 +157,11 @@ class String(Opaque):
     def encode(self, value: str) -> bytes:
         raw = value.encode("utf-8", "surrogateescape")
         if self.maximum is not None and len(raw) > self.maximum:
-            # clip on a character boundary so the result stays valid UTF-8
-            raw = raw[: self.maximum].decode("utf-8", "ignore").encode("utf-8")
+            # clip, backing off so that no UTF-8 character is cut in two
+            cut = self.maximum
+            while cut > 0 and raw[cut] & 0xC0 == 0x80:
+                cut -= 1
+            raw = raw[:cut]
         return Opaque.encode(self, raw)
 
     def decode(self, buf: bytes, off: int, end: int) -> Tuple[str, int]:
@@ -307,22 +318,24 @@ class Layout(Variable):
                 values = getter(obj)
                 if to_wire:
                     values = list(values)
-                    for i, conv in to_wire:
-                        try:
+                    try:
+                        for i, conv in to_wire:
                             values[i] = conv(values[i])
-                        except AttributeError:
-                            raise self._field_error(obj, run) from None
-                try:
-                    parts.append(st.pack(*values))
-                except struct.error:
-                    raise self._field_error(obj, run) from None
+                        parts.append(st.pack(*values))
+                    except PACK_ERRORS:
+                        raise self._field_error(obj, run) from None
+                else:
+                    try:
+                        parts.append(st.pack(*values))
+                    except PACK_ERRORS:
+                        raise self._field_error(obj, run) from None
             else:
                 _, codec, name = seg
                 try:
                     parts.append(codec.encode(getattr(obj, name)))
-                except EncodeError:
-                    raise
-                except (struct.error, TypeError, AttributeError, ValueError, OverflowError) as e:
+                except EncodeError as e:
+                    raise EncodeError(f"{self.name}.{name}: {e}") from None
+                except PACK_ERRORS as e:
                     raise EncodeError(f"{self.name}.{name}: {e}") from None
         return b"".join(parts)
 
@@ -332,7 +345,7 @@ class Layout(Variable):
             value = getattr(obj, name)
             try:
                 struct.pack(">" + codec.code, codec.to_wire(value) if codec.to_wire else value)
-            except (struct.error, AttributeError, TypeError):
+            except PACK_ERRORS:
                 limits = _RANGES.get(codec.code)
                 if limits and isinstance(value, int):
                     return EncodeError(f"{self.name}.{name} = {value} is outside "

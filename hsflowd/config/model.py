@@ -1,0 +1,180 @@
+"""The typed configuration: what the rest of the agent reads after parsing.
+
+Field defaults come from the keyword table (``default_of``) so they are written once.
+Every object is a frozen dataclass: a reload builds a new Config and the agent swaps it in,
+and ``old == new`` says whether anything that matters changed (source line numbers, the
+file path, warnings and the order things were written in are left out of that comparison).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from .keywords import SPEED_MAX, default_of
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+__all__ = ["AgentCidr", "Collector", "PcapRule", "NflogConfig", "UlogConfig", "PsampleConfig",
+           "DropmonConfig", "JsonConfig", "OvsConfig", "Config", "SPEED_MAX"]
+
+
+def _line():
+    return field(default=0, compare=False)
+
+
+@dataclass(frozen=True)
+class AgentCidr:
+    """One ``agent.cidr``: prefer agent addresses inside ``network`` (refuse them if exclude)."""
+    network: Network
+    exclude: bool = False
+    line: int = _line()
+
+    def __str__(self) -> str:
+        return ("!" if self.exclude else "") + str(self.network)
+
+
+@dataclass(frozen=True)
+class Collector:
+    """One ``collector { }``.  ``ip`` may be a host name: it is resolved when the socket opens."""
+    ip: str
+    udpport: int = default_of("collector", "udpport")
+    dev: Optional[str] = None
+    namespace: Optional[str] = None
+    line: int = _line()
+
+
+@dataclass(frozen=True)
+class PcapRule:
+    """One ``pcap { }`` or ``epcap { }`` rule: which devices to tap, and how.
+
+    A rule picks devices by ``dev``, else ``dev_pattern``, else speed.  ``speed_min`` and
+    ``speed_max`` are both None when no speed was given; "speed=1G" sets both to 1e9 (that
+    exact speed) and "speed=1G-" sets ``speed_max`` to SPEED_MAX.
+    """
+    dev: Optional[str] = None
+    dev_pattern: Optional[re.Pattern] = None
+    speed_min: Optional[int] = None
+    speed_max: Optional[int] = None
+    promisc: bool = default_of("pcap", "promisc")
+    vport: Optional[bool] = None        # None: on for bridges, off otherwise
+    dynamic: bool = default_of("pcap", "dynamic")
+    sampling: Optional[int] = None      # this rule's 1-in-N, beats every other rate rule
+    line: int = _line()
+
+    def matches_speed(self, bps: int) -> bool:
+        if self.speed_min is None or self.speed_max is None:
+            return False
+        return self.speed_min <= bps <= self.speed_max
+
+
+@dataclass(frozen=True)
+class NflogConfig:
+    """``nflog { }``: samples come from an iptables NFLOG rule.
+
+    Without ``probability`` the rule is taken to sample 1-in-``sampling``.  ``manage_rule``
+    (keyword ``iptables=on``, new in this agent) has the agent add the rule, limited to
+    ``dev`` when set, and remove it on exit; upstream hsflowd leaves that to the user.
+    """
+    group: int
+    probability: Optional[float] = None
+    manage_rule: bool = default_of("nflog", "iptables")
+    dev: Optional[str] = None
+    line: int = _line()
+
+
+@dataclass(frozen=True)
+class UlogConfig:
+    group: Optional[int] = None
+    probability: Optional[float] = None
+    line: int = _line()
+
+
+@dataclass(frozen=True)
+class PsampleConfig:
+    group: int = default_of("psample", "group")
+    ingress: bool = default_of("psample", "ingress")
+    egress: bool = default_of("psample", "egress")
+    line: int = _line()
+
+
+@dataclass(frozen=True)
+class DropmonConfig:
+    start: bool = default_of("dropmon", "start")
+    sw: bool = default_of("dropmon", "sw")
+    hw: bool = default_of("dropmon", "hw")
+    rn: bool = default_of("dropmon", "rn")
+    hw_unknown: bool = default_of("dropmon", "hw_unknown")
+    sw_passive: bool = default_of("dropmon", "sw_passive")
+    hw_passive: bool = default_of("dropmon", "hw_passive")
+    hide: Optional[re.Pattern] = None
+    limit: int = default_of("dropmon", "limit")
+    max: int = default_of("dropmon", "max")
+    max_trip: int = default_of("dropmon", "max_trip")
+    line: int = _line()
+
+
+@dataclass(frozen=True)
+class JsonConfig:
+    udpport: Optional[int] = None
+    fifo: Optional[str] = None
+    line: int = _line()
+
+
+@dataclass(frozen=True)
+class OvsConfig:
+    """``ovs { }``.  ``db`` (new in this agent) overrides the OVSDB socket, e.g.
+    ``unix:/run/openvswitch/db.sock`` or ``tcp:127.0.0.1:6640``."""
+    db: Optional[str] = None
+    line: int = _line()
+
+
+def _sflow(keyword: str) -> Any:
+    return default_of("sflow", keyword)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole of hsflowd.conf.
+
+    ``sampling_settings`` and ``polling_settings`` hold the ``sampling.<x>`` and
+    ``polling.<x>`` keys, keyed by <x> as written ("1G", "bps_ratio", "http", "app.foo");
+    ``app_order`` lists every <x> in the order first written (the .auto file needs it).
+    ``blocks`` holds the settings of blocks that have no class of their own (docker, kvm,
+    sonic...), keyed by block name, then by keyword name.  ``unsupported`` names, in order
+    of first appearance, each feature this agent does not implement yet.
+    """
+    path: str = field(default="<string>", compare=False)
+    sampling: int = _sflow("sampling")
+    polling: int = _sflow("polling")
+    sampling_settings: Dict[str, int] = field(default_factory=dict)
+    polling_settings: Dict[str, int] = field(default_factory=dict)
+    app_order: Tuple[str, ...] = field(default=(), compare=False)
+    agent_ip: Optional[str] = None
+    agent_device: Optional[str] = None
+    agent_cidrs: List[AgentCidr] = field(default_factory=list)
+    sub_agent_id: int = _sflow("subAgentId")
+    uuid: Optional[str] = None
+    header_bytes: int = _sflow("headerBytes")
+    datagram_bytes: int = _sflow("datagramBytes")
+    modules_dir: str = _sflow("modules")
+    dns_sd: bool = _sflow("DNSSD")
+    dns_sd_domain: Optional[str] = None
+    refresh_adaptors: int = _sflow("refreshAdaptors")
+    check_adaptors: int = _sflow("checkAdaptors")
+    refresh_vms: int = _sflow("refreshVMs")
+    forget_vms: int = _sflow("forgetVMs")
+    collectors: List[Collector] = field(default_factory=list)
+    pcap: List[PcapRule] = field(default_factory=list)
+    epcap: List[PcapRule] = field(default_factory=list)
+    nflog: Optional[NflogConfig] = None
+    ulog: Optional[UlogConfig] = None
+    psample: Optional[PsampleConfig] = None
+    dropmon: Optional[DropmonConfig] = None
+    json: Optional[JsonConfig] = None
+    ovs: Optional[OvsConfig] = None
+    blocks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    unsupported: List[str] = field(default_factory=list, compare=False)
+    warnings: List[str] = field(default_factory=list, compare=False)

@@ -1,0 +1,171 @@
+"""Broken files: each error is one line, ``FILE:LINE: what is wrong``, with the exact text."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hsflowd.config import ConfigError, load_config, parse_config
+
+C = "  collector { ip=192.0.2.1 }\n"
+
+CASES = [
+    # (name, file text, expected str(ConfigError))
+    ("misspelt keyword", "sflow {\n  samplng = 10\n" + C + "}\n",
+     "b.conf:2: unknown keyword 'samplng' in sflow { }; did you mean 'sampling'?"),
+    ("misspelt camelCase", "sflow {\n" + C + "  headerbyte=64\n}\n",
+     "b.conf:3: unknown keyword 'headerbyte' in sflow { }; did you mean 'headerBytes'?"),
+    ("misspelt inside a block", "sflow {\n  collector { ip=192.0.2.1 udport=6343 }\n}\n",
+     "b.conf:2: unknown keyword 'udport' in collector { }; did you mean 'udpport'?"),
+    ("misspelt block", "sflow {\n" + C + "  colector { ip=192.0.2.2 }\n}\n",
+     "b.conf:3: unknown keyword 'colector' in sflow { }; did you mean 'collector'?"),
+    ("misspelt wildcard", "sflow {\n" + C + "  samplng.1G=1000\n}\n",
+     "b.conf:3: unknown keyword 'samplng.1G' in sflow { }; did you mean 'sampling.1G'?"),
+    ("unknown, nothing close", "sflow {\n" + C + "  frobnicate on\n}\n",
+     "b.conf:3: unknown keyword 'frobnicate' in sflow { }"),
+    ("keyword of another block", "sflow {\n  ip=192.0.2.1\n}\n",
+     "b.conf:2: 'ip' is not a setting of sflow { }; it belongs in collector { }"),
+    ("keyword of several blocks", "sflow {\n" + C + "  promisc=on\n}\n",
+     "b.conf:3: 'promisc' is not a setting of sflow { }; it belongs in pcap { }, epcap { }"),
+    ("a '}' is missing", "sflow {\n  collector { ip=192.0.2.1\n  sampling=10\n}\n",
+     "b.conf:3: 'sampling' is not a setting of collector { } (opened at line 2); "
+     "is a '}' missing before it?"),
+    ("a '}' is missing before a wildcard", "sflow {\n  pcap { dev=eth0\n  sampling.1G=1\n}\n",
+     "b.conf:3: 'sampling.1G' is not a setting of pcap { } (opened at line 2); "
+     "is a '}' missing before it?"),
+    ("out of range", "sflow {\n" + C + "  sampling = 10000001\n}\n",
+     "b.conf:3: 'sampling' must be 0..10000000, got 10000001"),
+    ("out of range with a suffix", "sflow {\n" + C + "  packetSamplingRate = 1G\n}\n",
+     "b.conf:3: 'packetSamplingRate' must be 0..10000000, got 1000000000"),
+    ("out of range in a block", "sflow {\n  collector { ip=192.0.2.1 udpport=0 }\n}\n",
+     "b.conf:2: 'udpport' must be 1..65535, got 0"),
+    ("probability above 1", "sflow {\n" + C + "  nflog { group=5 probability=1.5 }\n}\n",
+     "b.conf:3: 'probability' must be 0..1, got 1.5"),
+    ("value on the next line is the offender", "sflow {\n" + C + "  polling =\n  301\n}\n",
+     "b.conf:4: 'polling' must be 0..300, got 301"),
+    ("missing value before '}'", "sflow {\n" + C + "  sampling }\n",
+     "b.conf:3: 'sampling' needs a value"),
+    ("missing value at the end", "sflow {\n" + C + "  agent",
+     "b.conf:3: 'agent' needs a value"),
+    ("empty quoted value", 'sflow {\n' + C + '  agent = ""\n}\n',
+     "b.conf:3: 'agent' needs a value, got an empty string"),
+    ("not a number", "sflow {\n" + C + "  sampling = often\n}\n",
+     "b.conf:3: 'sampling' needs an integer, got 'often'"),
+    ("trailing junk", "sflow {\n" + C + "  polling = 20s\n}\n",
+     "b.conf:3: 'polling' needs an integer, got '20s'"),
+    ("negative", "sflow {\n" + C + "  polling = -1\n}\n",
+     "b.conf:3: 'polling' needs an integer, got '-1'"),
+    ("octal trap", "sflow {\n" + C + "  polling = 09\n}\n",
+     "b.conf:3: 'polling' needs an integer, got '09' (a leading 0 means octal, as in C)"),
+    ("float without leading digit", "sflow {\n" + C + "  nflog { group=1 probability=.5 }\n}\n",
+     "b.conf:3: 'probability' needs a number like 0.01, got '.5'"),
+    ("not on/off", "sflow {\n" + C + "  pcap { dev=eth0 promisc=yes }\n}\n",
+     "b.conf:3: 'promisc' needs on or off, got 'yes'"),
+    ("bad agent.cidr", "sflow {\n" + C + "  agent.cidr = 10.0.0.256/8\n}\n",
+     "b.conf:3: 'agent.cidr' needs address/prefix like 10.0.0.0/8 or !fe80::/10, "
+     "got '10.0.0.256/8'"),
+    ("bad agentIP", "sflow {\n" + C + "  agentIP = 10.0.0.256\n}\n",
+     "b.conf:3: 'agentIP' needs an IP address or host name, got '10.0.0.256'"),
+    ("bad uuid", "sflow {\n" + C + "  uuid = 1234\n}\n",
+     "b.conf:3: 'uuid' needs a UUID like 8d9e8f14-1b6c-4a3e-9d61-3f0e5c2a7b10, got '1234'"),
+    ("bad regex", 'sflow {\n' + C + '  pcap { dev.pattern="eth(" }\n}\n',
+     "b.conf:3: 'dev.pattern' needs a regular expression, got 'eth(' "
+     "(missing ), unterminated subpattern at position 3)"),
+    ("stray '}'", "sflow {\n" + C + "}\n}\n",
+     "b.conf:4: unexpected '}': more '}' than '{'"),
+    ("stray '{'", "sflow {\n" + C + "  { sampling=1 }\n}\n",
+     "b.conf:3: unexpected '{': a block name must come before it"),
+    ("block without '{'", "sflow {\n  collector ip=192.0.2.1\n}\n",
+     "b.conf:2: expected '{' after 'collector'"),
+    ("block at the very end", "sflow {\n" + C + "  pcap",
+     "b.conf:3: expected '{' after 'pcap'"),
+    ("missing sflow {", "collector { ip=192.0.2.1 }\n",
+     "b.conf:1: the file must start with 'sflow {', not 'collector'"),
+    ("missing sflow after comments", "# hello\n\n  sampling=1\n",
+     "b.conf:3: the file must start with 'sflow {', not 'sampling'"),
+    ("sflow without brace", "sflow\n  collector { ip=192.0.2.1 }\n",
+     "b.conf:2: expected '{' after 'sflow'"),
+    ("empty file", "", "b.conf:1: the file is empty: it must start with 'sflow {'"),
+    ("only comments", "# one\n# two\n\n", "b.conf:3: the file is empty: it must start with "
+     "'sflow {'"),
+    ("second sflow block", "sflow {\n" + C + "}\nsflow {\n}\n",
+     "b.conf:4: only one 'sflow { }' block is allowed"),
+    ("junk after sflow", "sflow {\n" + C + "}\nsampling=1\n",
+     "b.conf:4: unexpected 'sampling' after the end of 'sflow { }'"),
+    ("no collector", "sflow {\n  sampling=400\n}\n# end\n",
+     "b.conf:4: no collector is defined: add collector { ip=... } (or dns-sd { } to learn "
+     "them from DNS)"),
+    ("no collector, dns-sd turned off", "sflow {\n  dns-sd { }\n  DNSSD = off\n}\n",
+     "b.conf:4: no collector is defined: add collector { ip=... } (or dns-sd { } to learn "
+     "them from DNS)"),
+    ("collector without ip", "sflow {\n  collector {\n    udpport=6343\n  }\n}\n",
+     "b.conf:2: 'collector { }' needs ip="),
+    ("nflog without group", "sflow {\n" + C + "  nflog { probability=0.01 }\n}\n",
+     "b.conf:3: 'nflog { }' needs group="),
+    ("dns-sd with eapi", "sflow {\n  dns-sd { }\n  eapi { }\n}\n",
+     "b.conf:3: dns-sd cannot be combined with eapi { }"),
+    ("sonic with DNSSD", "sflow {\n  sonic { }\n  DNSSD = on\n}\n",
+     "b.conf:3: dns-sd cannot be combined with sonic { }"),
+    ("empty wildcard", "sflow {\n" + C + "  sampling. = 5\n}\n",
+     "b.conf:3: 'sampling.' needs a name after the dot, like sampling.1G or sampling.http"),
+    ("wildcard out of range", "sflow {\n" + C + "  polling.http = 400\n}\n",
+     "b.conf:3: 'polling.http' must be 0..300, got 400"),
+    ("sub-block in the wrong place", "sflow {\n" + C + "  port { dev=swp1 }\n}\n",
+     "b.conf:3: 'port' is not a setting of sflow { }; it belongs in opx { }"),
+    ("top-level block nested", "sflow {\n  collector { ip=192.0.2.1 pcap { } }\n}\n",
+     "b.conf:2: 'pcap' is not a setting of collector { } (opened at line 2); "
+     "is a '}' missing before it?"),
+]
+
+
+@pytest.mark.parametrize("text,expected", [pytest.param(t, e, id=n) for n, t, e in CASES])
+def test_broken_file(text, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "b.conf")
+    assert str(caught.value) == expected
+    assert "\n" not in str(caught.value)
+    assert caught.value.path == "b.conf"
+    assert str(caught.value).startswith(f"b.conf:{caught.value.line}: ")
+
+
+def test_unclosed_brace_is_not_an_error():
+    config = parse_config("sflow {\n" + C, "b.conf")
+    assert config.warnings == [
+        "b.conf:2: missing '}' at the end of the file: 'sflow {' (line 1) not closed"]
+
+
+def test_missing_file(tmp_path):
+    path = str(tmp_path / "nope.conf")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: cannot read the file: No such file or directory"
+    assert caught.value.line is None
+
+
+def test_directory_is_not_a_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the file: Is a directory"):
+        load_config(str(tmp_path))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "secret.conf"
+    path.write_text("sflow { }")
+    path.chmod(0)
+    with pytest.raises(ConfigError, match="cannot read the file: Permission denied"):
+        load_config(str(path))
+
+
+def test_load_config_names_the_file_in_errors(tmp_path):
+    path = tmp_path / "hsflowd.conf"
+    path.write_text("sflow {\n  sampling = lots\n}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert str(caught.value) == f"{path}:2: 'sampling' needs an integer, got 'lots'"
+
+
+def test_latin1_bytes_do_not_crash(tmp_path):
+    path = tmp_path / "hsflowd.conf"
+    path.write_bytes(b"# caf\xe9\nsflow { collector { ip=192.0.2.1 } }\n")
+    assert load_config(str(path)).collectors[0].ip == "192.0.2.1"

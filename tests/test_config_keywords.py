@@ -1,0 +1,198 @@
+"""Every keyword of the table: its default, a non-default value, and its range edges.
+
+Driven by the table itself, so a keyword added to keywords.py is tested here without
+another line of test code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+
+import pytest
+
+from hsflowd.config import BLOCKS, ConfigError, parse_config
+from hsflowd.config import keywords as K
+from hsflowd.config.model import AgentCidr
+
+TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "ovs")
+COLLECTOR = "collector { ip=192.0.2.1 }"
+
+
+def wrap(block: str, body: str) -> str:
+    """A complete file with ``body`` inside ``block``."""
+    if block == "sflow" and "nflogprobability" in body.lower():
+        body += "\nnflogGroup=1"        # nflog needs a group
+    if block == "sflow":
+        return f"sflow {{\n{body}\n{COLLECTOR}\n}}\n"
+    if block == "collector":
+        return f"sflow {{\ncollector {{ ip=192.0.2.1\n{body}\n}}\n}}\n"
+    if block == "nflog":
+        inner = f"nflog {{ group=1\n{body}\n}}"
+    elif block == "port":
+        inner = f"opx {{ port {{\n{body}\n}} }}"
+    else:
+        inner = f"{block} {{\n{body}\n}}"
+    return f"sflow {{\n{COLLECTOR}\n{inner}\n}}\n"
+
+
+def value_in(config, block: str, keyword: K.Keyword):
+    """Where the parsed value of ``keyword`` lands in the Config."""
+    if keyword.target:
+        target, _, name = keyword.target.partition(".")
+        return value_in(config, target, BLOCKS[target].keyword(name))
+    if block == "sflow":
+        return getattr(config, keyword.attr)
+    if block == "collector":
+        return getattr(config.collectors[0], keyword.attr)
+    if block in ("pcap", "epcap"):
+        rule = getattr(config, block)[0]
+        if keyword.kind == K.SPEEDS:
+            return None if rule.speed_min is None else (rule.speed_min, rule.speed_max)
+        return getattr(rule, keyword.attr)
+    if block == "dns-sd":
+        return config.dns_sd_domain
+    if block in TYPED:
+        return getattr(getattr(config, block), keyword.attr)
+    if block == "port":
+        return config.blocks["opx"]["port"][0][keyword.name]
+    return config.blocks[block][keyword.name]
+
+
+def all_keywords(include=lambda k: True):
+    for block in BLOCKS.values():
+        for keyword in block.keywords:
+            if keyword.kind != K.BLOCK and include(keyword):
+                yield pytest.param(block.name, keyword, id=f"{block.name}.{keyword.name}")
+
+
+SAMPLES = {
+    K.FLOAT: ("0.25", 0.25),
+    K.STRING: ("xyz", "xyz"),
+    K.DEVICE: ("eth9", "eth9"),
+    K.PATH: ("/var/tmp/x", "/var/tmp/x"),
+    K.HOST: ("2001:DB8::7", "2001:db8::7"),
+    K.CIDR: ("10.1.2.3/16", [AgentCidr(ipaddress.ip_network("10.1.0.0/16"))]),
+    K.UUID: ("8D9E8F14-1B6C-4A3E-9D61-3F0E5C2A7B10", "8d9e8f14-1b6c-4a3e-9d61-3f0e5c2a7b10"),
+    K.REGEX: ('"^eth[0-9]{1,2}$"', re.compile("^eth[0-9]{1,2}$")),
+    K.SPEEDS: ("1G-10G", (10 ** 9, 10 ** 10)),
+}
+
+
+def sample(keyword: K.Keyword):
+    """A valid value other than the default, and what it parses to."""
+    if keyword.kind == K.ONOFF:
+        return ("off", False) if keyword.default else ("on", True)
+    if keyword.kind == K.INT:
+        lo, hi = keyword.range
+        value = hi if keyword.default != hi else lo
+        return str(value), value
+    return SAMPLES[keyword.kind]
+
+
+@pytest.mark.parametrize("block,keyword", all_keywords(
+    lambda k: not k.ignored and not k.target and not k.required))
+def test_default(block, keyword):
+    config = parse_config(wrap(block, ""))
+    assert value_in(config, block, keyword) == keyword.default
+    assert all("taps nothing" in w for w in config.warnings)
+
+
+@pytest.mark.parametrize("block,keyword", all_keywords(lambda k: not k.ignored))
+def test_non_default_value(block, keyword):
+    text, expected = sample(keyword)
+    config = parse_config(wrap(block, f"{keyword.name} = {text}"))
+    assert value_in(config, block, keyword) == expected
+    if keyword.prefer:
+        assert any("is deprecated" in w for w in config.warnings)
+
+
+@pytest.mark.parametrize("block,keyword", all_keywords(lambda k: k.ignored))
+def test_ignored_keyword_is_checked_then_dropped(block, keyword):
+    good = {K.INT: "1", K.ONOFF: "on", K.DIRECTION: "both"}[keyword.kind]
+    config = parse_config(wrap(block, f"{keyword.name}={good}"))
+    assert any(f"'{keyword.name}' is ignored" in w for w in config.warnings)
+    with pytest.raises(ConfigError):
+        parse_config(wrap(block, f"{keyword.name}=bogus"))
+
+
+@pytest.mark.parametrize("block,keyword", all_keywords(
+    lambda k: k.kind in (K.INT, K.FLOAT) and not k.ignored))
+def test_range_edges(block, keyword):
+    lo, hi = keyword.range
+    for edge in (lo, hi):
+        config = parse_config(wrap(block, f"{keyword.name}={edge}"))
+        assert value_in(config, block, keyword) == edge
+    beyond = [hi + 1 if keyword.kind == K.INT else 1.5] + ([lo - 1] if lo > 0 else [])
+    for bad in beyond:
+        with pytest.raises(ConfigError) as caught:
+            parse_config(wrap(block, f"{keyword.name}={bad}"))
+        assert f"'{keyword.name}' must be {lo}..{hi}, got {bad}" in str(caught.value)
+
+
+@pytest.mark.parametrize("block,keyword", all_keywords(
+    lambda k: k.kind in (K.INT, K.FLOAT, K.ONOFF, K.HOST, K.CIDR, K.UUID, K.SPEEDS)))
+def test_wrong_kind_of_value(block, keyword):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(wrap(block, f"{keyword.name} = -bad-"))
+    assert f"'{keyword.name}' needs " in str(caught.value)
+    assert "'-bad-'" in str(caught.value)
+
+
+@pytest.mark.parametrize("block,keyword", all_keywords())
+def test_every_spelling_is_case_insensitive(block, keyword):
+    for spelling in keyword.spellings:
+        if keyword.ignored:
+            good = {K.INT: "1", K.ONOFF: "on", K.DIRECTION: "in"}[keyword.kind]
+        else:
+            good = sample(keyword)[0]
+        parse_config(wrap(block, f"{spelling.upper()} = {good}"))
+
+
+@pytest.mark.parametrize("block,keyword", all_keywords(lambda k: not k.ignored))
+def test_missing_value(block, keyword):
+    with pytest.raises(ConfigError, match=f"'{re.escape(keyword.name)}' needs a value$"):
+        parse_config(wrap(block, keyword.name + " }"))
+
+
+def test_model_defaults_come_from_the_table():
+    from hsflowd.config import Collector, Config, NflogConfig, PcapRule, PsampleConfig
+    from hsflowd.config.model import DropmonConfig
+    assert Collector("x").udpport == BLOCKS["collector"].keyword("udpport").default == 6343
+    assert Config().sampling == 400 and Config().polling == 30
+    assert Config().sub_agent_id == 100000 and Config().header_bytes == 128
+    assert Config().datagram_bytes == 1400 and Config().modules_dir == "/etc/hsflowd/modules"
+    assert (Config().refresh_adaptors, Config().check_adaptors) == (180, 10)
+    assert (Config().refresh_vms, Config().forget_vms) == (60, 180)
+    assert NflogConfig(group=1).manage_rule is False
+    assert PcapRule().promisc is False and PcapRule().vport is None
+    assert PsampleConfig() == PsampleConfig(group=1, ingress=True, egress=False)
+    d = DropmonConfig()
+    assert (d.start, d.sw, d.hw, d.rn, d.hw_unknown, d.sw_passive, d.hw_passive) == (
+        True, True, True, True, False, False, False)
+    assert (d.limit, d.max, d.max_trip) == (100, 100000, 2)
+
+
+def test_table_shape():
+    for block in BLOCKS.values():
+        for keyword in block.keywords:
+            assert keyword.kind in (K.INT, K.FLOAT, K.ONOFF, K.STRING, K.DEVICE, K.HOST, K.CIDR,
+                                    K.UUID, K.REGEX, K.PATH, K.SPEEDS, K.DIRECTION, K.BLOCK)
+            if keyword.kind in (K.INT, K.FLOAT):
+                assert keyword.range is not None, keyword
+            if keyword.kind == K.BLOCK:
+                assert keyword.block in BLOCKS
+            if keyword.target:
+                target, _, name = keyword.target.partition(".")
+                assert BLOCKS[target].lookup(name) is not None
+        spellings = [s.lower() for s in block.spellings()]
+        assert len(spellings) == len(set(spellings)), block.name
+    supported = sorted(b.name for b in BLOCKS.values() if b.supported)
+    assert supported == ["collector", "epcap", "nflog", "ovs", "pcap", "sflow"]
+
+
+def test_uuid_spellings():
+    for text in ("8d9e8f141b6c4a3e9d613f0e5c2a7b10", "{8d9e8f14-1b6c-4a3e-9d61-3f0e5c2a7b10}"):
+        config = parse_config(wrap("sflow", f'uuid="{text}"'))
+        assert config.uuid == str(uuid.UUID(text))
