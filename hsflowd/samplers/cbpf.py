@@ -11,10 +11,18 @@ original length; the header bytes are the only copy made per sample.
 from __future__ import annotations
 
 import ctypes
+import logging
 import mmap
 import socket
 import struct
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+from ..sflow import INTERNAL, HeaderProtocol
+from . import Tap
+from .flow import FCS, FlowSampleBuilder
+from .ports import PACKET_OUTGOING, PortMap, bridge_ports, host_ports
+
+log = logging.getLogger("hsflowd.samplers")
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -31,13 +39,6 @@ TP_STATUS_USER = 1
 TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
 
-# sll_pkttype
-PACKET_HOST = 0
-PACKET_BROADCAST = 1
-PACKET_MULTICAST = 2
-PACKET_OTHERHOST = 3
-PACKET_OUTGOING = 4
-
 BLOCK_SIZE = 1 << 18         # 256 KiB: about 1,300 samples of 128 bytes
 BLOCK_COUNT = 4
 BLOCK_TIMEOUT_MS = 100       # a part-filled block is handed over after this long
@@ -45,7 +46,9 @@ FRAME_SIZE = 1 << 11
 
 _BLOCK = struct.Struct("<III")        # block_status, num_pkts, offset_to_first_pkt (at +8)
 _PACKET = struct.Struct("<IIIIIIHHIHH")  # tpacket3_hdr up to the vlan tpid
-_SLL_PKTTYPE = 48 + 10                # sockaddr_ll follows the 48-byte tpacket3_hdr
+_SLL_HATYPE = 48 + 8                  # sockaddr_ll follows the 48-byte tpacket3_hdr
+_SLL_PKTTYPE = 48 + 10
+_HATYPE = struct.Struct("<H")
 _STATS = struct.Struct("III")         # tpacket_stats_v3: packets, drops, freeze count
 _VLAN = struct.Struct(">HH")
 
@@ -104,13 +107,14 @@ class PacketRing:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def packets(self) -> Iterator[Tuple[bytes, int, int, int]]:
+    def packets(self) -> Iterator[Tuple[bytes, int, int, int, int]]:
         """Every packet in the blocks the kernel has handed over:
-        (captured bytes, original length, sll_pkttype, timestamp in ns)."""
+        (captured bytes, original length, sll_pkttype, sll_hatype, timestamp in ns)."""
         ring = self.ring
         size = self.block_size
         unpack_block = _BLOCK.unpack_from
         unpack_packet = _PACKET.unpack_from
+        unpack_hatype = _HATYPE.unpack_from
         for _ in range(self.block_count):
             base = self.next_block * size
             status, count, offset = unpack_block(ring, base + 8)
@@ -126,7 +130,8 @@ class PacketRing:
                     tpid = tpid if pstatus & TP_STATUS_VLAN_TPID_VALID else 0x8100
                     data = data[:12] + _VLAN.pack(tpid, tci) + data[12:]
                     length += 4
-                yield data, length, ring[off + _SLL_PKTTYPE], sec * 1_000_000_000 + nsec
+                yield (data, length, ring[off + _SLL_PKTTYPE], unpack_hatype(ring, off + _SLL_HATYPE)[0],
+                       sec * 1_000_000_000 + nsec)
                 off += nxt
             struct.pack_into("<I", ring, base + 8, TP_STATUS_KERNEL)
             self.next_block = (self.next_block + 1) % self.block_count
@@ -143,3 +148,132 @@ class PacketRing:
         except (BufferError, ValueError):
             pass
         self.sock.close()
+
+
+# ---------------------------------------------------------------- the pcap {} sampler
+
+ARPHRD_ETHER = 1
+ARPHRD_LOOPBACK = 772
+ETHERNET_LINK_TYPES = (ARPHRD_ETHER, ARPHRD_LOOPBACK)
+RAW_IP_STRIPPED = FCS + 14  # hsflowd counts the missing Ethernet header as stripped
+
+
+class _Tapped:
+    __slots__ = ("tap", "ring", "builder")
+
+    def __init__(self, tap, ring, builder):
+        self.tap, self.ring, self.builder = tap, ring, builder
+
+
+class ClassicBpfSampler:
+    """``pcap {}``: one ring per sampled interface, flow samples through the port models."""
+
+    def __init__(self, emit: Callable[[bytes], None], interfaces: Callable[[], Iterator],
+                 ports: Optional[PortMap] = None):
+        self.emit = emit
+        self.interfaces = interfaces      # the current interface table, for the MAC tables
+        self.ports = ports or PortMap()
+        self.tapped: Dict[int, _Tapped] = {}
+        self.by_fd: Dict[int, _Tapped] = {}
+        self.failed: Dict[int, str] = {}  # ifindex -> why it could not be opened (logged once)
+
+    def update(self, taps: Dict[int, Tap]) -> None:
+        for ifindex in [i for i, t in self.tapped.items() if taps.get(i) != t.tap]:
+            self._close(ifindex)
+        for ifindex, tap in taps.items():
+            if ifindex in self.tapped or tap.sampling_rate <= 0:
+                continue
+            self._open(tap)
+        for ifindex in [i for i in self.failed if i not in taps]:
+            del self.failed[ifindex]
+        self.ports.refresh(self.interfaces())
+
+    def _open(self, tap: Tap) -> None:
+        try:
+            ring = PacketRing(tap.name, tap.ifindex, tap.sampling_rate, tap.header_bytes, tap.promisc)
+        except OSError as e:
+            why = e.strerror or str(e)
+            if self.failed.get(tap.ifindex) != why:
+                log.warning("pcap: cannot sample %s: %s; will try again", tap.name, why)
+            self.failed[tap.ifindex] = why
+            return
+        self.failed.pop(tap.ifindex, None)
+        builder = FlowSampleBuilder(tap.ifindex, tap.sampling_rate, tap.header_bytes, self.emit)
+        t = self.tapped[tap.ifindex] = _Tapped(tap, ring, builder)
+        self.by_fd[ring.fileno()] = t
+        log.info("pcap: sampling %s 1-in-%d, %d header bytes%s", tap.name, tap.sampling_rate,
+                 tap.header_bytes, ", promiscuous" if tap.promisc else "")
+
+    def _close(self, ifindex: int) -> None:
+        t = self.tapped.pop(ifindex, None)
+        if t is not None:
+            self.by_fd.pop(t.ring.fileno(), None)
+            t.ring.close()
+            log.info("pcap: stopped sampling %s", t.tap.name)
+
+    def fds(self) -> List[int]:
+        return list(self.by_fd)
+
+    def read(self, fd: int) -> int:
+        t = self.by_fd.get(fd)
+        if t is None:
+            return 0
+        try:
+            return self._drain(t)
+        except OSError as e:  # this interface only: the others go on
+            log.warning("pcap: %s failed (%s); re-opening it", t.tap.name, e.strerror or e)
+            self._close(t.tap.ifindex)
+            return 0
+
+    def _drain(self, t: _Tapped) -> int:
+        tap, sample, ports = t.tap, t.builder.sample, self.ports
+        ifindex = tap.ifindex
+        n = 0
+        for data, length, pkttype, hatype, ts in t.ring.packets():
+            if hatype in ETHERNET_LINK_TYPES:
+                if len(data) < 14:
+                    continue  # a runt: no addresses to report
+                dst = data[0:6]
+                if tap.bridge:
+                    fdb = ports.fdb.get(ifindex, {})
+                    if (dst not in fdb or data[6:12] not in fdb) and not dst[0] & 1 \
+                            and ports.refresh_after_miss(self.interfaces()):
+                        fdb = ports.fdb.get(ifindex, {})
+                    in_if, out_format, out_if = bridge_ports(ifindex, pkttype, data[6:12], dst, fdb)
+                else:
+                    in_if, out_format, out_if = host_ports(
+                        ifindex, pkttype, dst, ports.local_macs, ports.uppers.get(ifindex, _NONE))
+                sample(data, length, in_if, out_if, ts, out_format)
+            else:  # raw IP (tun, wireguard...): the kernel gives no link header
+                version = data[0] >> 4 if data else 0
+                if version not in (4, 6):
+                    continue
+                if pkttype == PACKET_OUTGOING:
+                    in_if, out_if = INTERNAL, ifindex
+                else:
+                    in_if, out_if = ifindex, INTERNAL
+                sample(data, length, in_if, out_if, ts, 0,
+                       HeaderProtocol.IPV4 if version == 4 else HeaderProtocol.IPV6, RAW_IP_STRIPPED)
+            n += 1
+        return n
+
+    def tick(self, stats: Dict) -> None:
+        for ifindex, t in list(self.tapped.items()):
+            s = stats.get(ifindex)
+            if s is not None:
+                t.builder.set_pool(s.rx_packets + s.tx_packets)
+            try:
+                _, drops = t.ring.statistics()
+            except OSError:
+                continue
+            t.builder.drops += drops
+        if any(t.tap.bridge for t in self.tapped.values()):
+            self.ports.refresh(self.interfaces())
+
+    def close(self) -> None:
+        for ifindex in list(self.tapped):
+            self._close(ifindex)
+        self.ports.close()
+
+
+_NONE: frozenset = frozenset()

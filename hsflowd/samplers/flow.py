@@ -62,9 +62,14 @@ class FlowSampleBuilder:
         self.samples_since_base = 0
 
     def sample(self, header: bytes, frame_length: int, input_if: int, output_if: int,
-               timestamp_ns: int = 0, output_format: int = 0) -> None:
-        """Frame one sampled packet and hand it to ``emit``.  ``header`` is what was captured
-        (already at most header_bytes long); ``frame_length`` the packet's length without FCS."""
+               timestamp_ns: int = 0, output_format: int = 0, protocol: int = 0,
+               stripped: int = FCS) -> None:
+        """Frame one sampled packet and hand it to ``emit``.
+
+        ``header`` is what was captured; ``frame_length`` the packet's length as captured,
+        without FCS.  ``stripped`` counts what is missing from the front and back: the FCS,
+        plus the 14-byte Ethernet header when only the IP packet was captured (protocol
+        IPv4/IPv6, as hsflowd reports it); it is added to frame_length, as sFlow asks."""
         if len(header) > self.header_bytes:
             header = header[: self.header_bytes]
         self.sequence_number = seq = (self.sequence_number + 1) & 0xFFFFFFFF
@@ -79,6 +84,6 @@ class FlowSampleBuilder:
             (self.pool_base + self.samples_since_base * self.sampling_rate) & 0xFFFFFFFF,
             self.drops & 0xFFFFFFFF, 0, input_if, output_format, output_if,
             2, _SAMPLED_HEADER_TAG, record_len,
-            self.protocol, frame_length + FCS, FCS, n)
+            protocol or self.protocol, frame_length + stripped, stripped, n)
         tail = _TIMESTAMP.pack(_TIMESTAMP_TAG, 8, timestamp_ns or time.time_ns())
         self.emit(b"".join((head, header, _PAD[n & 3], tail)))

@@ -1,0 +1,109 @@
+"""Input and output interfaces of a sampled packet: hsflowd's host model and bridge model.
+
+Host model (a NIC, macvlan or ipvlan parent): a packet the host sent has input = internal
+(0x3FFFFFFF), output = the interface; one it received has input = the interface, output =
+internal.  hsflowd decides this from MAC ownership; the kernel tells us directly
+(sll_pkttype, or the eBPF hook), which also holds for ipvlan children, whose packets carry
+the parent's MAC.  Only a frame the kernel calls "other host" (seen because of promiscuous
+mode, or addressed to a macvlan child in a container) falls back to MACs: a destination
+this host or one of its macvlan children owns is delivered here.
+
+Bridge model (a bridge such as docker0): the real bridge ports.  The source and
+destination MACs are looked up in the bridge's forwarding database, which maps a
+container's MAC to the host side of its veth, i.e. the container's port in this
+namespace; frames to or from the bridge's own stack are internal, and a broadcast or
+multicast destination is "multiple outputs" (format 2, count unknown).
+
+The MAC tables come from one netlink neighbour dump (AF_BRIDGE) per refresh, done once a
+second and, when a MAC is missing, at most ten times a second: never per packet.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Dict, Iterable, Set, Tuple
+
+from ..sflow import INTERNAL
+
+log = logging.getLogger("hsflowd.samplers")
+
+PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST, PACKET_OUTGOING = 0, 1, 2, 3, 4
+FORMAT_SINGLE, FORMAT_MULTIPLE = 0, 2
+MISS_REFRESH_INTERVAL = 0.1
+
+Ports = Tuple[int, int, int]  # input ifindex, output format, output value
+
+
+class PortMap:
+    """What the two models need to know about MACs, from the kernel's tables."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.local_macs: Set[bytes] = set()          # every interface MAC in this namespace
+        self.fdb: Dict[int, Dict[bytes, int]] = {}   # bridge ifindex -> MAC -> port ifindex
+        self.uppers: Dict[int, Set[bytes]] = {}      # device -> MACs of its macvlan children
+        self.last_refresh = 0.0
+        self._ipr = None
+
+    def refresh(self, interfaces: Iterable) -> None:
+        self.last_refresh = self.clock()
+        self.local_macs = {i.mac for i in interfaces if i.mac}
+        fdb: Dict[int, Dict[bytes, int]] = {}
+        uppers: Dict[int, Set[bytes]] = {}
+        try:
+            if self._ipr is None:
+                from pyroute2 import IPRoute
+                self._ipr = IPRoute()
+            entries = self._ipr.get_neighbours(family=socket.AF_BRIDGE)
+        except Exception as e:  # a missing table costs accuracy, never the sampler
+            log.debug("bridge neighbour dump failed: %s", e)
+            return
+        for msg in entries:
+            lladdr = msg.get_attr("NDA_LLADDR")
+            if not lladdr:
+                continue
+            mac = bytes.fromhex(lladdr.replace(":", ""))
+            if mac[0] & 1:
+                continue  # multicast entries say nothing about where a host is
+            master = msg.get_attr("NDA_MASTER")
+            if master:
+                fdb.setdefault(master, {})[mac] = msg["ifindex"]
+            else:
+                uppers.setdefault(msg["ifindex"], set()).add(mac)
+        self.fdb, self.uppers = fdb, uppers
+
+    def refresh_after_miss(self, interfaces: Iterable) -> bool:
+        """A MAC was not found: re-read the tables unless that was done very recently."""
+        if self.clock() - self.last_refresh < MISS_REFRESH_INTERVAL:
+            return False
+        self.refresh(interfaces)
+        return True
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+
+def host_ports(ifindex: int, pkttype: int, dst: bytes, local: Set[bytes], uppers: Set[bytes]) -> Ports:
+    """hsflowd's host model, with the kernel's direction first."""
+    if pkttype == PACKET_OUTGOING:
+        return INTERNAL, FORMAT_SINGLE, ifindex
+    if pkttype != PACKET_OTHERHOST or dst in local or dst in uppers:
+        return ifindex, FORMAT_SINGLE, INTERNAL
+    return ifindex, FORMAT_SINGLE, 0  # seen in passing: received here, destination unknown
+
+
+def bridge_ports(bridge: int, pkttype: int, src: bytes, dst: bytes, fdb: Dict[bytes, int]) -> Ports:
+    """hsflowd's bridge model: real ports from the forwarding database."""
+    if pkttype == PACKET_OUTGOING:
+        in_port = INTERNAL
+    else:
+        in_port = fdb.get(src, 0)
+    if dst[0] & 1:
+        return in_port, FORMAT_MULTIPLE, 0
+    if pkttype == PACKET_HOST:
+        return in_port, FORMAT_SINGLE, INTERNAL
+    return in_port, FORMAT_SINGLE, fdb.get(dst, 0)
