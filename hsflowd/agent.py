@@ -21,6 +21,8 @@ from . import config as cfg
 from .address import AgentAddress, elect_agent_address
 from .collectors import Collectors, Destination
 from .pollers import Poller, PollerSet
+from .samplers import Sampler, Tap
+from .samplers.cbpf import ClassicBpfSampler
 from .samplers.rules import select_interfaces
 from .sflow import DatagramBuilder, Record
 from .sources.host import HostSource
@@ -60,7 +62,11 @@ class Agent:
         self.collectors: Optional[Collectors] = None
         self.address: Optional[AgentAddress] = None
         self.builder: Optional[DatagramBuilder] = None
+        self.samplers: Dict[str, Sampler] = {}
+        self.sel = selectors.DefaultSelector()
+        self.sampler_fds: Dict[int, Sampler] = {}
         self.next_refresh = 0.0
+        self._link_stats: Optional[Dict] = None
         self.apply(config, first=True)
         if self.address is None:
             raise StartupError("no usable agent address: no interface has an IP address "
@@ -83,6 +89,7 @@ class Agent:
             host=c.ip, port=c.udpport, dev=c.dev, namespace=c.namespace,
             where=f"{config.path}:{c.line}") for c in config.collectors)
         self.elect()
+        self.update_samplers()
         self.update_pollers(first=first)
         self.next_refresh = time.monotonic() + config.refresh_adaptors
         self.revision += 1
@@ -152,8 +159,51 @@ class Agent:
 
     # ------------------------------------------------------------ counters
     def polled_interfaces(self) -> Dict[int, object]:
-        """Interfaces that get counter samples: those a pcap/epcap block selects."""
-        return select_interfaces(list(self.config.pcap) + list(self.config.epcap), self.interfaces)
+        """Interfaces that get counter samples: those a pcap/epcap block selects, and the
+        ports of a selected bridge unless its rule says vport=off (hsflowd's default is on
+        for bridges)."""
+        chosen = select_interfaces(list(self.config.pcap) + list(self.config.epcap), self.interfaces)
+        for ifindex, rule in list(chosen.items()):
+            iface = self.interfaces.get(ifindex)
+            if iface is not None and iface.kind == "bridge" and rule.vport is not False:
+                for port in self.interfaces:
+                    if port.master == ifindex:
+                        chosen.setdefault(port.ifindex, rule)
+        return chosen
+
+    # ------------------------------------------------------------ packet sampling
+    def taps(self, rules) -> Dict[int, Tap]:
+        c = self.config
+        out = {}
+        for ifindex, rule in select_interfaces(rules, self.interfaces).items():
+            iface = self.interfaces.get(ifindex)
+            rate = cfg.sampling_rate_for(c, iface.speed, iface.oper_up, rule.sampling)
+            out[ifindex] = Tap(ifindex, iface.name, rate, c.header_bytes, rule.promisc,
+                               iface.kind == "bridge")
+        return out
+
+    def update_samplers(self) -> None:
+        c = self.config
+        wanted = {}
+        if c.pcap:
+            wanted["pcap"] = self.taps(c.pcap)
+        for name in [n for n in self.samplers if n not in wanted]:
+            self.samplers.pop(name).close()
+        for name, taps in wanted.items():
+            if name not in self.samplers:
+                self.samplers[name] = ClassicBpfSampler(self.emit, lambda: iter(self.interfaces))
+            self.samplers[name].update(taps)
+        self.register_sampler_fds()
+
+    def register_sampler_fds(self) -> None:
+        current = {fd: s for s in self.samplers.values() for fd in s.fds()}
+        for fd in [fd for fd in self.sampler_fds if fd not in current]:
+            self.sel.unregister(fd)
+            del self.sampler_fds[fd]
+        for fd, sampler in current.items():
+            if fd not in self.sampler_fds:
+                self.sel.register(fd, selectors.EVENT_READ, sampler)
+                self.sampler_fds[fd] = sampler
 
     def update_pollers(self, first: bool = False) -> None:
         interval = self.config.polling
@@ -169,7 +219,7 @@ class Agent:
         out: Dict[tuple, List[Record]] = {}
         ifaces = [p.source[1] for p in due if p.source[0] == 0]
         if ifaces:
-            stats = self.interfaces.read_counters()
+            stats = self.link_stats()
             for ifindex in ifaces:
                 iface = self.interfaces.get(ifindex)
                 if iface is not None and ifindex in stats:
@@ -192,14 +242,25 @@ class Agent:
             self.builder.flush()
 
     # ------------------------------------------------------------ the loop
+    def link_stats(self) -> Dict:
+        """Every link's counters, read at most once per tick (one netlink dump)."""
+        if self._link_stats is None:
+            self._link_stats = self.interfaces.read_counters()
+        return self._link_stats
+
     def tick(self) -> None:
         now = time.monotonic()
+        self._link_stats = None
         if now >= self.next_refresh:
             self.interfaces.refresh()
             self.on_interfaces_changed()
             self.next_refresh = now + self.config.refresh_adaptors
         self.collectors.tick()
         try:
+            if self.samplers:
+                stats = self.link_stats()
+                for sampler in self.samplers.values():
+                    sampler.tick(stats)
             self.pollers.poll(self.read_counters, self.emit)
         except Exception:  # one failing source must never stop the agent
             log.exception("counter polling failed")
@@ -207,6 +268,7 @@ class Agent:
 
     def on_interfaces_changed(self) -> None:
         self.elect()
+        self.update_samplers()
         self.update_pollers()
 
     def request_reload(self, *_args) -> None:
@@ -235,7 +297,7 @@ class Agent:
         handlers = {signal.SIGHUP: self.request_reload, signal.SIGTERM: self.request_stop,
                     signal.SIGINT: self.request_stop}
         previous = {s: signal.signal(s, h) for s, h in handlers.items()}
-        sel = selectors.DefaultSelector()
+        sel = self.sel
         sel.register(wake_r, selectors.EVENT_READ, "wakeup")
         sel.register(self.interfaces.fileno(), selectors.EVENT_READ, "netlink")
         try:
@@ -260,6 +322,8 @@ class Agent:
                     elif key.data == "netlink":
                         if self.interfaces.handle_events():
                             self.on_interfaces_changed()
+                    else:
+                        key.data.read(key.fd)
                 if self.reload_requested:
                     self.reload()
         finally:
@@ -274,6 +338,9 @@ class Agent:
         return 0
 
     def shutdown(self) -> None:
+        for sampler in self.samplers.values():
+            sampler.close()
+        self.samplers.clear()
         self.flush()
         if self.collectors is not None:
             self.collectors.close()

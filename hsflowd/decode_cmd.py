@@ -16,6 +16,7 @@ from .sflow import DecodeError, decode_datagram, to_dict, to_text
 from .sflow.pcap import CaptureError, read_udp
 
 MAX_DATAGRAM = 65535
+RECEIVE_BUFFER = 8 << 20  # agents send in bursts; the kernel caps this at net.core.rmem_max
 
 
 def _from_socket(bind: Optional[str], port: int) -> Iterator[Tuple[float, str, bytes]]:
@@ -33,9 +34,10 @@ def _from_socket(bind: Optional[str], port: int) -> Iterator[Tuple[float, str, b
 def _listen(bind: Optional[str], port: int) -> socket.socket:
     """A socket on ``bind`` (default: every IPv4 and IPv6 address) and ``port``."""
     if bind is None:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         try:
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             sock.bind(("::", port))
             return sock
         except OSError:
@@ -43,7 +45,12 @@ def _listen(bind: Optional[str], port: int) -> socket.socket:
             bind = "0.0.0.0"
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.bind((bind, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.bind((bind, port))
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
