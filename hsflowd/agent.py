@@ -66,6 +66,7 @@ class Agent:
         self.sel = selectors.DefaultSelector()
         self.sampler_fds: Dict[int, Sampler] = {}
         self.next_refresh = 0.0
+        self.agent_ip: Optional[str] = None
         self._link_stats: Optional[Dict] = None
         self.apply(config, first=True)
         if self.address is None:
@@ -88,6 +89,7 @@ class Agent:
         self.collectors = Collectors(Destination(
             host=c.ip, port=c.udpport, dev=c.dev, namespace=c.namespace,
             where=f"{config.path}:{c.line}") for c in config.collectors)
+        self.agent_ip = self.configured_agent_ip()  # resolved once per revision, not per event
         self.elect()
         self.update_samplers()
         self.update_pollers(first=first)
@@ -125,7 +127,7 @@ class Agent:
         """Elect the agent address; a new address (or sub-agent) starts a new datagram
         sequence and uptime, as hsflowd does."""
         c = self.config
-        address = elect_agent_address(self.interfaces, agent_ip=self.configured_agent_ip(),
+        address = elect_agent_address(self.interfaces, agent_ip=self.agent_ip,
                                       agent_device=c.agent_device,
                                       cidrs=[(a.network, a.exclude) for a in c.agent_cidrs])
         old = self.address
