@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 from . import config as cfg
 from .address import AgentAddress, elect_agent_address
 from .collectors import Collectors, Destination
+from .ovs import OvsSync, SflowSettings
 from .pollers import Poller, PollerSet
 from .samplers import Sampler, Tap
 from .samplers.cbpf import ClassicBpfSampler
@@ -63,6 +64,7 @@ class Agent:
         self.address: Optional[AgentAddress] = None
         self.builder: Optional[DatagramBuilder] = None
         self.samplers: Dict[str, Sampler] = {}
+        self.ovs: Optional[OvsSync] = None
         self.sel = selectors.DefaultSelector()
         self.sampler_fds: Dict[int, Sampler] = {}
         self.next_refresh = 0.0
@@ -93,6 +95,7 @@ class Agent:
         self.elect()
         self.update_samplers()
         self.update_pollers(first=first)
+        self.update_ovs()
         self.next_refresh = time.monotonic() + config.refresh_adaptors
         self.revision += 1
         self.write_auto()
@@ -146,6 +149,29 @@ class Agent:
         self.flush()
         self.builder = DatagramBuilder(address.ip, sub_agent, self.send,
                                        datagram_bytes=c.datagram_bytes)
+
+    # ------------------------------------------------------------ Open vSwitch
+    def update_ovs(self) -> None:
+        """With ``ovs {}``, point Open vSwitch's own sFlow agent at the same collectors, with
+        the same agent device, sampling, polling and header size (hsflowd's mod_ovs)."""
+        c = self.config
+        if c.ovs is None:
+            if self.ovs is not None:
+                self.ovs.stop(cleanup=True)
+                self.ovs = None
+            return
+        if self.ovs is None:
+            self.ovs = OvsSync(c.ovs.db)
+            self.ovs.start()
+        targets = []
+        for d in self.collectors.destinations:
+            # OVS sends from its own namespace, to addresses: names must have resolved
+            if d.address is not None and d.namespace is None:
+                host = d.address[0]
+                targets.append(f"[{host}]:{d.port}" if ":" in host else f"{host}:{d.port}")
+        device = self.address.device if self.address else None
+        self.ovs.update(SflowSettings(agent=device or "", header=c.header_bytes, polling=c.polling,
+                                      sampling=c.sampling, targets=tuple(targets)))
 
     def write_auto(self) -> None:
         path = self.options.auto_path
@@ -269,9 +295,12 @@ class Agent:
         self.flush()
 
     def on_interfaces_changed(self) -> None:
+        old = self.address
         self.elect()
         self.update_samplers()
         self.update_pollers()
+        if self.ovs is not None and (old and old.device) != (self.address and self.address.device):
+            self.update_ovs()
 
     def request_reload(self, *_args) -> None:
         self.reload_requested = True
@@ -343,6 +372,9 @@ class Agent:
         for sampler in self.samplers.values():
             sampler.close()
         self.samplers.clear()
+        if self.ovs is not None:
+            self.ovs.stop(cleanup=True)  # hsflowd removes what it added on a clean exit
+            self.ovs = None
         self.flush()
         if self.collectors is not None:
             self.collectors.close()
