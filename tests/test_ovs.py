@@ -23,7 +23,7 @@ from hsflowd.sflow import decode_datagram
 from hsflowd.sflow.samples import FlowSampleCompact
 
 from netns import unique, veth
-from ovs_helpers import OvsdbServer, Vswitchd, missing_tools, wait_for
+from ovs_helpers import OvsdbServer, Vswitchd, missing_tools, stop_pid, wait_for
 
 try:
     import ovs.db.idl  # noqa: F401
@@ -347,3 +347,43 @@ def test_vswitchd_sends_sflow_as_configured(server, netns):
     rates = {s.sampling_rate for d in datagrams for s in d.samples
              if isinstance(s, FlowSampleCompact)}
     assert rates == {10}
+
+
+# ---------------------------------------------------------------- the agent process with ovs {}
+
+def test_agent_process_configures_ovs_and_cleans_up(tmp_path):
+    """hsflowd -d with ovs { db=... }: rows after start, updated on reload, gone on SIGTERM."""
+    import signal
+
+    why = missing_tools()
+    if why:
+        pytest.skip(why)
+    server = OvsdbServer().start()
+    agent = None
+    try:
+        server.vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=dummy")
+        conf = tmp_path / "hsflowd.conf"
+        body = ("sflow {\n  agentIP = 127.0.0.1\n  sampling = %d\n  polling = 20\n"
+                "  collector { ip = 127.0.0.1 udpport = 16360 }\n  ovs { db = %s }\n}\n")
+        conf.write_text(body % (512, server.remote))
+        agent = subprocess.Popen([sys.executable, "-m", "hsflowd", "-d", "-f", str(conf),
+                                  "-p", str(tmp_path / "pid"), "-o", str(tmp_path / "auto")],
+                                 stdout=subprocess.DEVNULL, stderr=open(tmp_path / "log", "w"))
+
+        def row():
+            rows = server.sflow_rows()
+            return next(iter(rows.values())) if len(rows) == 1 else None
+
+        wait_for(lambda: row() and row()["sampling"] == 512, what="the agent's sFlow row")
+        assert row()["targets"] == "127.0.0.1:16360" and row()["polling"] == 20  # a one-element set
+        assert server.bridge_sflow("br0") is not None
+        conf.write_text(body % (1024, server.remote))
+        agent.send_signal(signal.SIGHUP)
+        wait_for(lambda: row() and row()["sampling"] == 1024, what="the reloaded sampling rate")
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=5) == 0
+        assert server.sflow_rows() == {} and server.bridge_sflow("br0") is None
+    finally:
+        if agent is not None:
+            stop_pid(agent)
+        server.cleanup()
