@@ -24,6 +24,7 @@ from .ovs import OvsSync, SflowSettings
 from .pollers import Poller, PollerSet
 from .samplers import Sampler, Tap
 from .samplers.cbpf import ClassicBpfSampler
+from .samplers.nflog import NflogSampler
 from .samplers.rules import select_interfaces
 from .sflow import DatagramBuilder, Record
 from .sources.host import HostSource
@@ -93,6 +94,7 @@ class Agent:
             where=f"{config.path}:{c.line}") for c in config.collectors)
         self.agent_ip = self.configured_agent_ip()  # resolved once per revision, not per event
         self.elect()
+        self.update_nflog()       # interfaces do not matter to it: only on a new revision
         self.update_samplers()
         self.update_pollers(first=first)
         self.update_ovs()
@@ -215,13 +217,25 @@ class Agent:
         wanted = {}
         if c.pcap:
             wanted["pcap"] = self.taps(c.pcap)
-        for name in [n for n in self.samplers if n not in wanted]:
+        for name in [n for n in self.samplers if n not in wanted and n != "nflog"]:
             self.samplers.pop(name).close()
         for name, taps in wanted.items():
             if name not in self.samplers:
                 self.samplers[name] = ClassicBpfSampler(self.emit, lambda: iter(self.interfaces))
             self.samplers[name].update(taps)
         self.register_sampler_fds()
+
+    def update_nflog(self) -> None:
+        """``nflog {}`` samples what an iptables rule hands over, whatever the interfaces."""
+        c = self.config
+        current = self.samplers.get("nflog")
+        if c.nflog is None:
+            if current is not None:
+                self.samplers.pop("nflog").close()
+        elif current is None:
+            self.samplers["nflog"] = NflogSampler(c.nflog, c.sampling, c.header_bytes, self.emit)
+        else:
+            current.update(c.nflog, c.sampling, c.header_bytes)
 
     def register_sampler_fds(self) -> None:
         current = {fd: s for s in self.samplers.values() for fd in s.fds()}
