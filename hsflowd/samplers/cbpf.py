@@ -40,7 +40,13 @@ TP_STATUS_VLAN_VALID = 1 << 4
 TP_STATUS_VLAN_TPID_VALID = 1 << 6
 
 BLOCK_SIZE = 1 << 18         # 256 KiB: about 1,300 samples of 128 bytes
-BLOCK_COUNT = 4
+
+
+def block_count(rate: int) -> int:
+    """Ring size by how many samples can come at once: 4 MiB (about 100 ms of 200,000
+    samples/s) below 1-in-100, else 1 MiB; libpcap, under hsflowd, takes 2 MiB either way."""
+    return 16 if rate < 100 else 4
+
 BLOCK_TIMEOUT_MS = 100       # a part-filled block is handed over after this long
 FRAME_SIZE = 1 << 11
 
@@ -79,16 +85,17 @@ class PacketRing:
     """An AF_PACKET socket on one interface with the sampling filter and a TPACKET_V3 ring."""
 
     def __init__(self, ifname: str, ifindex: int, rate: int, snaplen: int, promisc: bool = False,
-                 block_size: int = BLOCK_SIZE, block_count: int = BLOCK_COUNT):
+                 block_size: int = BLOCK_SIZE, blocks: int = 0):
+        nblocks = blocks or block_count(rate)
         # protocol 0 at creation: nothing is queued before the filter is in place
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             _attach_filter(sock, random_sampling_program(rate, snaplen))
             sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-            req = struct.pack("IIIIIII", block_size, block_count, FRAME_SIZE,
-                              block_size * block_count // FRAME_SIZE, BLOCK_TIMEOUT_MS, 0, 0)
+            req = struct.pack("IIIIIII", block_size, nblocks, FRAME_SIZE,
+                              block_size * nblocks // FRAME_SIZE, BLOCK_TIMEOUT_MS, 0, 0)
             sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-            self.ring = mmap.mmap(sock.fileno(), block_size * block_count, mmap.MAP_SHARED,
+            self.ring = mmap.mmap(sock.fileno(), block_size * nblocks, mmap.MAP_SHARED,
                                   mmap.PROT_READ | mmap.PROT_WRITE)
             sock.bind((ifname, ETH_P_ALL))
             if promisc:
@@ -101,7 +108,7 @@ class PacketRing:
         self.sock = sock
         self.ifname = ifname
         self.block_size = block_size
-        self.block_count = block_count
+        self.block_count = nblocks
         self.next_block = 0
 
     def fileno(self) -> int:
