@@ -24,6 +24,7 @@ from .ovs import OvsSync, SflowSettings
 from .pollers import Poller, PollerSet
 from .samplers import Sampler, Tap
 from .samplers.cbpf import ClassicBpfSampler
+from .samplers.ebpf import EbpfSampler, EbpfUnavailable
 from .samplers.nflog import NflogSampler
 from .samplers.rules import select_interfaces
 from .sflow import DatagramBuilder, Record
@@ -70,6 +71,7 @@ class Agent:
         self.sampler_fds: Dict[int, Sampler] = {}
         self.next_refresh = 0.0
         self.agent_ip: Optional[str] = None
+        self.ebpf_unavailable: Optional[str] = None
         self._link_stats: Optional[Dict] = None
         self.apply(config, first=True)
         if self.address is None:
@@ -93,6 +95,7 @@ class Agent:
             host=c.ip, port=c.udpport, dev=c.dev, namespace=c.namespace,
             where=f"{config.path}:{c.line}") for c in config.collectors)
         self.agent_ip = self.configured_agent_ip()  # resolved once per revision, not per event
+        self.ebpf_unavailable = None                 # try bcc again on each revision
         self.elect()
         self.update_nflog()       # interfaces do not matter to it: only on a new revision
         self.update_samplers()
@@ -213,16 +216,30 @@ class Agent:
         return out
 
     def update_samplers(self) -> None:
+        """Open, re-open or close taps to match the config and the interfaces present.
+
+        ``epcap {}`` interfaces go to the eBPF sampler; where bcc is missing or cannot
+        compile, that is logged once per revision and they are sampled with classic BPF."""
         c = self.config
-        wanted = {}
-        if c.pcap:
-            wanted["pcap"] = self.taps(c.pcap)
-        for name in [n for n in self.samplers if n not in wanted and n != "nflog"]:
-            self.samplers.pop(name).close()
-        for name, taps in wanted.items():
-            if name not in self.samplers:
-                self.samplers[name] = ClassicBpfSampler(self.emit, lambda: iter(self.interfaces))
-            self.samplers[name].update(taps)
+        pcap = self.taps(c.pcap) if c.pcap else {}
+        epcap = self.taps(c.epcap) if c.epcap else {}
+        if epcap and "epcap" not in self.samplers and self.ebpf_unavailable is None:
+            try:
+                self.samplers["epcap"] = EbpfSampler(self.emit, lambda: iter(self.interfaces))
+            except EbpfUnavailable as e:
+                self.ebpf_unavailable = str(e)
+                log.warning("epcap: %s; sampling with classic BPF instead", e)
+        if "epcap" in self.samplers:
+            self.samplers["epcap"].update({i: t for i, t in epcap.items() if i not in pcap})
+        else:
+            pcap = {**epcap, **pcap}  # a pcap {} rule wins where both select an interface
+        if pcap and "pcap" not in self.samplers:
+            self.samplers["pcap"] = ClassicBpfSampler(self.emit, lambda: iter(self.interfaces))
+        if "pcap" in self.samplers:
+            self.samplers["pcap"].update(pcap)
+        for name in ("pcap", "epcap"):
+            if name in self.samplers and not (pcap if name == "pcap" else epcap):
+                self.samplers.pop(name).close()
         self.register_sampler_fds()
 
     def update_nflog(self) -> None:
