@@ -72,7 +72,9 @@ class Agent:
         self.next_refresh = 0.0
         self.agent_ip: Optional[str] = None
         self.ebpf_unavailable: Optional[str] = None
-        self._link_stats: Optional[Dict] = None
+        self._link_stats: Dict = {}
+        self.oversized_reported = 0
+        self.next_oversized_report = 0.0
         self.apply(config, first=True)
         if self.address is None:
             raise StartupError("no usable agent address: no interface has an IP address "
@@ -154,6 +156,7 @@ class Agent:
         self.flush()
         self.builder = DatagramBuilder(address.ip, sub_agent, self.send,
                                        datagram_bytes=c.datagram_bytes)
+        self.oversized_reported = 0
 
     # ------------------------------------------------------------ Open vSwitch
     def update_ovs(self) -> None:
@@ -278,7 +281,7 @@ class Agent:
         out: Dict[tuple, List[Record]] = {}
         ifaces = [p.source[1] for p in due if p.source[0] == 0]
         if ifaces:
-            stats = self.link_stats()
+            stats = self.link_stats(ifaces)
             for ifindex in ifaces:
                 iface = self.interfaces.get(ifindex)
                 if iface is not None and ifindex in stats:
@@ -301,15 +304,16 @@ class Agent:
             self.builder.flush()
 
     # ------------------------------------------------------------ the loop
-    def link_stats(self) -> Dict:
-        """Every link's counters, read at most once per tick (one netlink dump)."""
-        if self._link_stats is None:
-            self._link_stats = self.interfaces.read_counters()
+    def link_stats(self, ifindexes: List[int]) -> Dict:
+        """These links' counters, each read at most once per tick."""
+        missing = [i for i in ifindexes if i not in self._link_stats]
+        if missing:
+            self._link_stats.update(self.interfaces.read_counters(missing))
         return self._link_stats
 
     def tick(self) -> None:
         now = time.monotonic()
-        self._link_stats = None
+        self._link_stats = {}
         if now >= self.next_refresh:
             self.interfaces.refresh()
             self.on_interfaces_changed()
@@ -317,13 +321,28 @@ class Agent:
         self.collectors.tick()
         try:
             if self.samplers:
-                stats = self.link_stats()
+                sampled = [i for s in self.samplers.values() for i in getattr(s, "tapped", ())]
+                stats = self.link_stats(sampled)
                 for sampler in self.samplers.values():
                     sampler.tick(stats)
             self.pollers.poll(self.read_counters, self.emit)
         except Exception:  # one failing source must never stop the agent
             log.exception("counter polling failed")
         self.flush()
+        self.report_oversized(now)
+
+    def report_oversized(self, now: float) -> None:
+        """Samples that fit no datagram are dropped (datagrams stay under datagramBytes);
+        say so, at most once a minute, so a too-small datagramBytes is not a silent loss."""
+        b = self.builder
+        if b is None or b.oversized == self.oversized_reported or now < self.next_oversized_report:
+            return
+        log.warning("%s: %d sample(s) dropped: alone they make a datagram of up to %d bytes, "
+                    "over datagramBytes=%d; raise datagramBytes", self.config.path,
+                    b.oversized - self.oversized_reported, b.largest_oversized + b.header_size,
+                    b.datagram_bytes)
+        self.oversized_reported = b.oversized
+        self.next_oversized_report = now + 60
 
     def on_interfaces_changed(self) -> None:
         old = self.address

@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     verb = args.verb
+    # a daemon works from /: the paths it was given must not depend on where it started
+    for name in ("config", "pidfile", "auto_file"):
+        value = getattr(args, name, None)
+        if value:
+            setattr(args, name, os.path.abspath(value))
     if verb == "decode":
         from . import decode_cmd
         return decode_cmd.run(port=args.port, bind=args.bind, pcap=args.pcap, as_json=args.json)

@@ -17,10 +17,9 @@ import socket
 import struct
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from ..sflow import INTERNAL, HeaderProtocol
 from . import Tap
-from .flow import FCS, FlowSampleBuilder
-from .ports import PACKET_OUTGOING, PortMap, bridge_ports, host_ports
+from .flow import FlowSampleBuilder
+from .ports import ETHERNET_LINK_TYPES, PortMap, sample_packet
 
 log = logging.getLogger("hsflowd.samplers")
 
@@ -159,12 +158,6 @@ class PacketRing:
 
 # ---------------------------------------------------------------- the pcap {} sampler
 
-ARPHRD_ETHER = 1
-ARPHRD_LOOPBACK = 772
-ETHERNET_LINK_TYPES = (ARPHRD_ETHER, ARPHRD_LOOPBACK)
-RAW_IP_STRIPPED = FCS + 14  # hsflowd counts the missing Ethernet header as stripped
-
-
 class _Tapped:
     __slots__ = ("tap", "ring", "builder")
 
@@ -193,7 +186,10 @@ class ClassicBpfSampler:
             self._open(tap)
         for ifindex in [i for i in self.failed if i not in taps]:
             del self.failed[ifindex]
-        self.ports.refresh(self.interfaces())
+        if self.ports.last_refresh:
+            self.ports.update_local(self.interfaces())
+        else:
+            self.ports.refresh(self.interfaces())
 
     def _open(self, tap: Tap) -> None:
         try:
@@ -233,35 +229,11 @@ class ClassicBpfSampler:
             return 0
 
     def _drain(self, t: _Tapped) -> int:
-        tap, sample, ports = t.tap, t.builder.sample, self.ports
-        ifindex = tap.ifindex
+        tap, builder, ports, interfaces = t.tap, t.builder, self.ports, self.interfaces
         n = 0
         for data, length, pkttype, hatype, ts in t.ring.packets():
-            if hatype in ETHERNET_LINK_TYPES:
-                if len(data) < 14:
-                    continue  # a runt: no addresses to report
-                dst = data[0:6]
-                if tap.bridge:
-                    fdb = ports.fdb.get(ifindex, {})
-                    if (dst not in fdb or data[6:12] not in fdb) and not dst[0] & 1 \
-                            and ports.refresh_after_miss(self.interfaces()):
-                        fdb = ports.fdb.get(ifindex, {})
-                    in_if, out_format, out_if = bridge_ports(ifindex, pkttype, data[6:12], dst, fdb)
-                else:
-                    in_if, out_format, out_if = host_ports(
-                        ifindex, pkttype, dst, ports.local_macs, ports.uppers.get(ifindex, _NONE))
-                sample(data, length, in_if, out_if, ts, out_format)
-            else:  # raw IP (tun, wireguard...): the kernel gives no link header
-                version = data[0] >> 4 if data else 0
-                if version not in (4, 6):
-                    continue
-                if pkttype == PACKET_OUTGOING:
-                    in_if, out_if = INTERNAL, ifindex
-                else:
-                    in_if, out_if = ifindex, INTERNAL
-                sample(data, length, in_if, out_if, ts, 0,
-                       HeaderProtocol.IPV4 if version == 4 else HeaderProtocol.IPV6, RAW_IP_STRIPPED)
-            n += 1
+            n += sample_packet(builder, ports, tap, interfaces, data, length, pkttype, ts,
+                               hatype in ETHERNET_LINK_TYPES)
         return n
 
     def tick(self, stats: Dict) -> None:
@@ -274,13 +246,10 @@ class ClassicBpfSampler:
             except OSError:
                 continue
             t.builder.drops += drops
-        if any(t.tap.bridge for t in self.tapped.values()):
-            self.ports.refresh(self.interfaces())
+        if self.tapped:
+            self.ports.tick(self.interfaces())
 
     def close(self) -> None:
         for ifindex in list(self.tapped):
             self._close(ifindex)
         self.ports.close()
-
-
-_NONE: frozenset = frozenset()

@@ -48,12 +48,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..sflow import INTERNAL, HeaderProtocol
 from . import Tap
-from .cbpf import (ETHERNET_LINK_TYPES, PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC, RAW_IP_STRIPPED,
-                   SOL_PACKET)
+from .cbpf import PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC, SOL_PACKET
 from .flow import FlowSampleBuilder
-from .ports import PACKET_OUTGOING, PortMap, bridge_ports, host_ports
+from .ports import ETHERNET_LINK_TYPES, PACKET_OUTGOING, PortMap, sample_packet
 
 log = logging.getLogger("hsflowd.samplers")
 
@@ -294,7 +292,10 @@ class EbpfSampler:
                 self._open(tap)
         for ifindex in [i for i in self.failed if i not in taps]:
             del self.failed[ifindex]
-        self.ports.refresh(self.interfaces())
+        if self.ports.last_refresh:
+            self.ports.update_local(self.interfaces())
+        else:
+            self.ports.refresh(self.interfaces())
 
     def _open(self, tap: Tap) -> None:
         key = self.config.Key(tap.ifindex)
@@ -385,29 +386,8 @@ class EbpfSampler:
                 self._callback_failed = True
 
     def _sample(self, t: _Tapped, data: bytes, length: int, pkttype: int, ts: int) -> None:
-        ifindex, ports = t.tap.ifindex, self.ports
-        if t.ethernet:
-            if len(data) < 14:
-                return  # a runt: no addresses to report
-            dst = data[0:6]
-            if t.tap.bridge:
-                fdb = ports.fdb.get(ifindex, {})
-                if (dst not in fdb or data[6:12] not in fdb) and not dst[0] & 1 \
-                        and ports.refresh_after_miss(self.interfaces()):
-                    fdb = ports.fdb.get(ifindex, {})
-                in_if, out_format, out_if = bridge_ports(ifindex, pkttype, data[6:12], dst, fdb)
-            else:
-                in_if, out_format, out_if = host_ports(
-                    ifindex, pkttype, dst, ports.local_macs, ports.uppers.get(ifindex, _NONE))
-            t.builder.sample(data, length, in_if, out_if, ts, out_format)
-        else:  # raw IP (tun, wireguard...): no link header
-            version = data[0] >> 4 if data else 0
-            if version not in (4, 6):
-                return
-            in_if, out_if = (INTERNAL, ifindex) if pkttype == PACKET_OUTGOING else (ifindex, INTERNAL)
-            t.builder.sample(data, length, in_if, out_if, ts, 0,
-                             HeaderProtocol.IPV4 if version == 4 else HeaderProtocol.IPV6,
-                             RAW_IP_STRIPPED)
+        sample_packet(t.builder, self.ports, t.tap, self.interfaces, data, length, pkttype, ts,
+                      t.ethernet)
         self.emitted += 1
 
     def _on_lost(self, count: int) -> None:
@@ -432,8 +412,8 @@ class EbpfSampler:
         self.clock_offset = time.time_ns() - time.monotonic_ns()
         for t in list(self.tapped.values()):
             self._set_pool(t)
-        if any(t.tap.bridge for t in self.tapped.values()):
-            self.ports.refresh(self.interfaces())
+        if self.tapped:
+            self.ports.tick(self.interfaces())
 
     def close(self) -> None:
         for ifindex in list(self.tapped):
@@ -446,6 +426,3 @@ class EbpfSampler:
             self.bpf.cleanup()
             self.bpf = None
         self.ports.close()
-
-
-_NONE: frozenset = frozenset()

@@ -34,7 +34,7 @@ import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Union
 
 from ..sflow import INTERNAL, HeaderProtocol
-from .cbpf import ETHERNET_LINK_TYPES, RAW_IP_STRIPPED
+from .ports import ETHERNET_LINK_TYPES, RAW_IP_STRIPPED
 from .flow import FCS, FlowSampleBuilder
 
 log = logging.getLogger("hsflowd.samplers")

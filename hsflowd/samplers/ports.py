@@ -14,8 +14,9 @@ container's MAC to the host side of its veth, i.e. the container's port in this
 namespace; frames to or from the bridge's own stack are internal, and a broadcast or
 multicast destination is "multiple outputs" (format 2, count unknown).
 
-The MAC tables come from one netlink neighbour dump (AF_BRIDGE) per refresh, done once a
-second and, when a MAC is missing, at most ten times a second: never per packet.
+The MAC tables come from one netlink neighbour dump (AF_BRIDGE), re-read every ten seconds
+(a MAC that moves to another port) and, when a MAC is missing, at most once a second:
+never per packet.
 """
 
 from __future__ import annotations
@@ -25,15 +26,23 @@ import socket
 import time
 from typing import Dict, Iterable, Set, Tuple
 
-from ..sflow import INTERNAL
+from ..sflow import INTERNAL, HeaderProtocol
+from .flow import FCS
 
 log = logging.getLogger("hsflowd.samplers")
 
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST, PACKET_OUTGOING = 0, 1, 2, 3, 4
 FORMAT_SINGLE, FORMAT_MULTIPLE = 0, 2
-MISS_REFRESH_INTERVAL = 0.1
+REFRESH_INTERVAL = 10.0
+MISS_REFRESH_INTERVAL = 1.0
 
 Ports = Tuple[int, int, int]  # input ifindex, output format, output value
+
+ARPHRD_ETHER = 1
+ARPHRD_LOOPBACK = 772
+ETHERNET_LINK_TYPES = (ARPHRD_ETHER, ARPHRD_LOOPBACK)
+RAW_IP_STRIPPED = FCS + 14  # hsflowd counts the missing Ethernet header as stripped
+_NONE: frozenset = frozenset()
 
 
 class PortMap:
@@ -47,9 +56,18 @@ class PortMap:
         self.last_refresh = 0.0
         self._ipr = None
 
+    def update_local(self, interfaces: Iterable) -> None:
+        """The MACs of this namespace's own interfaces (from the table: no netlink)."""
+        self.local_macs = {i.mac for i in interfaces if i.mac}
+
+    def tick(self, interfaces: Iterable) -> None:
+        """Once a second: re-read the tables if they are older than REFRESH_INTERVAL."""
+        if self.clock() - self.last_refresh >= REFRESH_INTERVAL:
+            self.refresh(interfaces)
+
     def refresh(self, interfaces: Iterable) -> None:
         self.last_refresh = self.clock()
-        self.local_macs = {i.mac for i in interfaces if i.mac}
+        self.update_local(interfaces)
         fdb: Dict[int, Dict[bytes, int]] = {}
         uppers: Dict[int, Set[bytes]] = {}
         try:
@@ -107,3 +125,34 @@ def bridge_ports(bridge: int, pkttype: int, src: bytes, dst: bytes, fdb: Dict[by
     if pkttype == PACKET_HOST:
         return in_port, FORMAT_SINGLE, INTERNAL
     return in_port, FORMAT_SINGLE, fdb.get(dst, 0)
+
+
+def sample_packet(builder, ports: PortMap, tap, interfaces, data: bytes, length: int,
+                  pkttype: int, timestamp_ns: int, ethernet: bool) -> bool:
+    """One captured packet of ``tap`` as a flow sample, with the ports of the bridge model
+    (bridges) or the host model (everything else).  False for what cannot be described:
+    a runt without addresses, or a raw-IP frame that is not IP."""
+    ifindex = tap.ifindex
+    if ethernet:
+        if len(data) < 14:
+            return False
+        dst = data[0:6]
+        if tap.bridge:
+            fdb = ports.fdb.get(ifindex, {})
+            if (dst not in fdb or data[6:12] not in fdb) and not dst[0] & 1 \
+                    and ports.refresh_after_miss(interfaces()):
+                fdb = ports.fdb.get(ifindex, {})
+            in_if, out_format, out_if = bridge_ports(ifindex, pkttype, data[6:12], dst, fdb)
+        else:
+            in_if, out_format, out_if = host_ports(
+                ifindex, pkttype, dst, ports.local_macs, ports.uppers.get(ifindex, _NONE))
+        builder.sample(data, length, in_if, out_if, timestamp_ns, out_format)
+        return True
+    # raw IP (tun, wireguard...): the kernel gives no link header
+    version = data[0] >> 4 if data else 0
+    if version not in (4, 6):
+        return False
+    in_if, out_if = (INTERNAL, ifindex) if pkttype == PACKET_OUTGOING else (ifindex, INTERNAL)
+    builder.sample(data, length, in_if, out_if, timestamp_ns, 0,
+                   HeaderProtocol.IPV4 if version == 4 else HeaderProtocol.IPV6, RAW_IP_STRIPPED)
+    return True

@@ -44,7 +44,8 @@ class DatagramBuilder:
         self._packed_address = agent_address.packed
         self.started = clock()
         self.sequence_number = 0
-        self.oversized = 0  # samples too big for any datagram, dropped
+        self.oversized = 0          # samples too big for any datagram, dropped
+        self.largest_oversized = 0  # the biggest of them, in bytes
         self._samples: List[bytes] = []
         self._size = self._header.size
 
@@ -58,6 +59,7 @@ class DatagramBuilder:
         if self._size + size >= self.datagram_bytes:
             if self._header.size + size >= self.datagram_bytes:
                 self.oversized += 1  # fits no datagram at all
+                self.largest_oversized = max(self.largest_oversized, size)
                 return
             self.flush()
         self._samples.append(sample)

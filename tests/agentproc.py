@@ -1,0 +1,440 @@
+"""The agent as a real process: a config file in a temporary directory, ``python3 -m hsflowd``
+started (optionally inside a network namespace) and stopped by its PID, and UDP receivers
+that stand in for collectors.
+
+Used by the end-to-end tests (tests/test_agent_*.py) and by bench/bench_agent.py.  Nothing
+here uses a broad kill: every process is signalled by the PID this module started or read
+from the agent's own pidfile.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from hsflowd.sflow import decode_datagram  # noqa: E402
+
+
+def agent_env() -> dict:
+    """The environment for a child ``python3 -m hsflowd``: this checkout first on the path."""
+    env = dict(os.environ)
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + old if old else "")
+    env.pop("JOURNAL_STREAM", None)     # timestamps on the log lines, as on a terminal
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def hsflowd(*args: str) -> List[str]:
+    return [sys.executable, "-m", "hsflowd", *args]
+
+
+def run_hsflowd(*args: str, netns: Optional[str] = None, timeout: float = 20.0,
+                **kw) -> subprocess.CompletedProcess:
+    """Run one hsflowd command (check, status, stop, ...) to completion."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    return subprocess.run(prefix + hsflowd(*args), capture_output=True, text=True,
+                          env=agent_env(), timeout=timeout, **kw)
+
+
+def config_text(collectors: Iterable[Union[Tuple[str, int], str]], polling: Optional[int] = 1,
+                extra: str = "") -> str:
+    """An hsflowd.conf: one collector block per (ip, port) (a str is used as the block's
+    body as it is), ``polling=`` unless None, and ``extra`` lines inside ``sflow { }``."""
+    lines = ["sflow {"]
+    if polling is not None:
+        lines.append(f"  polling = {polling}")
+    for c in collectors:
+        body = c if isinstance(c, str) else f"ip = {c[0]} udpport = {c[1]}"
+        lines.append(f"  collector {{ {body} }}")
+    if extra:
+        lines.extend("  " + line for line in extra.strip("\n").splitlines())
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def line_of(text: str, needle: str) -> int:
+    """1-based number of the first line of ``text`` that contains ``needle``."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return number
+    raise ValueError(f"{needle!r} not in the text")
+
+
+# ---------------------------------------------------------------- the agent process
+
+class AgentProcess:
+    """``python3 -m hsflowd -d -f CONFIG -p PIDFILE -o AUTOFILE`` with its files in ``workdir``.
+
+    stderr goes to a file (``stderr()`` reads it at any time), stdout is discarded.  With
+    ``netns`` the command runs under ``ip netns exec NS``, which execs the agent in place, so
+    ``pid`` is the agent's own PID either way.
+    """
+
+    def __init__(self, workdir: Union[str, Path], config: str, name: str = "agent",
+                 netns: Optional[str] = None, args: Sequence[str] = ("-d",),
+                 auto: bool = True):
+        self.dir = Path(workdir)
+        self.name = name
+        self.netns = netns
+        self.args = list(args)
+        self.config_path = self.dir / f"{name}.conf"
+        self.pidfile = self.dir / f"{name}.pid"
+        self.auto_path = self.dir / f"{name}.auto"
+        self.stderr_path = self.dir / f"{name}.stderr"
+        self.use_auto = auto
+        self.proc: Optional[subprocess.Popen] = None
+        self.started = 0.0          # time.monotonic() just before the process was created
+        self.write_config(config)
+
+    def write_config(self, text: str) -> None:
+        """Replace the config file (in one step, as an editor that renames would)."""
+        temp = self.config_path.with_suffix(".tmp")
+        temp.write_text(text)
+        os.replace(temp, self.config_path)
+
+    @property
+    def config(self) -> str:
+        return self.config_path.read_text()
+
+    def command(self) -> List[str]:
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        cmd = hsflowd(*self.args, "-f", str(self.config_path), "-p", str(self.pidfile))
+        if self.use_auto:
+            cmd += ["-o", str(self.auto_path)]
+        return prefix + cmd
+
+    def start(self) -> "AgentProcess":
+        err = open(self.stderr_path, "w")
+        try:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=err, env=agent_env())
+        finally:
+            err.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def auto(self) -> str:
+        return self.auto_path.read_text()
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout: float) -> Optional[int]:
+        """The exit status, or None if still running after ``timeout`` seconds."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 5.0) -> Optional[int]:
+        """SIGTERM by PID, then SIGKILL by PID if it does not go; the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            if self.wait(timeout) is None:
+                try:
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+    def wait_for_log(self, needle: str, timeout: float = 3.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.stderr():
+                return True
+            time.sleep(0.05)
+        return needle in self.stderr()
+
+
+class AgentFactory:
+    """Makes AgentProcess objects and stops every one of them (by PID) at the end."""
+
+    def __init__(self, workdir: Union[str, Path]):
+        self.workdir = Path(workdir)
+        self.agents: List[AgentProcess] = []
+        self.extra_pids: List[int] = []     # daemons started by `hsflowd start`
+
+    def __call__(self, config: str, name: Optional[str] = None, start: bool = True,
+                 **kw) -> AgentProcess:
+        name = name or f"agent{len(self.agents) + 1}"
+        agent = AgentProcess(self.workdir, config, name=name, **kw)
+        self.agents.append(agent)
+        if start:
+            agent.start()
+        return agent
+
+    def adopt_pid(self, pid: int) -> None:
+        self.extra_pids.append(pid)
+
+    def close(self) -> None:
+        for agent in self.agents:
+            agent.stop()
+        for pid in self.extra_pids:
+            kill_pid(pid)
+
+
+def kill_pid(pid: int, timeout: float = 5.0) -> None:
+    """SIGTERM one process that is not our child, then SIGKILL if it lingers."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+# ---------------------------------------------------------------- collectors
+
+class Received(NamedTuple):
+    at: float           # time.monotonic() when it was read from the socket
+    data: bytes
+    datagram: object    # hsflowd.sflow.Datagram
+    extra: object       # whatever the receiver's ``probe`` returned right after receipt
+
+
+def in_netns(name: str, make: Callable[[], object]) -> object:
+    """Run ``make`` in a thread that joined network namespace ``name``; its result.
+
+    A socket made this way stays in that namespace whichever thread uses it afterwards."""
+    from pyroute2 import netns as pr_netns
+
+    result: list = []
+
+    def worker():
+        try:
+            pr_netns.setns(name)
+            result.append(make())
+        except BaseException as e:  # handed to the caller
+            result.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def udp_socket(host: str = "127.0.0.1", netns: Optional[str] = None) -> socket.socket:
+    """A UDP socket bound to a free port on ``host`` (in ``netns`` if given)."""
+    def make():
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind((host, 0))
+        return s
+    return in_netns(netns, make) if netns else make()
+
+
+def free_udp_port(host: str = "127.0.0.1", netns: Optional[str] = None) -> int:
+    """A port nothing listens on (bound, then closed)."""
+    s = udp_socket(host, netns)
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Receiver:
+    """A collector: receives and decodes datagrams on one UDP socket.
+
+    ``probe`` (optional) is called right after each datagram is read, with the decoded
+    datagram, and its result kept with it: the moment to read /proc or sysfs to compare.
+    """
+
+    def __init__(self, sock: socket.socket, probe: Optional[Callable[[object], object]] = None):
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+        self.probe = probe
+        self.received: List[Received] = []
+
+    def recv(self, timeout: float) -> Optional[Received]:
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(65535)
+        except (socket.timeout, BlockingIOError):
+            return None
+        at = time.monotonic()
+        dg = decode_datagram(data)
+        extra = self.probe(dg) if self.probe else None
+        r = Received(at, data, dg, extra)
+        self.received.append(r)
+        return r
+
+    def first(self, timeout: float) -> Optional[Received]:
+        return self.recv(timeout)
+
+    def collect(self, seconds: float, until: Optional[Callable[[List[Received]], bool]] = None
+                ) -> List[Received]:
+        """Everything that arrives within ``seconds`` (or until ``until(all so far)``)."""
+        deadline = time.monotonic() + seconds
+        got: List[Received] = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            r = self.recv(left)
+            if r is not None:
+                got.append(r)
+                if until is not None and until(got):
+                    break
+        return got
+
+    def drain(self) -> List[Received]:
+        """Whatever is queued now, without waiting."""
+        got = []
+        while True:
+            r = self.recv(0.001)
+            if r is None:
+                return got
+            got.append(r)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# ---------------------------------------------------------------- reading datagrams
+
+def counter_samples(dg) -> list:
+    """The counter samples (expanded or compact) of one decoded datagram."""
+    return [s for s in dg.samples if hasattr(s, "counters")]
+
+
+def source_of(sample) -> Tuple[int, int]:
+    if hasattr(sample, "source_id_type"):
+        return sample.source_id_type, sample.source_id_index
+    return sample.source_id >> 24, sample.source_id & 0xFFFFFF
+
+
+def records_by_tag(sample) -> dict:
+    """{format: record} of one counter sample (standard enterprise 0)."""
+    from hsflowd.sflow.tlv import split_tag
+    out = {}
+    for rec in sample.counters:
+        tag = getattr(rec, "tag", None)
+        if tag is None:
+            tag = (rec.enterprise << 12) | rec.format
+        enterprise, fmt = split_tag(tag)
+        out[fmt if enterprise == 0 else (enterprise, fmt)] = rec
+    return out
+
+
+def record_tags(sample) -> List[int]:
+    from hsflowd.sflow.tlv import split_tag
+    tags = []
+    for rec in sample.counters:
+        tag = getattr(rec, "tag", None)
+        if tag is None:
+            tag = (rec.enterprise << 12) | rec.format
+        tags.append(split_tag(tag)[1])
+    return tags
+
+
+def samples_from(received: Iterable[Received], source: Tuple[int, int]):
+    """(Received, sample) for every counter sample of ``source``, in arrival order."""
+    for r in received:
+        for s in counter_samples(r.datagram):
+            if source_of(s) == source:
+                yield r, s
+
+
+# ---------------------------------------------------------------- process figures
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def proc_memory_kb(pid: int) -> Tuple[int, int]:
+    """(VmRSS, VmHWM) of one process in kB (/proc/PID/status)."""
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return rss, hwm
+
+
+# ---------------------------------------------------------------- pytest fixtures
+
+try:
+    import pytest
+except ImportError:     # the benchmark imports this module without pytest
+    pytest = None
+
+if pytest is not None:
+    @pytest.fixture
+    def agents(tmp_path):
+        """Factory: ``agents(config_text, name=..., netns=...)`` starts an agent; every agent
+        (and every daemon handed to ``adopt_pid``) is stopped by its PID at the end."""
+        factory = AgentFactory(tmp_path)
+        yield factory
+        factory.close()
+
+    @pytest.fixture
+    def receivers():
+        """Factory: ``receivers(netns=None, host="127.0.0.1", probe=None)`` -> Receiver;
+        every socket is closed at the end."""
+        made: List[Receiver] = []
+
+        def make(netns: Optional[str] = None, host: str = "127.0.0.1",
+                 probe: Optional[Callable] = None) -> Receiver:
+            r = Receiver(udp_socket(host, netns), probe)
+            made.append(r)
+            return r
+
+        yield make
+        for r in made:
+            r.close()
