@@ -2,7 +2,11 @@
 PYTHON ?= python3
 VENV_PY = .venv/bin/python
 
-.PHONY: install deps test bench clean
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' hsflowd/__init__.py)
+# rpmbuild checks BuildRequires against the rpm database, which is empty on Debian
+RPMBUILD_FLAGS ?= $(if $(wildcard /etc/debian_version),--nodeps)
+
+.PHONY: install deps test bench clean deb rpm
 
 install:
 	sh packaging/install.sh
@@ -19,3 +23,41 @@ bench: deps
 clean:
 	rm -rf .venv build dist *.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Packages are built in a copy of the tree under build/ (what git knows of: tracked and new
+# files, not ignored ones; the whole tree outside a git checkout); they land in dist/.
+define copy-tree
+	rm -rf $(1) && mkdir -p $(1)
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -cf - 2>/dev/null; \
+	else \
+	    tar --exclude=./.git --exclude=./.venv --exclude=./build --exclude=./dist \
+	        --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache \
+	        --exclude=.hypothesis -cf - .; \
+	fi | tar -C $(1) -xf -
+endef
+
+# make deb: dist/hsflowd_VERSION_all.deb.  Needs: apt-get install debhelper dh-python
+# pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel (dpkg-buildpackage
+# names any that is missing)
+# By hand, in a checkout: ln -s packaging/debian debian && dpkg-buildpackage -us -uc -b (the
+# .deb lands in ..; debian/rules clean removes what the build left in packaging/debian)
+deb:
+	rm -rf build/deb
+	$(call copy-tree,build/deb/hsflowd-$(VERSION))
+	cp -r packaging/debian build/deb/hsflowd-$(VERSION)/debian
+	cd build/deb/hsflowd-$(VERSION) && dpkg-buildpackage -us -uc -b
+	mkdir -p dist && rm -f dist/hsflowd_*.deb
+	cp build/deb/hsflowd_*_all.deb dist/
+	@ls dist/hsflowd_*.deb
+
+# make rpm: dist/hsflowd-VERSION-1.noarch.rpm.  Needs rpmbuild (apt-get install rpm on Debian)
+rpm:
+	rm -rf build/rpm
+	$(call copy-tree,build/rpm/hsflowd-$(VERSION))
+	mkdir -p build/rpm/SOURCES
+	tar -C build/rpm -czf build/rpm/SOURCES/hsflowd-$(VERSION).tar.gz hsflowd-$(VERSION)
+	rpmbuild --define "_topdir $(CURDIR)/build/rpm" $(RPMBUILD_FLAGS) -bb packaging/rpm/hsflowd.spec
+	mkdir -p dist && rm -f dist/hsflowd-*.noarch.rpm
+	cp build/rpm/RPMS/noarch/hsflowd-$(VERSION)-*.noarch.rpm dist/
+	@ls dist/hsflowd-*.noarch.rpm

@@ -159,5 +159,15 @@ def run_agent(args, pidfile_path: str, foreground: bool) -> int:
     return daemon.detach(serve)
 
 
+def run(argv: Optional[List[str]] = None) -> int:
+    """The console script: main(), quiet when its output is piped into `head`."""
+    try:
+        return main(argv)
+    except BrokenPipeError:
+        # the reader went away: nothing more to say, and nothing for Python to flush at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -90,7 +90,7 @@ def _in_namespace(namespace: str, make: Callable[[], socket.socket]) -> socket.s
 
     def worker():
         try:
-            netns.setns(namespace)
+            netns.setns(namespace, flags=0)  # join only: pyroute2 would create a missing one
             result.append(make())
         except Exception as e:  # reported to the caller below
             result.append(e)
