@@ -38,7 +38,7 @@ from hsflowd.sflow import (  # noqa: E402
 from hsflowd.sflow.samples import INTERNAL  # noqa: E402
 
 GOALS = {"flow": 300_000, "host": 50_000}
-VECTORS = os.environ.get("SFLOW_VECTORS", "/work/shared/vectors")
+VECTORS = os.environ.get("SFLOW_VECTORS", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "vectors"))
 
 
 def pin_one_core():

@@ -19,8 +19,7 @@ MAX_DATAGRAM = 65535
 RECEIVE_BUFFER = 8 << 20  # agents send in bursts; the kernel caps this at net.core.rmem_max
 
 
-def _from_socket(bind: Optional[str], port: int) -> Iterator[Tuple[float, str, bytes]]:
-    sock = _listen(bind, port)
+def _from_socket(sock: socket.socket) -> Iterator[Tuple[float, str, bytes]]:
     try:
         while True:
             data, addr = sock.recvfrom(MAX_DATAGRAM)
@@ -69,7 +68,7 @@ def run(port: int = 6343, bind: Optional[str] = None, pcap: Optional[str] = None
         source = _from_pcap(pcap, port if port != 6343 else None)
     else:
         try:
-            source = _from_socket(bind, port)
+            source = _from_socket(_listen(bind, port))  # listen now: errors belong here
         except OSError as e:
             err.write(f"hsflowd decode: cannot listen on {bind or '*'}:{port}: {e.strerror or e}\n")
             return 1

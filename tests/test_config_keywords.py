@@ -61,10 +61,9 @@ def value_in(config, block: str, keyword: K.Keyword):
 
 
 def all_keywords(include=lambda k: True):
-    for block in BLOCKS.values():
-        for keyword in block.keywords:
-            if keyword.kind != K.BLOCK and include(keyword):
-                yield pytest.param(block.name, keyword, id=f"{block.name}.{keyword.name}")
+    return [pytest.param(block.name, keyword, id=f"{block.name}.{keyword.name}")
+            for block in BLOCKS.values() for keyword in block.keywords
+            if keyword.kind != K.BLOCK and include(keyword)]
 
 
 SAMPLES = {

@@ -25,7 +25,7 @@ from hsflowd.sflow.samples import Datagram
 from test_sflow_records import h
 from test_sflow_roundtrip import datagrams
 
-VECTORS = os.environ.get("SFLOW_VECTORS", "/work/shared/vectors")
+VECTORS = os.environ.get("SFLOW_VECTORS", os.path.join(os.path.dirname(__file__), "vectors"))
 FUZZ = settings(max_examples=300, derandomize=True, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -1,7 +1,7 @@
 """Byte-exact encodings of every sFlow structure the package registers.
 
 Every expected value below is written out by hand from the specification (see
-/work/shared/reference/sflow-format.md), one XDR word per line with a comment naming the
+the project reference sflow-format.md), one XDR word per line with a comment naming the
 field, and is never derived from the encoder's own layout.  ``h()`` only strips the comments
 and whitespace.  The record values are chosen so that each field has a different value: a
 swapped, missing or mis-sized field changes the bytes.

@@ -24,7 +24,7 @@ from hsflowd.sflow import (
 )
 from hsflowd.sflow.pcap import read_udp
 
-VECTORS = os.environ.get("SFLOW_VECTORS", "/work/shared/vectors")
+VECTORS = os.environ.get("SFLOW_VECTORS", os.path.join(os.path.dirname(__file__), "vectors"))
 CAPTURES = {"hsflowd": "hsflowd-2.1.25", "ovs": "ovs-3.1.0"}
 COUNTS = {"hsflowd": 20, "ovs": 16}  # datagrams in each capture (README)
 
