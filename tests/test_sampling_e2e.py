@@ -308,3 +308,77 @@ def test_dev_appears_later_and_disappears(netns, tmp_path):
     pairs = our_samples(run_.flow_samples())
     # N = 1 takes every packet
     assert len(pairs) == 200
+
+
+# ---------------------------------------------------------------- a device with no link header
+
+TUN_WRITER = r"""
+import fcntl, os, socket, struct, sys, time
+TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", b"tun0", IFF_TUN | IFF_NO_PI))
+os.system("ip addr add 10.231.10.1/24 dev tun0 && ip link set tun0 up")
+print("ready", flush=True)
+sys.stdin.readline()          # wait until the agent samples tun0
+mark = sys.argv[1].encode()
+for i in range(int(sys.argv[2])):
+    payload = mark + b"%08d" % i
+    udp = struct.pack(">HHHH", 7777, 9999, 8 + len(payload), 0) + payload
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i, 0, 64, 17, 0,
+                     socket.inet_aton("10.231.10.2"), socket.inet_aton("10.231.10.1"))
+    os.write(fd, ip + udp)    # the kernel receives it on tun0, as from a VPN peer
+time.sleep(3)
+"""
+
+
+def test_tun_device_raw_ip(netns, tmp_path):
+    """A tun device carries bare IP packets: sampled as IPv4 headers (protocol 11), with the
+    missing Ethernet header counted as stripped, as hsflowd reports them."""
+    host = netns()
+    writer = host.popen([sys.executable, "-c", TUN_WRITER, MARK.decode(), "300"],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "ready"
+    run_ = AgentRun(host, tmp_path, "  pcap { dev = tun0 sampling = 1 }")
+    try:
+        time.sleep(1)
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        time.sleep(2.5)
+        tun0 = host.ifindex("tun0")
+    finally:
+        assert run_.stop() == 0
+    ours = []
+    for s in run_.flow_samples():
+        header = next(r for r in s["flow_records"] if r["struct"] == "sampled_header")
+        if MARK.hex() in header["header"]:
+            ours.append((s, header))
+    assert len(ours) == 300                      # N = 1: every packet
+    for s, header in ours:
+        raw = bytes.fromhex(header["header"])
+        assert header["header_protocol"] == 11 and raw[0] >> 4 == 4
+        assert header["stripped"] == 18          # FCS + the Ethernet header it never had
+        assert header["frame_length"] == len(raw) + 18
+        assert (s["input"], s["output"]) == (tun0, INTERNAL)
+
+
+def test_one_interface_failing_does_not_stop_the_others(netns, tmp_path):
+    """Two sampled interfaces; one is deleted under the agent: the other keeps sampling."""
+    host, p1, p2 = netns(), netns(), netns()
+    veth(host, "eth0", p1, "wire", "10.231.11.1/24", "10.231.11.2/24")
+    veth(host, "eth1", p2, "wire", "10.231.12.1/24", "10.231.12.2/24")
+    run_ = AgentRun(host, tmp_path, "  pcap { dev = eth0 sampling = 1 }\n  pcap { dev = eth1 sampling = 1 }")
+    try:
+        send(p1, "10.231.11.1", 100)
+        time.sleep(0.3)                          # the ring hands a block over within 100 ms
+        p1.delete()                              # eth0's peer goes: eth0 goes with it
+        time.sleep(1.5)
+        send(p2, "10.231.12.1", 100)
+        time.sleep(1.5)
+        alive = run_.agent.poll() is None
+    finally:
+        assert run_.stop() == 0
+    assert alive
+    by_source = {}
+    for s, _, _ in our_samples(run_.flow_samples()):
+        by_source[s["source_id_index"]] = by_source.get(s["source_id_index"], 0) + 1
+    assert sorted(by_source.values()) == [100, 100]

@@ -210,6 +210,10 @@ class ClassicBpfSampler:
     def _close(self, ifindex: int) -> None:
         t = self.tapped.pop(ifindex, None)
         if t is not None:
+            try:
+                self._drain(t)  # the samples the kernel has already handed over still count
+            except OSError:
+                pass
             self.by_fd.pop(t.ring.fileno(), None)
             t.ring.close()
             log.info("pcap: stopped sampling %s", t.tap.name)
