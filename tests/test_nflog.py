@@ -26,12 +26,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hsflowd.config import NflogConfig
-from hsflowd.samplers import nflog
+from hsflowd.samplers.iptables import RULE_TAG, RuleManager, RuleSpec, run_in_child
 from hsflowd.samplers.nflog import (NFULA_HWHEADER, NFULA_HWTYPE, NFULA_IFINDEX_INDEV,
                                     NFULA_IFINDEX_OUTDEV, NFULA_IFINDEX_PHYSINDEV, NFULA_PACKET_HDR,
                                     NFULA_PAYLOAD, NFULA_SEQ, NFULA_TIMESTAMP, PACKET_MSG, NflogSampler,
-                                    RuleManager, RuleSpec, config_message, nflog_rates, parse_batch,
-                                    run_in_child)
+                                    config_message, nflog_rates, parse_batch)
 from hsflowd.sflow import FlowSample
 from netns import veth
 
@@ -470,13 +469,13 @@ def probability(rule):
 
 def tagged(ns):
     return [line for tool in ("iptables-legacy", "ip6tables-legacy")
-            for line in ns.run([tool, "-S"]).stdout.splitlines() if nflog.RULE_TAG in line]
+            for line in ns.run([tool, "-S"]).stdout.splitlines() if RULE_TAG in line]
 
 
 @pytest.mark.netns
 def test_managed_rules(pair):
     a, b, vb = pair
-    b.run(["iptables-legacy", "-A", "INPUT", "-m", "comment", "--comment", nflog.RULE_TAG,
+    b.run(["iptables-legacy", "-A", "INPUT", "-m", "comment", "--comment", RULE_TAG,
            "-j", "NFLOG", "--nflog-group", "9"])                     # left by a crashed run
     b.run("iptables-legacy -A INPUT -p tcp --dport 22 -j ACCEPT")   # the operator's own
     helper = Helper(b, group=7, probability=0.05, sampling=20, manage=True, dev="vB")

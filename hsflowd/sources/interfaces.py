@@ -5,7 +5,7 @@ RTM_NEWLINK/DELLINK/NEWADDR/DELADDR on a second socket bound to the link and IPv
 address multicast groups.  ``handle_events`` drains that socket without blocking and says
 which ifindexes changed; if the kernel dropped events (ENOBUFS) it re-dumps everything.
 
-Speed and duplex come from the ethtool ioctl (GLINKSETTINGS, else GSET), read only when a
+Speed and duplex come from ethtool (pyroute2's ``Ethtool``), read only when a
 link appears or its up/running state changes, never on a counter poll.  Counters for all
 links come from one RTM_GETSTATS dump (IFLA_STATS_LINK_64), never from sysfs.
 
@@ -21,9 +21,7 @@ The records built from this table (``interface_counters``, ``host_adapters``,
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import ipaddress
 import logging
 import socket
@@ -32,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
 
 from pyroute2 import IPRoute
+from pyroute2.ethtool import Ethtool
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
@@ -310,55 +309,16 @@ def parse_addr(msg) -> Optional[Tuple[int, Address]]:
 
 # ---------------------------------------------------------------- ethtool (speed, duplex)
 
-SIOCETHTOOL = 0x8946
-ETHTOOL_GSET = 0x00000001
-ETHTOOL_GLINKSETTINGS = 0x0000004C
-_IFREQ_SIZE = 40                     # struct ifreq on 64-bit: 16-byte name + 24-byte union
-_LINK_SETTINGS = struct.Struct("=IIBBBBBBBbBBBB28x")   # struct ethtool_link_settings, 48 bytes
-_GSET_SIZE = 44                      # struct ethtool_cmd
-_SPEED_UNKNOWN = (0xFFFF, 0xFFFFFFFF, 0)
-_DUPLEX = {0: "half", 1: "full"}
-
-
-def _ethtool(sock: socket.socket, name: str, buf) -> bool:
-    ifr = struct.pack("16sP", name.encode()[:15], ctypes.addressof(buf))
-    ifr = bytearray(ifr.ljust(_IFREQ_SIZE, b"\0"))
+def read_link_speed(ethtool, name: str) -> Tuple[int, str]:
+    """(speed in bits/s, duplex) of one device from pyroute2's ethtool; (0, "") if unknown
+    (no such device, a device without link settings such as lo, or no link)."""
     try:
-        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifr)
-    except OSError:
-        return False
-    return True
-
-
-def read_link_speed(sock: socket.socket, name: str) -> Tuple[int, str]:
-    """(speed in bits/s, duplex) for one device by the ethtool ioctl; (0, "") if unknown.
-
-    The socket decides the namespace the name is looked up in."""
-    # GLINKSETTINGS first asks how many words the link-mode masks have (the kernel answers
-    # with the negated count), then reads with that count.
-    buf = ctypes.create_string_buffer(_LINK_SETTINGS.size + 3 * 4 * 127)
-    struct.pack_into("=I", buf, 0, ETHTOOL_GLINKSETTINGS)
-    if _ethtool(sock, name, buf):
-        nwords = struct.unpack_from("=b", buf, 15)[0]
-        if nwords < 0:
-            ctypes.memset(buf, 0, len(buf))
-            struct.pack_into("=I", buf, 0, ETHTOOL_GLINKSETTINGS)
-            struct.pack_into("=b", buf, 15, -nwords)
-            if _ethtool(sock, name, buf):
-                fields = _LINK_SETTINGS.unpack_from(buf, 0)
-                return _speed_duplex(fields[1], fields[2])
-    buf = ctypes.create_string_buffer(_GSET_SIZE)
-    struct.pack_into("=I", buf, 0, ETHTOOL_GSET)
-    if _ethtool(sock, name, buf):
-        speed_lo, duplex = struct.unpack_from("=HB", buf, 12)
-        speed_hi = struct.unpack_from("=H", buf, 28)[0]
-        return _speed_duplex((speed_hi << 16) | speed_lo, duplex)
-    return 0, ""
-
-
-def _speed_duplex(mbps: int, duplex: int) -> Tuple[int, str]:
-    speed = 0 if mbps in _SPEED_UNKNOWN else mbps * 1_000_000
-    return speed, _DUPLEX.get(duplex, "")
+        mode = ethtool.get_link_mode(name)
+    except Exception:  # pyroute2's EthtoolError and OSError: the answer is "unknown"
+        return 0, ""
+    speed = mode.speed if mode.speed and mode.speed not in (0xFFFF, 0xFFFFFFFF) else 0
+    duplex = (mode.duplex or "").lower()
+    return speed * 1_000_000, duplex if duplex in ("full", "half") else ""
 
 
 # ---------------------------------------------------------------- the table
@@ -381,7 +341,7 @@ class InterfaceTable:
         self._getstats = True       # RTM_GETSTATS works here (Linux 4.7+)
         self._links: Dict[int, Interface] = {}
         self._ipr = IPRoute()
-        self._ioctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._ethtool = Ethtool()   # its ioctl socket decides the namespace names are looked up in
         # subscribe before dumping, so nothing that happens during the dump is missed
         self._events = socket.socket(socket.AF_NETLINK,
                                      socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
@@ -447,7 +407,7 @@ class InterfaceTable:
             iface.speed, iface.duplex = previous.speed, previous.duplex
         elif not iface.loopback:
             self.ethtool_reads += 1
-            iface.speed, iface.duplex = read_link_speed(self._ioctl, iface.name)
+            iface.speed, iface.duplex = read_link_speed(self._ethtool, iface.name)
         return iface
 
     def read_counters(self, ifindexes: Optional[Iterable[int]] = None) -> Dict[int, LinkStats]:
@@ -596,7 +556,7 @@ class InterfaceTable:
     # ------------------------------------------------------------ lifetime
 
     def close(self) -> None:
-        for closer in (getattr(self, "_events", None), getattr(self, "_ioctl", None),
+        for closer in (getattr(self, "_events", None), getattr(self, "_ethtool", None),
                        getattr(self, "_ipr", None)):
             if closer is not None:
                 try:
