@@ -20,12 +20,9 @@ from typing import Dict, List, Optional
 from . import config as cfg
 from .address import AgentAddress, elect_agent_address
 from .collectors import Collectors, Destination
-from .ovs import OvsSync, SflowSettings
 from .pollers import Poller, PollerSet
 from .samplers import Sampler, Tap
 from .samplers.cbpf import ClassicBpfSampler
-from .samplers.ebpf import EbpfSampler, EbpfUnavailable
-from .samplers.nflog import NflogSampler
 from .samplers.rules import select_interfaces
 from .sflow import DatagramBuilder, Record
 from .sources.host import HostSource
@@ -52,6 +49,8 @@ class StartupError(RuntimeError):
 
 
 class Agent:
+    """The running agent: its sources, samplers and collectors, and the loop that drives them."""
+
     def __init__(self, config: cfg.Config, options: Options):
         self.options = options
         self.config = config
@@ -59,14 +58,18 @@ class Agent:
         self.stopping = False
         self.reload_requested = False
         self.reported_unsupported: set = set()
+        try:
+            self.host = HostSource(uuid=options.uuid or config.uuid, machine_id=options.machine_id)
+        except ValueError as e:  # -u, uuid= or -m that is not 32 hex digits
+            where = "-u" if options.uuid else f"{config.path}: uuid" if config.uuid else "-m"
+            raise StartupError(f"{where}: {e}") from None
         self.interfaces = InterfaceTable()
-        self.host = HostSource(uuid=options.uuid or config.uuid, machine_id=options.machine_id)
         self.pollers = PollerSet()
         self.collectors: Optional[Collectors] = None
         self.address: Optional[AgentAddress] = None
         self.builder: Optional[DatagramBuilder] = None
         self.samplers: Dict[str, Sampler] = {}
-        self.ovs: Optional[OvsSync] = None
+        self.ovs = None  # an OvsSync with ovs {}
         self.sel = selectors.DefaultSelector()
         self.sampler_fds: Dict[int, Sampler] = {}
         self.next_refresh = 0.0
@@ -168,6 +171,7 @@ class Agent:
                 self.ovs.stop(cleanup=True)
                 self.ovs = None
             return
+        from .ovs import OvsSync, SflowSettings  # only with ovs {}
         if self.ovs is None:
             self.ovs = OvsSync(c.ovs.db)
             self.ovs.start()
@@ -227,6 +231,7 @@ class Agent:
         pcap = self.taps(c.pcap) if c.pcap else {}
         epcap = self.taps(c.epcap) if c.epcap else {}
         if epcap and "epcap" not in self.samplers and self.ebpf_unavailable is None:
+            from .samplers.ebpf import EbpfSampler, EbpfUnavailable  # only with epcap {}
             try:
                 self.samplers["epcap"] = EbpfSampler(self.emit, lambda: iter(self.interfaces))
             except EbpfUnavailable as e:
@@ -253,6 +258,7 @@ class Agent:
             if current is not None:
                 self.samplers.pop("nflog").close()
         elif current is None:
+            from .samplers.nflog import NflogSampler  # only with nflog {}
             self.samplers["nflog"] = NflogSampler(c.nflog, c.sampling, c.header_bytes, self.emit)
         else:
             current.update(c.nflog, c.sampling, c.header_bytes)
