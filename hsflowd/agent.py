@@ -8,6 +8,7 @@ or SIGINT stop); the loop acts on it, so a reload never interrupts a half-built 
 
 from __future__ import annotations
 
+import gc
 import logging
 import selectors
 import signal
@@ -322,6 +323,9 @@ class Agent:
         self._link_stats = {}
         if now >= self.next_refresh:
             self.interfaces.refresh()
+            # a full dump of hundreds of links leaves pyroute2 objects in reference cycles:
+            # collect them now, or the next dumps pile up on top of them
+            gc.collect()
             self.on_interfaces_changed()
             self.next_refresh = now + self.config.refresh_adaptors
         self.collectors.tick()
