@@ -292,10 +292,7 @@ class EbpfSampler:
                 self._open(tap)
         for ifindex in [i for i in self.failed if i not in taps]:
             del self.failed[ifindex]
-        if self.ports.last_refresh:
-            self.ports.update_local(self.interfaces())
-        else:
-            self.ports.refresh(self.interfaces())
+        self.ports.interfaces_changed(self.interfaces())
 
     def _open(self, tap: Tap) -> None:
         key = self.config.Key(tap.ifindex)

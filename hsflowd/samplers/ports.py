@@ -60,6 +60,14 @@ class PortMap:
         """The MACs of this namespace's own interfaces (from the table: no netlink)."""
         self.local_macs = {i.mac for i in interfaces if i.mac}
 
+    def interfaces_changed(self, interfaces: Iterable) -> None:
+        """Taps or interfaces changed: the local MACs now, the kernel's tables the first time
+        (after that, on the ten-second refresh or a miss)."""
+        if self.last_refresh:
+            self.update_local(interfaces)
+        else:
+            self.refresh(interfaces)
+
     def tick(self, interfaces: Iterable) -> None:
         """Once a second: re-read the tables if they are older than REFRESH_INTERVAL."""
         if self.clock() - self.last_refresh >= REFRESH_INTERVAL:
