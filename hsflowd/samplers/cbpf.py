@@ -186,7 +186,7 @@ class ClassicBpfSampler:
             self._open(tap)
         for ifindex in [i for i in self.failed if i not in taps]:
             del self.failed[ifindex]
-        self.ports.interfaces_changed(self.interfaces())
+        self.ports.interfaces_changed(self.interfaces(), (t.tap for t in self.tapped.values()))
 
     def _open(self, tap: Tap) -> None:
         try:

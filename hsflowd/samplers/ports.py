@@ -14,9 +14,9 @@ container's MAC to the host side of its veth, i.e. the container's port in this
 namespace; frames to or from the bridge's own stack are internal, and a broadcast or
 multicast destination is "multiple outputs" (format 2, count unknown).
 
-The MAC tables come from one netlink neighbour dump (AF_BRIDGE), re-read every ten seconds
-(a MAC that moves to another port) and, when a MAC is missing, at most once a second:
-never per packet.
+The MAC tables come from netlink neighbour dumps (AF_BRIDGE) of the sampled devices only,
+re-read when interfaces change, when a MAC is missing (at most once a second) and once a
+minute: never per packet.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ log = logging.getLogger("hsflowd.samplers")
 
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST, PACKET_OUTGOING = 0, 1, 2, 3, 4
 FORMAT_SINGLE, FORMAT_MULTIPLE = 0, 2
-REFRESH_INTERVAL = 10.0
-MISS_REFRESH_INTERVAL = 1.0
+REFRESH_INTERVAL = 60.0      # a MAC that moved to another port shows up within a minute
+MISS_REFRESH_INTERVAL = 1.0  # an unknown MAC re-reads the tables at most once a second
 
 Ports = Tuple[int, int, int]  # input ifindex, output format, output value
 
@@ -46,43 +46,62 @@ _NONE: frozenset = frozenset()
 
 
 class PortMap:
-    """What the two models need to know about MACs, from the kernel's tables."""
+    """What the two models need to know about MACs, from the kernel's tables.
+
+    Only what the sampled devices need is read: the forwarding database of each sampled
+    bridge, and the macvlan children of each other sampled device.  A bridge with hundreds
+    of ports has hundreds of entries, so the tables are re-read when the interfaces change
+    (coalesced to the next tick), when a MAC is missing, and otherwise once a minute."""
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
         self.local_macs: Set[bytes] = set()          # every interface MAC in this namespace
         self.fdb: Dict[int, Dict[bytes, int]] = {}   # bridge ifindex -> MAC -> port ifindex
         self.uppers: Dict[int, Set[bytes]] = {}      # device -> MACs of its macvlan children
+        self.bridges: Set[int] = set()               # sampled devices that are bridges
+        self.devices: Set[int] = set()               # the other sampled devices
         self.last_refresh = 0.0
+        self.stale = True
         self._ipr = None
 
     def update_local(self, interfaces: Iterable) -> None:
         """The MACs of this namespace's own interfaces (from the table: no netlink)."""
         self.local_macs = {i.mac for i in interfaces if i.mac}
 
-    def interfaces_changed(self, interfaces: Iterable) -> None:
-        """Taps or interfaces changed: the local MACs now, the kernel's tables the first time
-        (after that, on the ten-second refresh or a miss)."""
-        if self.last_refresh:
-            self.update_local(interfaces)
-        else:
+    def interfaces_changed(self, interfaces: Iterable, taps: Iterable) -> None:
+        """Taps or interfaces changed: the local MACs now, the kernel's tables right away the
+        first time, else at the next tick (one re-read for a burst of changes)."""
+        taps = list(taps)
+        self.bridges = {t.ifindex for t in taps if t.bridge}
+        self.devices = {t.ifindex for t in taps if not t.bridge}
+        if not self.last_refresh:
             self.refresh(interfaces)
+        else:
+            self.update_local(interfaces)
+            self.stale = True
 
     def tick(self, interfaces: Iterable) -> None:
-        """Once a second: re-read the tables if they are older than REFRESH_INTERVAL."""
-        if self.clock() - self.last_refresh >= REFRESH_INTERVAL:
+        """Once a second: re-read the tables if they are stale or a minute old."""
+        if self.stale or self.clock() - self.last_refresh >= REFRESH_INTERVAL:
             self.refresh(interfaces)
 
     def refresh(self, interfaces: Iterable) -> None:
         self.last_refresh = self.clock()
+        self.stale = False
         self.update_local(interfaces)
+        if not (self.bridges or self.devices):
+            self.fdb, self.uppers = {}, {}
+            return
         fdb: Dict[int, Dict[bytes, int]] = {}
         uppers: Dict[int, Set[bytes]] = {}
         try:
             if self._ipr is None:
                 from pyroute2 import IPRoute
                 self._ipr = IPRoute()
-            entries = self._ipr.get_neighbours(family=socket.AF_BRIDGE)
+            entries = [m for b in self.bridges
+                       for m in self._ipr.get_neighbours(family=socket.AF_BRIDGE, master=b)]
+            entries += [m for d in self.devices
+                        for m in self._ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=d)]
         except Exception as e:  # a missing table costs accuracy, never the sampler
             log.debug("bridge neighbour dump failed: %s", e)
             return
