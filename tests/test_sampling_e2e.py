@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
 
 import pytest
 
-from netns import run, veth
+from netns import veth
 
 pytestmark = pytest.mark.netns
 
@@ -291,7 +290,7 @@ def test_ipvlan_parent(netns, tmp_path, mode):
 
 def test_dev_appears_later_and_disappears(netns, tmp_path):
     host, peer = netns(), netns()
-    run_ = AgentRun(host, tmp_path, f"  pcap {{ dev = late0 sampling = 1 }}")
+    run_ = AgentRun(host, tmp_path, "  pcap { dev = late0 sampling = 1 }")
     try:
         time.sleep(1)
         veth(host, "late0", peer, "wire", "10.231.4.1/24", "10.231.4.2/24")
