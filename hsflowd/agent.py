@@ -246,8 +246,8 @@ class Agent:
             self.samplers["pcap"] = ClassicBpfSampler(self.emit, lambda: iter(self.interfaces))
         if "pcap" in self.samplers:
             self.samplers["pcap"].update(pcap)
-        for name in ("pcap", "epcap"):
-            if name in self.samplers and not (pcap if name == "pcap" else epcap):
+        for name, taps in (("pcap", pcap), ("epcap", epcap)):
+            if not taps and name in self.samplers:
                 self.samplers.pop(name).close()
         self.register_sampler_fds()
 
@@ -331,7 +331,7 @@ class Agent:
         self.collectors.tick()
         try:
             if self.samplers:
-                sampled = [i for s in self.samplers.values() for i in getattr(s, "tapped", ())]
+                sampled = [i for s in self.samplers.values() for i in s.tapped]
                 stats = self.link_stats(sampled)
                 for sampler in self.samplers.values():
                     sampler.tick(stats)

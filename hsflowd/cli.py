@@ -19,7 +19,6 @@ from . import __version__
 
 DEFAULT_CONFIG = "/etc/hsflowd.conf"
 DEFAULT_AUTO = "/etc/hsflowd.auto"
-VERBS = ("start", "stop", "restart", "status", "reload", "check", "decode", "run")
 
 log = logging.getLogger("hsflowd")
 

@@ -72,13 +72,11 @@ def run(port: int = 6343, bind: Optional[str] = None, pcap: Optional[str] = None
         except OSError as e:
             err.write(f"hsflowd decode: cannot listen on {bind or '*'}:{port}: {e.strerror or e}\n")
             return 1
-    bad = 0
     try:
         for received, sender, data in source:
             try:
                 datagram = to_dict(decode_datagram(data))
             except DecodeError as e:
-                bad += 1
                 err.write(f"{sender}: bad datagram ({len(data)} bytes): {e}\n")
                 err.flush()
                 continue

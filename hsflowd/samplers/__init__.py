@@ -29,6 +29,9 @@ class Tap:
 
 
 class Sampler(Protocol):
+    tapped: Dict[int, object]
+    """The interfaces it samples now, by ifindex (their counters feed the sample pools)."""
+
     def update(self, taps: Dict[int, Tap]) -> None:
         """Sample exactly these interfaces from now on (open, re-open or close)."""
 

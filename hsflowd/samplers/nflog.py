@@ -251,6 +251,8 @@ class NflogSampler:
 
     ``listen=False`` opens no socket: tests feed ``handle`` with hand-built messages."""
 
+    tapped: dict = {}  # no interface of its own: an iptables rule decides what is sampled
+
     def __init__(self, config, sampling: int, header_bytes: int, emit: Callable[[bytes], None],
                  sub_sample_rng: Optional[random.Random] = None, listen: bool = True,
                  rules: Optional[RuleManager] = None):

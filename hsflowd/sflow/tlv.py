@@ -185,7 +185,7 @@ def _decode_known(cls, buf, off, stop, length):
         record, _ = layout.decode(body, 0, layout.fixed_size)
         return record
     try:
-        record, used = layout.decode(buf, off, stop)
+        record, _ = layout.decode(buf, off, stop)
     except DecodeError as e:
         raise DecodeError(f"{cls.sflow_name}: {e}") from None
     return record
