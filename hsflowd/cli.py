@@ -39,7 +39,8 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("-o", dest="auto_file", metavar="AUTOFILE", default=d(DEFAULT_AUTO),
                         help=f"where to write the effective configuration (default {DEFAULT_AUTO})")
     parser.add_argument("-P", dest="keep_root", action="store_true", default=d(False),
-                        help=argparse.SUPPRESS)  # hsflowd: keep root; this agent never drops it
+                        help="keep running as root (by default the agent becomes nobody "
+                        "with only the capabilities its modules need)")
     parser.add_argument("-l", dest="module_dir", default=d(None),
                         help=argparse.SUPPRESS)  # hsflowd: module directory; nothing to load here
 
@@ -56,11 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("start", "start the agent in the background"),
                        ("stop", "stop the running agent"),
                        ("restart", "stop, then start"),
-                       ("status", "say whether the agent runs (exit 0) or not (exit 3)"),
                        ("reload", "make the running agent re-read its configuration (SIGHUP)"),
                        ("run", "run in the foreground (the same as -d)"),
                        ("check", "validate the configuration and print the effective settings")):
         _common(verbs.add_parser(name, help=text, description=text), suppress=True)
+    st = verbs.add_parser("status", help="what the running agent does: revision, agent "
+                          "address, collectors, sampled interfaces, modules (exit 3 if it "
+                          "is not running)", description="Ask the running agent (over its "
+                          "root-only socket) what it is doing.")
+    _common(st, suppress=True)
+    st.add_argument("--json", action="store_true", help="one JSON object")
     dec = verbs.add_parser("decode", help="print sFlow datagrams received on a UDP port or read "
                            "from a capture file", description="Print sFlow datagrams as text or "
                            "JSON, one per datagram, as sflowtool does for hsflowd users.")
@@ -89,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if verb == "stop":
         return daemon.stop(pidfile)
     if verb == "status":
-        return daemon.status(pidfile)
+        return status(pidfile, args.json)
     if verb == "reload":
         return daemon.signal_agent(pidfile, signal.SIGHUP, "reloading its configuration")
     if verb == "restart":
@@ -115,10 +121,59 @@ def check(path: str) -> int:
     return 0
 
 
+def status(pidfile: str, as_json: bool) -> int:
+    """What the running agent says of itself; LSB codes: 0 running, 3 not running."""
+    import json
+
+    from . import daemon
+    from .control import control_path, query
+
+    pid = daemon.running_pid(pidfile)
+    if pid is None:
+        if as_json:
+            print(json.dumps({"running": False}))
+        else:
+            print("hsflowd is not running")
+        return 3
+    try:
+        state = query(control_path(pidfile))
+    except (OSError, ValueError) as e:
+        print(f"hsflowd is running (pid {pid}), but its status socket {control_path(pidfile)} "
+              f"does not answer: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(state))
+        return 0
+    print(describe_status(state))
+    return 0
+
+
+def describe_status(s: dict) -> str:
+    lines = [f"hsflowd is running (pid {s.get('pid')}), up {s.get('uptime', 0):.0f} s, "
+             f"configuration revision {s.get('revision')} from {s.get('config')}",
+             f"agent address {s.get('agent_address') or 'none'}"
+             + (f" ({s['agent_device']})" if s.get("agent_device") else "")
+             + f", sub-agent {s.get('sub_agent_id')}, {s.get('datagrams', 0)} datagrams"]
+    for c in s.get("collectors", []):
+        err = f", last error: {c['last_error']}" if c.get("last_error") else ""
+        lines.append(f"  collector {c['address']}:{c['port']}: {c['datagrams']} datagrams, "
+                     f"{c['errors']} errors{err}")
+    for t in s.get("samplers", []):
+        lines.append(f"  {t.get('module', 'sampler')} {t['ifname']}: 1-in-{t['sampling_rate']}, "
+                     f"{t['samples']} samples, {t['drops']} drops")
+    for m in s.get("modules", []):
+        state = "running" if m.get("running") else "waiting to start again"
+        err = f" (last error: {m['error']})" if m.get("error") else ""
+        lines.append(f"  module {m['name']}: {state}{err}")
+    return "\n".join(lines)
+
+
 def run_agent(args, pidfile_path: str, foreground: bool) -> int:
     from . import config as cfg
     from . import daemon
     from .agent import Agent, Options, StartupError
+    from .control import control_path
+    from .loop import Loop
 
     try:
         config = cfg.load_config(args.config)
@@ -126,29 +181,34 @@ def run_agent(args, pidfile_path: str, foreground: bool) -> int:
         print(e, file=sys.stderr)
         return 1
     options = Options(config_path=args.config, auto_path=args.auto_file,
-                      uuid=args.uuid, machine_id=args.machine_id)
+                      uuid=args.uuid, machine_id=args.machine_id, keep_root=args.keep_root)
 
     def serve(report) -> int:
-        daemon.setup_logging(args.debug, foreground)
-        pidfile = daemon.PidFile(pidfile_path)
+        loop = Loop()   # first: a SIGTERM or SIGHUP during start-up is seen, not fatal
         try:
-            pidfile.acquire()
-        except daemon.AlreadyRunning as e:
-            report(f"hsflowd: {e}")
-            return 1
-        except OSError as e:
-            report(f"hsflowd: cannot write pid file {pidfile_path}: {e.strerror or e}")
-            return 1
-        try:
+            daemon.setup_logging(args.debug, foreground)
+            pidfile = daemon.PidFile(pidfile_path)
             try:
-                agent = Agent(config, options)
-            except StartupError as e:
+                pidfile.acquire()
+            except daemon.AlreadyRunning as e:
                 report(f"hsflowd: {e}")
                 return 1
-            log.info("hsflowd %s started (pid %d, config %s)", __version__, os.getpid(), args.config)
-            return agent.run(ready=lambda: report(""))
+            except OSError as e:
+                report(f"hsflowd: cannot write pid file {pidfile_path}: {e.strerror or e}")
+                return 1
+            try:
+                try:
+                    agent = Agent(config, options, loop, control_path(pidfile_path))
+                except StartupError as e:
+                    report(f"hsflowd: {e}")
+                    return 1
+                log.info("hsflowd %s started (pid %d, config %s)", __version__, os.getpid(),
+                         args.config)
+                return agent.run(ready=lambda: report(""))
+            finally:
+                pidfile.close()
         finally:
-            pidfile.close()
+            loop.close()
 
     if foreground:
         def report(message: str) -> None:

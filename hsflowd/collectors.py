@@ -1,11 +1,20 @@
-"""Sending datagrams to collectors: one UDP socket per collector, never blocking the agent.
+"""Sending datagrams to collectors over UDP, never blocking the agent.
+
+Collectors share sockets: one per (address family, ``dev=``, ``namespace=``), so ten thousand
+collectors cost two file descriptors, not ten thousand.  ``dev=`` pins the route to an
+interface with IP_UNICAST_IF (as hsflowd, no privilege needed); ``namespace=`` makes the
+socket inside that network namespace, from a short-lived thread, so the agent's own thread
+never leaves its namespace.
 
 A collector that is down, unreachable or not resolvable yet costs a counted error and a log
 line at a rate a person can read; the others keep receiving.  Names are resolved on a
-worker thread, so a resolver that does not answer never holds up the agent's loop.  ``dev=`` pins the route to an
-interface with IP_UNICAST_IF (as hsflowd, no privilege needed); ``namespace=`` creates the
-socket inside that network namespace, from a short-lived thread so the agent's own thread
-never leaves its namespace.
+worker thread, so a resolver that does not answer never holds up the agent's loop.
+
+Errors the network sends back (ICMP port or host unreachable, e.g. a collector on a local
+port where nothing listens) arrive on the socket's error queue (IP_RECVERR), each with the
+destination it concerns, and are counted against that collector.  Linux also raises such an
+error on the next send from the same socket, whatever its destination: that send is retried
+once after the queue is read, so one collector's trouble never costs another a datagram.
 """
 
 from __future__ import annotations
@@ -13,13 +22,14 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import logging
+import os
 import socket
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 log = logging.getLogger("hsflowd.collectors")
 
@@ -29,6 +39,10 @@ RESOLVE_RETRY = 30.0         # seconds between attempts to resolve a name that f
 RESOLVE_WAIT = 0.5           # at start, how long to wait for names before the first datagram
 IP_UNICAST_IF = 50
 IPV6_UNICAST_IF = 76
+IP_RECVERR = 11
+IPV6_RECVERR = 25
+MSG_ERRQUEUE = 0x2000
+_EXTENDED_ERR = struct.Struct("=IBBBBII")   # struct sock_extended_err
 
 
 @dataclass
@@ -40,7 +54,7 @@ class CollectorStats:
 
 @dataclass
 class Destination:
-    """One configured collector and the socket that reaches it."""
+    """One configured collector."""
 
     host: str
     port: int
@@ -48,18 +62,24 @@ class Destination:
     namespace: Optional[str] = None
     where: str = ""                 # "FILE:LINE" of its config block, for messages
     address: Optional[Tuple] = None  # sockaddr once resolved
-    sock: Optional[socket.socket] = None
+    family: int = 0
     stats: CollectorStats = field(default_factory=CollectorStats)
     pending: Optional[concurrent.futures.Future] = None  # a name being resolved
     next_resolve: float = 0.0
     next_report: float = 0.0
     unreported: int = 0
+    sender: Optional["Sender"] = None
 
     @property
     def label(self) -> str:
         extra = "".join(f" {k}={v}" for k, v in (("dev", self.dev), ("namespace", self.namespace)) if v)
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}{extra}"
+
+    @property
+    def sock(self) -> Optional[socket.socket]:
+        """The socket datagrams to this collector leave from (None until it is reachable)."""
+        return self.sender.sock if self.sender is not None and self.address is not None else None
 
 
 def _literal(host: str, port: int) -> Optional[Tuple[int, Tuple]]:
@@ -103,25 +123,62 @@ def _in_namespace(namespace: str, make: Callable[[], socket.socket]) -> socket.s
     return result[0]
 
 
-def _open_socket(family: int, dev: Optional[str], namespace: Optional[str]) -> socket.socket:
-    def make() -> socket.socket:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-            if dev:
-                ifindex = socket.if_nametoindex(dev)
-                if family == socket.AF_INET:
-                    # IPv4 takes the index in network byte order, IPv6 in host order
-                    sock.setsockopt(socket.IPPROTO_IP, IP_UNICAST_IF, struct.pack("!I", ifindex))
-                else:
-                    sock.setsockopt(socket.IPPROTO_IPV6, IPV6_UNICAST_IF, ifindex)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+SenderKey = Tuple[int, Optional[str], Optional[str]]   # family, dev, namespace
 
-    return _in_namespace(namespace, make) if namespace else make()
+
+class Sender:
+    """One non-blocking UDP socket, shared by every collector with the same key."""
+
+    def __init__(self, key: SenderKey):
+        family, dev, namespace = key
+        self.key = key
+
+        def make() -> socket.socket:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+                if family == socket.AF_INET:
+                    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+                if dev:
+                    ifindex = socket.if_nametoindex(dev)
+                    if family == socket.AF_INET:
+                        # IPv4 takes the index in network byte order, IPv6 in host order
+                        sock.setsockopt(socket.IPPROTO_IP, IP_UNICAST_IF, struct.pack("!I", ifindex))
+                    else:
+                        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_UNICAST_IF, ifindex)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+
+        self.sock = _in_namespace(namespace, make) if namespace else make()
+
+    def errors(self) -> Iterable[Tuple[Tuple, int]]:
+        """(destination sockaddr, errno) for each error the network sent back, oldest first."""
+        while True:
+            try:
+                _, ancdata, _, address = self.sock.recvmsg(1, 512, MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            code = 0
+            for _level, _type, data in ancdata:
+                if len(data) >= _EXTENDED_ERR.size:
+                    code = _EXTENDED_ERR.unpack_from(data)[0]
+            if address:
+                yield address, code
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _same(a: Tuple, b: Tuple) -> bool:
+    """Two sockaddrs name the same destination (host and port; IPv6 flow info aside)."""
+    return a[0] == b[0] and a[1] == b[1]
 
 
 class Collectors:
@@ -132,6 +189,7 @@ class Collectors:
     def __init__(self, destinations: Iterable[Destination], clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.destinations = list(destinations)
+        self.senders: Dict[SenderKey, Sender] = {}
         for d in self.destinations:
             self._connect(d)
         pending = [d.pending for d in self.destinations if d.pending is not None]
@@ -142,11 +200,18 @@ class Collectors:
     @classmethod
     def resolver(cls) -> concurrent.futures.ThreadPoolExecutor:
         if cls._resolver is None:
-            cls._resolver = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="resolver")
+            cls._resolver = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="resolver")
         return cls._resolver
 
+    @property
+    def targets(self) -> Tuple[Tuple[str, int], ...]:
+        """(address, port) of every collector that is resolved, reached without dev= or
+        namespace= (as Open vSwitch, which sends from its own stack, can reach them)."""
+        return tuple((d.address[0], d.port) for d in self.destinations
+                     if d.address is not None and d.namespace is None)
+
     def _connect(self, d: Destination) -> None:
-        """Open d's socket, or start resolving its name (finished by tick())."""
+        """Find d's socket, or start resolving its name (finished by tick())."""
         literal = _literal(d.host, d.port)
         if literal is None:
             d.pending = self.resolver().submit(_resolve, d.host, d.port)
@@ -154,35 +219,64 @@ class Collectors:
         self._open(d, *literal)
 
     def _open(self, d: Destination, family: int, address: Tuple) -> None:
-        try:
-            d.sock = _open_socket(family, d.dev, d.namespace)
-        except (OSError, UnicodeError) as e:
-            self._failed(d, e)
-            return
-        d.address = address
+        key = (family, d.dev, d.namespace)
+        sender = self.senders.get(key)
+        if sender is None:
+            try:
+                sender = self.senders[key] = Sender(key)
+            except (OSError, UnicodeError) as e:
+                self._failed(d, e)
+                return
+        d.sender, d.family, d.address = sender, family, address
         log.info("collector %s -> %s", d.label, address[0])
 
     def _failed(self, d: Destination, e: BaseException) -> None:
-        d.address, d.sock = None, None
+        d.address, d.sender = None, None
         d.next_resolve = self.clock() + RESOLVE_RETRY
         self._report(d, f"cannot reach collector yet ({_reason(e)}); will try again")
 
     def send(self, datagram: bytes) -> None:
         for d in self.destinations:
-            sock = d.sock
-            if sock is None:
+            sender = d.sender
+            if sender is None or d.address is None:
                 continue
             try:
-                sock.sendto(datagram, d.address)
+                sender.sock.sendto(datagram, d.address)
+                d.stats.sent += 1
+                continue
+            except OSError:
+                pass
+            # maybe an error the network sent back for some destination of this socket:
+            # read the queue (it says which), then this send goes again
+            self._read_errors(sender)
+            try:
+                sender.sock.sendto(datagram, d.address)
                 d.stats.sent += 1
             except OSError as e:
-                d.stats.errors += 1
-                d.stats.last_error = _reason(e)
-                self._report(d, f"send failed: {d.stats.last_error}")
+                self._send_failed(d, e)
 
-    def tick(self) -> None:
-        """Once a second: finish resolved names; retry those that failed."""
+    def _send_failed(self, d: Destination, e: OSError) -> None:
+        d.stats.errors += 1
+        d.stats.last_error = _reason(e)
+        self._report(d, f"send failed: {d.stats.last_error}")
+
+    def _read_errors(self, sender: Sender) -> None:
+        for address, code in sender.errors():
+            for d in self.destinations:
+                if d.sender is sender and d.address is not None and _same(d.address, address):
+                    d.stats.errors += 1
+                    d.stats.last_error = _reason(OSError(code, os.strerror(code)))
+                    why = " (nothing listens on that port?)" if code == errno.ECONNREFUSED else ""
+                    self._report(d, f"the network refused a datagram: {d.stats.last_error}{why}")
+                    break
+
+    def tick(self) -> bool:
+        """Once a second: read errors sent back, finish resolved names, retry those that
+        failed.  True if a collector's resolved address changed."""
+        for sender in list(self.senders.values()):
+            self._read_errors(sender)
         now = self.clock()
+        changed = False
         for d in self.destinations:
             if d.pending is not None:
                 if not d.pending.done():
@@ -190,10 +284,14 @@ class Collectors:
                 future, d.pending = d.pending, None
                 try:
                     self._open(d, *future.result())
+                    changed = True
                 except (OSError, UnicodeError) as e:
                     self._failed(d, e)
-            elif d.sock is None and now >= d.next_resolve:
+            elif d.sender is None and now >= d.next_resolve:
+                had = d.address
                 self._connect(d)
+                changed = changed or d.address != had
+        return changed
 
     def _report(self, d: Destination, message: str) -> None:
         now = self.clock()
@@ -206,11 +304,20 @@ class Collectors:
         d.unreported = 0
         d.next_report = now + ERROR_LOG_INTERVAL
 
+    def status(self) -> List[dict]:
+        return [{"address": d.host, "port": d.port, "datagrams": d.stats.sent,
+                 "errors": d.stats.errors, "last_error": d.stats.last_error or None}
+                for d in self.destinations]
+
     def close(self) -> None:
         for d in self.destinations:
-            if d.sock is not None:
-                d.sock.close()
-                d.sock = None
+            if d.pending is not None:
+                d.pending.cancel()
+                d.pending = None
+            d.sender = None
+        for sender in self.senders.values():
+            sender.close()
+        self.senders.clear()
 
 
 def _reason(e: BaseException) -> str:

@@ -16,6 +16,8 @@ import sys
 import time
 from typing import Callable, Optional
 
+from .config.autofile import check_own_file
+
 DEFAULT_PIDFILE = "/var/run/hsflowd.pid"
 log = logging.getLogger("hsflowd")
 
@@ -25,42 +27,73 @@ class AlreadyRunning(RuntimeError):
 
 
 class PidFile:
-    """An exclusively locked pidfile, released and removed on close()."""
+    """An exclusively locked pidfile, released and removed on close().
+
+    Opened without following a symbolic link and without truncating before the lock is
+    held: ``-p`` pointed into a world-writable directory must not let anyone make root
+    overwrite a file.  The lock is taken on the file the path names when we check it, so
+    a file removed and made again by another instance in between is detected and retried.
+    It is removed while still locked (then unlocked), so a new instance never loses its
+    own file to an old one that is exiting."""
 
     def __init__(self, path: str):
         self.path = path
         self.fd: Optional[int] = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EACCES, errno.EAGAIN):
-                raise AlreadyRunning(f"already running (pid {read_pid(self.path) or '?'}, "
-                                     f"{self.path} is locked)") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC |
+                         os.O_NONBLOCK, 0o644)
+            try:
+                check_own_file(fd, self.path)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EACCES, errno.EAGAIN):
+                    raise AlreadyRunning(f"already running (pid {read_pid(self.path) or '?'}, "
+                                         f"{self.path} is locked)") from None
+                raise
+            try:
+                same = os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:   # removed by an instance that was exiting: take the new one
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self.fd = fd
+            return
+        raise OSError(errno.EBUSY, "the pid file keeps changing", self.path)
 
     def close(self) -> None:
-        if self.fd is not None:
-            try:
+        if self.fd is None:
+            return
+        try:
+            if os.stat(self.path, follow_symlinks=False).st_ino == os.fstat(self.fd).st_ino:
                 os.unlink(self.path)
+        except OSError:
+            # no right to remove it any more (root given up): an empty, unlocked file tells
+            # the next start nothing wrong
+            try:
+                os.ftruncate(self.fd, 0)
             except OSError:
                 pass
-            os.close(self.fd)
-            self.fd = None
+        os.close(self.fd)
+        self.fd = None
 
 
 def read_pid(path: str) -> Optional[int]:
     try:
-        with open(path) as f:
-            return int(f.read().split()[0])
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 64).split()[0])
     except (OSError, ValueError, IndexError):
         return None
+    finally:
+        os.close(fd)
 
 
 def running_pid(path: str) -> Optional[int]:
@@ -69,7 +102,7 @@ def running_pid(path: str) -> Optional[int]:
     if pid is None:
         return None
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:

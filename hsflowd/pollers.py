@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from .sflow import CountersSample, Record
 
 DataSource = Tuple[int, int]   # (class, index): 2:1 is the host, 0:ifIndex an interface
+HOST_SOURCE: DataSource = (2, 1)
 
 
 @dataclass
@@ -80,6 +81,53 @@ class PollerSet:
         if not due:
             return 0
         records = read(due)
+        sent = 0
+        for poller in due:
+            recs = records.get(poller.source)
+            if recs:
+                emit(poller.sample(recs))
+                sent += 1
+        return sent
+
+
+class CounterPolling:
+    """Each second: the data sources the running modules poll, which of them are due, their
+    records from the module that owns each, framed as counters samples.
+
+    The host sample (2:1) also carries what other modules add to it (``host_records``:
+    virt_node from the container and VM modules), as hsflowd's modules add theirs to the
+    csample event.  A module that fails loses its own samples this second, no one else's."""
+
+    def __init__(self, rng: Optional[random.Random] = None):
+        self.pollers = PollerSet(rng or random.Random())
+
+    def tick(self, supervisor, interval: int, emit: Callable[[bytes], None]) -> int:
+        owners: Dict[DataSource, object] = {}
+        for slot, module in supervisor.running():
+            sources = supervisor.call(slot, "counter_sources",
+                                      lambda m=module: list(m.counter_sources()), default=[])
+            for source in sources:
+                owners.setdefault(source, slot)
+        for source in owners:
+            self.pollers.ensure(source, interval, first=1 if source == HOST_SOURCE else None)
+        self.pollers.keep_only(set(owners))
+        due = self.pollers.due()
+        if not due:
+            return 0
+        by_slot: Dict[object, List[Poller]] = {}
+        for poller in due:
+            by_slot.setdefault(owners[poller.source], []).append(poller)
+        records: Dict[DataSource, List[Record]] = {}
+        for slot, pollers in by_slot.items():
+            if slot.module is None:     # it failed earlier this second
+                continue
+            got = supervisor.call(slot, "counters", slot.module.counters,
+                                  [p.source for p in pollers], default={})
+            records.update(got or {})
+        if records.get(HOST_SOURCE):
+            for slot, module in supervisor.running():
+                extra = supervisor.call(slot, "host_records", module.host_records, default=[])
+                records[HOST_SOURCE] = list(records[HOST_SOURCE]) + list(extra or [])
         sent = 0
         for poller in due:
             recs = records.get(poller.source)

@@ -10,7 +10,11 @@ if command -v apt-get >/dev/null 2>&1; then
     apt-get install -y -q python3 python3-venv python3-pip iptables >/dev/null \
         || { apt-get update -q >/dev/null && apt-get install -y -q python3 python3-venv python3-pip iptables >/dev/null; }
 fi
-python3 -m venv "$PREFIX_VENV"
+# the system Python: the agent runs as nobody once started, and nobody must be able to
+# read the interpreter it runs on (a Python under /root, such as pyenv's, is not)
+PY=python3
+[ -x /usr/bin/python3 ] && PY=/usr/bin/python3
+$PY -m venv "$PREFIX_VENV"
 "$PREFIX_VENV/bin/pip" install -q --upgrade pip
 "$PREFIX_VENV/bin/pip" install -q ".[all]"
 ln -sf "$PREFIX_VENV/bin/hsflowd" /usr/sbin/hsflowd

@@ -10,10 +10,12 @@ from the agent's own pidfile.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -179,10 +181,15 @@ class AgentProcess:
 
 
 class AgentFactory:
-    """Makes AgentProcess objects and stops every one of them (by PID) at the end."""
+    """Makes AgentProcess objects and stops every one of them (by PID) at the end.
 
-    def __init__(self, workdir: Union[str, Path]):
-        self.workdir = Path(workdir)
+    Their files go in a directory of their own that ``nobody`` can read (the agent gives up
+    root once started and reads its config file again on SIGHUP; pytest's tmp_path is
+    root-only), removed at the end."""
+
+    def __init__(self, workdir: Union[str, Path, None] = None):
+        self.workdir = Path(tempfile.mkdtemp(prefix="hsft-agent-"))
+        os.chmod(self.workdir, 0o755)
         self.agents: List[AgentProcess] = []
         self.extra_pids: List[int] = []     # daemons started by `hsflowd start`
 
@@ -203,6 +210,7 @@ class AgentFactory:
             agent.stop()
         for pid in self.extra_pids:
             kill_pid(pid)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def kill_pid(pid: int, timeout: float = 5.0) -> None:

@@ -144,8 +144,36 @@ def test_missing_file(tmp_path):
 
 
 def test_directory_is_not_a_file(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read the file: Is a directory"):
+    with pytest.raises(ConfigError, match=": not a regular file$"):
         load_config(str(tmp_path))
+
+
+def test_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    path = tmp_path / "fifo.conf"
+    os.mkfifo(path)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))            # would block for ever in open() without O_NONBLOCK
+    assert str(caught.value) == f"{path}: not a regular file"
+
+
+def test_device_is_refused_not_read_until_memory_runs_out():
+    with pytest.raises(ConfigError) as caught:
+        load_config("/dev/zero")
+    assert str(caught.value) == "/dev/zero: not a regular file"
+
+
+def test_oversized_file_is_one_line(tmp_path):
+    path = tmp_path / "big.conf"
+    path.write_bytes(b"sflow {\n" + b"# padding\n" * 200_000 + b"}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert str(caught.value).startswith(f"{path}: ") and "too big" in str(caught.value)
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.conf"
+    path.write_bytes(b"\xef\xbb\xbfsflow {\n collector { ip = 192.0.2.1 }\n}\n")
+    assert load_config(str(path)).collectors[0].ip == "192.0.2.1"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from hsflowd.config import describe, load_config, parse_config, render_auto, write_auto
+from hsflowd.config import AutoFile, describe, load_config, parse_config, render_auto, write_auto
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,15 +85,42 @@ def test_elected_device_is_optional():
     assert "agent=" not in text.replace("agentIP=", "")
 
 
-def test_write_auto_replaces_atomically(tmp_path):
+def test_auto_file_is_rewritten_in_place(tmp_path):
+    """Kept open from the start, so the agent can rewrite it after giving up root."""
     path = tmp_path / "hsflowd.auto"
-    path.write_text("old\n")
+    path.write_text("old text, longer than what replaces it\n" * 30)
+    os.chmod(path, 0o600)
     old_inode = path.stat().st_ino
-    write_auto(str(path), AUTO)
+    f = AutoFile(str(path))
+    f.write(AUTO)
     assert path.read_text() == AUTO
-    assert path.stat().st_ino != old_inode             # a new file renamed into place
+    f.write(AUTO.replace("rev_start=7", "rev_start=8").replace("rev_end=7", "rev_end=8"))
+    assert "rev_start=8" in path.read_text() and path.read_text().endswith("rev_end=8\n")
+    f.close()
+    assert path.stat().st_ino == old_inode
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert sorted(os.listdir(tmp_path)) == ["hsflowd.auto"]
+
+
+def test_auto_file_refuses_a_symlink_a_stranger_s_file_and_hard_links(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    link = tmp_path / "link.auto"
+    link.symlink_to(victim)
+    with pytest.raises(OSError) as caught:
+        AutoFile(str(link))
+    assert caught.value.errno == errno.ELOOP
+    hard = tmp_path / "hard.auto"
+    os.link(victim, hard)
+    with pytest.raises(OSError, match="hard links"):
+        AutoFile(str(hard))
+    foreign = tmp_path / "foreign.auto"
+    foreign.write_text("x")
+    os.chown(foreign, 65534, 65534)
+    if os.geteuid() == 0:
+        with pytest.raises(OSError, match="owned by uid 65534"):
+            AutoFile(str(foreign))
+    assert victim.read_text() == "precious\n"
 
 
 def test_write_auto_failure_leaves_nothing_behind(tmp_path):

@@ -123,7 +123,7 @@ def agent_main() -> None:
                 if i not in sampler.tapped:
                     names[i], base[i] = t.name, counters(t.name)
             sampler.update(taps)
-            reply({"tapped": sorted(sampler.tapped), "failed": sampler.failed})
+            reply({"tapped": sorted(sampler.tapped), "failed": {i: f.why for i, f in sampler.failed.items()}})
         elif cmd["op"] == "sink":  # a bound socket: no ICMP unreachable, never read
             import socket
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

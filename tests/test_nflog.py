@@ -9,7 +9,6 @@ deviation sqrt(K p (1-p)); we accept 4 of them (a false failure about once in 16
 
 from __future__ import annotations
 
-import faulthandler
 import json
 import logging
 import math
@@ -26,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hsflowd.config import NflogConfig
-from hsflowd.samplers.iptables import RULE_TAG, RuleManager, RuleSpec, run_in_child
+from hsflowd.samplers.iptables import RULE_TAG, RuleManager, RuleSpec
 from hsflowd.samplers.nflog import (NFULA_HWHEADER, NFULA_HWTYPE, NFULA_IFINDEX_INDEV,
                                     NFULA_IFINDEX_OUTDEV, NFULA_IFINDEX_PHYSINDEV, NFULA_PACKET_HDR,
                                     NFULA_PAYLOAD, NFULA_SEQ, NFULA_TIMESTAMP, PACKET_MSG, NflogSampler,
@@ -262,26 +261,50 @@ def test_parser_never_raises_on_damaged_messages(cut, where, value, payload):
 
 # ---------------------------------------------------------------- rule management, offline
 
-def test_a_crashing_python_iptables_stays_in_the_child():
-    def crash(_spec):
-        faulthandler.disable()  # pytest's: it would print the child's stack
-        os.kill(os.getpid(), signal.SIGSEGV)
-    assert run_in_child(crash, None) == {"error": "crashed (SIGSEGV)"}
+CRASH = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+BROKEN = "import json; print(json.dumps({'error': \"ImportError: No module named 'iptc'\"}))"
+
+
+def test_a_crashing_python_iptables_stays_in_the_child(caplog):
+    rules = RuleManager(command=lambda spec: [sys.executable, "-c", CRASH])
+    with caplog.at_level(logging.WARNING, "hsflowd.samplers"):
+        rules.apply(RuleSpec(5, 0.01))
+        rules.wait()
+    assert rules.broken == "crashed (SIGSEGV)" and rules.installed is None
+    assert "crashed (SIGSEGV)" in caplog.text
 
 
 def test_rule_manager_gives_up_once(caplog):
-    calls = []
+    started = []
 
-    def broken(spec):
-        calls.append(spec)  # in the child only: the parent's list stays empty
-        raise ImportError("No module named 'iptc'")
-    rules = RuleManager(sync=broken)
+    def command(spec):
+        started.append(spec)
+        return [sys.executable, "-c", BROKEN]
+    rules = RuleManager(command=command)
     with caplog.at_level(logging.WARNING, "hsflowd.samplers"):
-        assert rules.apply(RuleSpec(5, 0.01)) is False
-        assert rules.apply(RuleSpec(6, 0.01)) is False
-        assert rules.apply(None) is False
+        rules.apply(RuleSpec(5, 0.01))
+        assert rules.busy          # it does not wait for the child
+        rules.wait()
+        rules.apply(RuleSpec(6, 0.01))
+        rules.apply(None)
+        rules.wait()
     assert len([r for r in caplog.records if "cannot manage" in r.message]) == 1
-    assert "No module named" in caplog.text and calls == []
+    assert "No module named" in caplog.text and started == [RuleSpec(5, 0.01)]
+
+
+def test_a_change_asked_for_while_one_runs_is_made_after_it():
+    made = []
+    answer = "import json; print(json.dumps({'result': {'removed': 0, 'added': 2, 'errors': []}}))"
+
+    def command(spec):
+        made.append(spec)
+        return [sys.executable, "-c", answer]
+    rules = RuleManager(command=command)
+    rules.apply(RuleSpec(5, 0.01))
+    rules.apply(RuleSpec(6, 0.02))      # while the first child runs
+    rules.apply(RuleSpec(7, 0.03))      # replaces the waiting one
+    rules.wait()                        # both: the waiting one starts when the first ends
+    assert made == [RuleSpec(5, 0.01), RuleSpec(7, 0.03)] and rules.installed == RuleSpec(7, 0.03)
 
 
 # ---------------------------------------------------------------- real traffic, in namespaces
@@ -290,8 +313,13 @@ HELPER = r"""
 import json, logging, os, select, sys, time
 sys.path.insert(0, %(root)r)
 params = json.loads(sys.argv[1])
-if params.get("no_iptc"):
-    sys.modules["iptc"] = None          # as if python-iptables were not installed
+if params.get("no_iptc"):             # as if python-iptables were not installed
+    import atexit, shutil, tempfile     # (the rules are changed by a child interpreter)
+    shim = tempfile.mkdtemp()
+    atexit.register(shutil.rmtree, shim, True)
+    with open(os.path.join(shim, "iptc.py"), "w") as f:
+        f.write("raise ImportError(\"No module named 'iptc'\")\n")
+    os.environ["PYTHONPATH"] = shim + os.pathsep + os.environ.get("PYTHONPATH", "")
 from hsflowd.config import NflogConfig
 from hsflowd.samplers import nflog
 if params.get("rcvbuf"):
@@ -307,6 +335,7 @@ def config(p):
                        manage_rule=p.get("manage", False), dev=p.get("dev"))
 out = []
 s = nflog.NflogSampler(config(params), params["sampling"], params.get("header_bytes", 128), out.append)
+s.rules.wait()      # the agent does not wait for iptables; the test checks the rules next
 print("READY", flush=True)
 def settle():
     # what the test sent is in flight or in a part-filled kernel batch (flushed within 100 ms)
@@ -330,6 +359,7 @@ while not stop:
             if cmd == "update":
                 p = json.loads(arg)
                 s.update(config(p), p["sampling"], p.get("header_bytes", 128))
+                s.rules.wait()
             elif cmd in ("pause", "resume"):
                 reading = cmd == "resume"
             elif cmd == "stop":

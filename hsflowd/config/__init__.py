@@ -10,7 +10,10 @@ The keyword table in keywords.py is the single list of keywords, ranges and defa
 
 from __future__ import annotations
 
-from .autofile import render_auto, write_auto
+import os
+import stat
+
+from .autofile import AutoFile, render_auto, write_auto
 from .describe import describe
 from .errors import ConfigError
 from .grammar import parse_config
@@ -23,18 +26,49 @@ from .sampling import (app_sampling_rate, lookup_app, polling_interval_for, prin
 DEFAULT_PATH = "/etc/hsflowd.conf"
 DEFAULT_AUTO_PATH = "/etc/hsflowd.auto"
 
-__all__ = ["AgentCidr", "BLOCKS", "Collector", "Config", "ConfigError", "DropmonConfig",
+__all__ = ["AgentCidr", "AutoFile", "BLOCKS", "Collector", "Config", "ConfigError", "DropmonConfig",
            "JsonConfig", "NflogConfig", "OvsConfig", "PcapRule", "PsampleConfig", "UlogConfig",
            "app_sampling_rate", "describe", "load_config", "lookup_app", "parse_config",
            "polling_interval_for", "print_speed", "render_auto", "sampling_rate_for",
            "write_auto", "DEFAULT_PATH", "DEFAULT_AUTO_PATH"]
 
 
-def load_config(path: str = DEFAULT_PATH) -> Config:
-    """Read and parse ``path``.  A file that cannot be read is a ConfigError too."""
+MAX_CONFIG_BYTES = 1 << 20   # the longest real hsflowd.conf seen is a few kB
+
+
+def read_config_text(path: str) -> str:
+    """The text of ``path``, which must be a regular file of at most MAX_CONFIG_BYTES.
+
+    Opened without blocking, so a FIFO or a device cannot hang the agent (its reload
+    included); a UTF-8 byte order mark, as some editors write, is dropped."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
         raise ConfigError(path, None, f"cannot read the file: {exc.strerror or exc}") from None
-    return parse_config(text, path)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(path, None, "not a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(path, None, f"{st.st_size} bytes is too big for a config file "
+                              f"(the limit is {MAX_CONFIG_BYTES})")
+        chunks, size = [], 0
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigError(path, None, "the file grew past the config size limit while read")
+            chunks.append(chunk)
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read the file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    text = b"".join(chunks).decode("utf-8", errors="replace")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def load_config(path: str = DEFAULT_PATH) -> Config:
+    """Read and parse ``path``.  A file that cannot be read is a ConfigError too."""
+    return parse_config(read_config_text(path), path)

@@ -21,8 +21,9 @@ address the settings are left out (upstream suppresses output then too).
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import stat
 from typing import List, Optional
 
 from .model import Collector, Config
@@ -74,21 +75,56 @@ def render_auto(config: Config, revision: int, hostname: str, agent_ip: Optional
     return "\n".join(lines) + "\n"
 
 
-def write_auto(path: str, text: str) -> None:
-    """Replace ``path`` in one step (temp file in the same directory, then rename), so a
-    reader sees the old file or the new one, never half of either.  Mode 0644."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(prefix=".hsflowd.auto.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
+class AutoFile:
+    """The .auto file, opened once at start (while the agent is still root) and rewritten
+    in place on every revision, so the agent can keep it current after giving up root.
+
+    A symbolic link, a file owned by someone else or one with other hard links is refused:
+    a root daemon must not be steered into overwriting another file.  The new text is
+    written over the old and the file then cut to its length, so it is never empty;
+    a reader that catches it mid-write sees rev_start differ from rev_end and reads again,
+    which is what the two lines are for."""
+
+    def __init__(self, path: str):
+        self.path = path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     0o644)
         try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
+            check_own_file(fd, path)
+            os.fchmod(fd, 0o644)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd: Optional[int] = fd
+
+    def write(self, text: str) -> None:
+        if self.fd is None:
+            return
+        data = text.encode("utf-8")
+        os.pwrite(self.fd, data, 0)
+        os.ftruncate(self.fd, len(data))
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def check_own_file(fd: int, path: str) -> None:
+    """Refuse anything but a regular file of our own with one name (OSError, one line)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    if st.st_uid != os.geteuid():
+        raise OSError(errno.EPERM, f"owned by uid {st.st_uid}, not by this agent", path)
+    if st.st_nlink != 1:
+        raise OSError(errno.EMLINK, "it has other hard links", path)
+
+
+def write_auto(path: str, text: str) -> None:
+    """Write ``path`` once (as ``AutoFile`` does; for tools and tests)."""
+    f = AutoFile(path)
+    try:
+        f.write(text)
+    finally:
+        f.close()

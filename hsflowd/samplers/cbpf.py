@@ -15,16 +15,18 @@ import logging
 import mmap
 import socket
 import struct
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 from . import Tap
 from .flow import FlowSampleBuilder
-from .ports import ETHERNET_LINK_TYPES, PortMap, sample_packet
+from .ports import ETHERNET_LINK_TYPES, sample_packet
+from .taps import Tapped, TapSampler
 
 log = logging.getLogger("hsflowd.samplers")
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
+PACKET_DROP_MEMBERSHIP = 2
 PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
@@ -75,9 +77,16 @@ def random_sampling_program(rate: int, snaplen: int) -> bytes:
 
 
 def _attach_filter(sock: socket.socket, program: bytes) -> None:
+    """Attach (or atomically replace) the socket's filter."""
     buf = ctypes.create_string_buffer(program)
     fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buf))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def _promisc(sock: socket.socket, ifindex: int, on: bool) -> None:
+    """Promiscuous mode held by this socket: the kernel undoes it when the socket closes."""
+    mreq = struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
+    sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP if on else PACKET_DROP_MEMBERSHIP, mreq)
 
 
 class PacketRing:
@@ -98,14 +107,15 @@ class PacketRing:
                                   mmap.PROT_READ | mmap.PROT_WRITE)
             sock.bind((ifname, ETH_P_ALL))
             if promisc:
-                mreq = struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
-                sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+                _promisc(sock, ifindex, True)
             sock.setblocking(False)
         except OSError:
             sock.close()
             raise
         self.sock = sock
         self.ifname = ifname
+        self.ifindex = ifindex
+        self.promisc = promisc
         self.block_size = block_size
         self.block_count = nblocks
         self.next_block = 0
@@ -142,6 +152,20 @@ class PacketRing:
             struct.pack_into("<I", ring, base + 8, TP_STATUS_KERNEL)
             self.next_block = (self.next_block + 1) % self.block_count
 
+    def retune(self, rate: int, snaplen: int, promisc: bool) -> None:
+        """A new rate or header size (the filter is replaced in one step: no packet passes
+        unfiltered) and promiscuous mode on or off, without closing the ring."""
+        _attach_filter(self.sock, random_sampling_program(rate, snaplen))
+        if promisc != self.promisc:
+            _promisc(self.sock, self.ifindex, promisc)
+            self.promisc = promisc
+
+    def pending_error(self) -> int:
+        """Read (and so clear) the socket's pending error.  The kernel sets ENETDOWN when
+        the interface goes down; until it is read the socket polls as readable, and an
+        agent that only reads the ring would wake up for ever."""
+        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
     def statistics(self) -> Tuple[int, int]:
         """(packets, drops) since the last call: the kernel resets them when read."""
         raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS.size)
@@ -158,99 +182,67 @@ class PacketRing:
 
 # ---------------------------------------------------------------- the pcap {} sampler
 
-class _Tapped:
-    __slots__ = ("tap", "ring", "builder")
-
-    def __init__(self, tap, ring, builder):
-        self.tap, self.ring, self.builder = tap, ring, builder
-
-
-class ClassicBpfSampler:
+class ClassicBpfSampler(TapSampler):
     """``pcap {}``: one ring per sampled interface, flow samples through the port models."""
 
-    def __init__(self, emit: Callable[[bytes], None], interfaces: Callable[[], Iterator],
-                 ports: Optional[PortMap] = None):
-        self.emit = emit
-        self.interfaces = interfaces      # the current interface table, for the MAC tables
-        self.ports = ports or PortMap()
-        self.tapped: Dict[int, _Tapped] = {}
-        self.by_fd: Dict[int, _Tapped] = {}
-        self.failed: Dict[int, str] = {}  # ifindex -> why it could not be opened (logged once)
+    label = "pcap"
 
-    def update(self, taps: Dict[int, Tap]) -> None:
-        for ifindex in [i for i, t in self.tapped.items() if taps.get(i) != t.tap]:
-            self._close(ifindex)
-        for ifindex, tap in taps.items():
-            if ifindex in self.tapped or tap.sampling_rate <= 0:
-                continue
-            self._open(tap)
-        for ifindex in [i for i in self.failed if i not in taps]:
-            del self.failed[ifindex]
-        self.ports.interfaces_changed(self.interfaces(), (t.tap for t in self.tapped.values()))
-
-    def _open(self, tap: Tap) -> None:
-        try:
-            ring = PacketRing(tap.name, tap.ifindex, tap.sampling_rate, tap.header_bytes, tap.promisc)
-        except OSError as e:
-            why = e.strerror or str(e)
-            if self.failed.get(tap.ifindex) != why:
-                log.warning("pcap: cannot sample %s: %s; will try again", tap.name, why)
-            self.failed[tap.ifindex] = why
-            return
-        self.failed.pop(tap.ifindex, None)
+    def _open(self, tap: Tap) -> Tapped:
+        ring = PacketRing(tap.name, tap.ifindex, tap.sampling_rate, tap.header_bytes, tap.promisc)
         builder = FlowSampleBuilder(tap.ifindex, tap.sampling_rate, tap.header_bytes, self.emit)
-        t = self.tapped[tap.ifindex] = _Tapped(tap, ring, builder)
-        self.by_fd[ring.fileno()] = t
-        log.info("pcap: sampling %s 1-in-%d, %d header bytes%s", tap.name, tap.sampling_rate,
-                 tap.header_bytes, ", promiscuous" if tap.promisc else "")
+        t = Tapped(tap, builder, ring)
+        t.watch = self.watcher.watch(ring.fileno(), lambda: self._read_tap(t))
+        return t
 
-    def _close(self, ifindex: int) -> None:
-        t = self.tapped.pop(ifindex, None)
-        if t is not None:
-            try:
-                self._drain(t)  # the samples the kernel has already handed over still count
-            except OSError:
-                pass
-            self.by_fd.pop(t.ring.fileno(), None)
-            t.ring.close()
-            log.info("pcap: stopped sampling %s", t.tap.name)
+    def _retune(self, t: Tapped, tap: Tap) -> bool:
+        if (tap.name, tap.bridge) != (t.tap.name, t.tap.bridge):
+            return False
+        self._drain(t)  # samples drawn at the old rate are framed with it
+        t.handle.retune(tap.sampling_rate, tap.header_bytes, tap.promisc)
+        t.builder.sampling_rate, t.builder.header_bytes = tap.sampling_rate, tap.header_bytes
+        return True
+
+    def _close(self, t: Tapped) -> None:
+        try:
+            self._drain(t)  # the samples the kernel has already handed over still count
+        except OSError:
+            pass
+        t.handle.close()
 
     def fds(self) -> List[int]:
-        return list(self.by_fd)
+        return [t.handle.fileno() for t in self.tapped.values()]
 
     def read(self, fd: int) -> int:
-        t = self.by_fd.get(fd)
-        if t is None:
-            return 0
+        for t in list(self.tapped.values()):
+            if t.handle.fileno() == fd:
+                return self._read_tap(t)
+        return 0
+
+    def _read_tap(self, t: Tapped) -> int:
         try:
-            return self._drain(t)
+            n = self._drain(t)
+            if not n and t.handle.pending_error():
+                log.debug("pcap: %s reported an error (link down?)", t.tap.name)
+            return n
         except OSError as e:  # this interface only: the others go on
-            log.warning("pcap: %s failed (%s); re-opening it", t.tap.name, e.strerror or e)
-            self._close(t.tap.ifindex)
+            self.restart(t.tap.ifindex, e.strerror or str(e))
             return 0
 
-    def _drain(self, t: _Tapped) -> int:
+    def _drain(self, t: Tapped) -> int:
         tap, builder, ports, interfaces = t.tap, t.builder, self.ports, self.interfaces
         n = 0
-        for data, length, pkttype, hatype, ts in t.ring.packets():
+        for data, length, pkttype, hatype, ts in t.handle.packets():
             n += sample_packet(builder, ports, tap, interfaces, data, length, pkttype, ts,
                                hatype in ETHERNET_LINK_TYPES)
         return n
 
-    def tick(self, stats: Dict) -> None:
+    def _tick(self, stats: Dict) -> None:
         for ifindex, t in list(self.tapped.items()):
             s = stats.get(ifindex)
             if s is not None:
                 t.builder.set_pool(s.rx_packets + s.tx_packets)
             try:
-                _, drops = t.ring.statistics()
+                _, drops = t.handle.statistics()
             except OSError:
                 continue
             t.builder.drops += drops
-        if self.tapped:
-            self.ports.tick(self.interfaces())
-
-    def close(self) -> None:
-        for ifindex in list(self.tapped):
-            self._close(ifindex)
-        self.ports.close()

@@ -42,16 +42,16 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from . import Tap
+from . import NO_WATCHER, Tap, Watcher
 from .cbpf import PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC, SOL_PACKET
 from .flow import FlowSampleBuilder
 from .ports import ETHERNET_LINK_TYPES, PACKET_OUTGOING, PortMap, sample_packet
+from .taps import Tapped, TapSampler
 
 log = logging.getLogger("hsflowd.samplers")
 
@@ -240,20 +240,24 @@ def _promisc_socket(ifindex: int) -> socket.socket:
 
 # ---------------------------------------------------------------- the epcap {} sampler
 
-@dataclass
-class _Tapped:
-    tap: Tap
-    builder: FlowSampleBuilder
-    ethernet: bool                    # a link header (else raw IP: tun, wireguard)
-    own_qdisc: bool                   # we added the clsact qdisc
-    promisc: Optional[socket.socket]  # held open for promiscuous mode
+class _Handle:
+    """What an eBPF tap holds besides its builder."""
+
+    __slots__ = ("own_qdisc", "promisc")
+
+    def __init__(self, own_qdisc: bool, promisc: Optional[socket.socket]):
+        self.own_qdisc = own_qdisc        # we added the clsact qdisc
+        self.promisc = promisc            # held open for promiscuous mode
 
 
-class EbpfSampler:
+class EbpfSampler(TapSampler):
     """``epcap {}``: one eBPF program on every tapped interface, samples from perf buffers."""
 
+    label = "epcap"
+
     def __init__(self, emit: Callable[[bytes], None], interfaces: Callable[[], Iterable],
-                 ports: Optional[PortMap] = None):
+                 ports: Optional[PortMap] = None, watcher: Watcher = NO_WATCHER):
+        super().__init__(emit, interfaces, ports, watcher)
         bcc = load_bcc()
         self.bpf, self.fn_ingress, self.fn_egress = compile_program(bcc)
         try:
@@ -267,34 +271,15 @@ class EbpfSampler:
         except Exception as e:
             self.bpf.cleanup()
             raise EbpfUnavailable(f"cannot open the perf buffers: {e}") from None
-        self.emit = emit
-        self.interfaces = interfaces
-        self.ports = ports or PortMap()
-        self.tapped: Dict[int, _Tapped] = {}
-        self.failed: Dict[int, str] = {}
         self.lost = 0                 # records lost, as the perf buffers reported them
         self.emitted = 0
         self.ipr = IPRoute()
         self.clock_offset = time.time_ns() - time.monotonic_ns()
         self._callback_failed = False
+        self._watches = [watcher.watch(fd, lambda fd=fd: self.read(fd)) for fd in self.readers]
 
     # ------------------------------------------------------------ taps
-    def update(self, taps: Dict[int, Tap]) -> None:
-        for ifindex, t in list(self.tapped.items()):
-            new = taps.get(ifindex)
-            if new is None or new.sampling_rate <= 0 or (new.name, new.promisc, new.bridge) != \
-                    (t.tap.name, t.tap.promisc, t.tap.bridge):
-                self._close(ifindex)
-            elif new != t.tap:
-                self._retune(t, new)
-        for ifindex, tap in taps.items():
-            if ifindex not in self.tapped and tap.sampling_rate > 0:
-                self._open(tap)
-        for ifindex in [i for i in self.failed if i not in taps]:
-            del self.failed[ifindex]
-        self.ports.interfaces_changed(self.interfaces(), (t.tap for t in self.tapped.values()))
-
-    def _open(self, tap: Tap) -> None:
+    def _open(self, tap: Tap) -> Tapped:
         key = self.config.Key(tap.ifindex)
         promisc = None
         try:
@@ -303,31 +288,23 @@ class EbpfSampler:
             self.counts[key] = self.counts.Leaf()         # zero on every CPU
             self.config[key] = self.config.Leaf(tap.sampling_rate, tap.header_bytes)
             own = tc_attach(self.ipr, tap.ifindex, self.fn_ingress, self.fn_egress)
-        except Exception as e:
-            why = os.strerror(e.code) if isinstance(e, NetlinkError) else \
-                getattr(e, "strerror", None) or str(e) or type(e).__name__
+        except BaseException:
             self._forget(tap.ifindex)
             if promisc is not None:
                 promisc.close()
-            if self.failed.get(tap.ifindex) != why:
-                log.warning("epcap: cannot sample %s: %s; will try again", tap.name, why)
-            self.failed[tap.ifindex] = why
-            return
-        self.failed.pop(tap.ifindex, None)
+            raise
         builder = FlowSampleBuilder(tap.ifindex, tap.sampling_rate, tap.header_bytes, self.emit)
-        ethernet = link["ifi_type"] in ETHERNET_LINK_TYPES
-        self.tapped[tap.ifindex] = _Tapped(tap, builder, ethernet, own, promisc)
-        log.info("epcap: sampling %s 1-in-%d, %d header bytes%s", tap.name, tap.sampling_rate,
-                 tap.header_bytes, ", promiscuous" if tap.promisc else "")
+        return Tapped(tap, builder, _Handle(own, promisc), link["ifi_type"] in ETHERNET_LINK_TYPES)
 
-    def _retune(self, t: _Tapped, tap: Tap) -> None:
+    def _retune(self, t: Tapped, tap: Tap) -> bool:
         """A new rate or header size: samples drawn at the old rate are framed with it first."""
+        if (tap.name, tap.promisc, tap.bridge) != (t.tap.name, t.tap.promisc, t.tap.bridge):
+            return False
         self._drain(self.readers.values())
         self._set_pool(t)
         self.config[self.config.Key(tap.ifindex)] = self.config.Leaf(tap.sampling_rate, tap.header_bytes)
         t.builder.sampling_rate, t.builder.header_bytes = tap.sampling_rate, tap.header_bytes
-        t.tap = tap
-        log.info("epcap: sampling %s 1-in-%d now", tap.name, tap.sampling_rate)
+        return True
 
     def _forget(self, ifindex: int) -> None:
         for table in (self.config, self.counts):
@@ -336,18 +313,14 @@ class EbpfSampler:
             except KeyError:
                 pass
 
-    def _close(self, ifindex: int) -> None:
-        t = self.tapped.pop(ifindex, None)
-        if t is None:
-            return
+    def _close(self, t: Tapped) -> None:
         try:
-            tc_detach(self.ipr, ifindex, t.own_qdisc)
+            tc_detach(self.ipr, t.tap.ifindex, t.handle.own_qdisc)
         except Exception as e:
             log.warning("epcap: cannot remove the tc filters from %s: %s", t.tap.name, e)
-        self._forget(ifindex)
-        if t.promisc is not None:
-            t.promisc.close()
-        log.info("epcap: stopped sampling %s", t.tap.name)
+        self._forget(t.tap.ifindex)
+        if t.handle.promisc is not None:
+            t.handle.promisc.close()
 
     # ------------------------------------------------------------ samples
     def fds(self) -> List[int]:
@@ -375,17 +348,13 @@ class EbpfSampler:
                 # tc sees the tag the NIC or veth took out of the frame: put it back
                 header = header[:12] + _VLAN.pack(socket.ntohs(vproto) or 0x8100, tci) + header[12:]
                 length += 4
-            self._sample(t, header, length, PACKET_OUTGOING if egress else pkttype,
-                         ts + self.clock_offset)
+            sample_packet(t.builder, self.ports, t.tap, self.interfaces, header, length,
+                          PACKET_OUTGOING if egress else pkttype, ts + self.clock_offset, t.ethernet)
+            self.emitted += 1
         except Exception:  # never let one record raise through libbcc's C frames
             if not self._callback_failed:
                 log.exception("epcap: cannot frame a sample")
                 self._callback_failed = True
-
-    def _sample(self, t: _Tapped, data: bytes, length: int, pkttype: int, ts: int) -> None:
-        sample_packet(t.builder, self.ports, t.tap, self.interfaces, data, length, pkttype, ts,
-                      t.ethernet)
-        self.emitted += 1
 
     def _on_lost(self, count: int) -> None:
         self.lost += count
@@ -399,22 +368,22 @@ class EbpfSampler:
             return 0, 0
         return sum(c.packets for c in per_cpu), sum(c.drops for c in per_cpu)
 
-    def _set_pool(self, t: _Tapped) -> None:
+    def _set_pool(self, t: Tapped) -> None:
         packets, t.builder.drops = self.counters(t.tap.ifindex)
         t.builder.set_pool(packets)
 
-    def tick(self, stats: Dict) -> None:
+    def _tick(self, stats: Dict) -> None:
         """Pools from the program's counts (``stats`` is not needed: see the module's doc)."""
         self._drain(self.readers.values())  # samples short of a wakeup go out with this second
         self.clock_offset = time.time_ns() - time.monotonic_ns()
         for t in list(self.tapped.values()):
             self._set_pool(t)
-        if self.tapped:
-            self.ports.tick(self.interfaces())
 
     def close(self) -> None:
-        for ifindex in list(self.tapped):
-            self._close(ifindex)
+        super().close()
+        for token in self._watches:
+            self.watcher.unwatch(token)
+        self._watches = []
         if self.ipr is not None:
             self.ipr.close()
             self.ipr = None
@@ -422,4 +391,3 @@ class EbpfSampler:
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
-        self.ports.close()

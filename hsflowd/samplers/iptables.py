@@ -13,12 +13,17 @@ import logging
 import os
 import select
 import signal
+import subprocess
+import sys
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, List, NamedTuple, Optional
+
+from . import NO_WATCHER, Watcher
 
 log = logging.getLogger("hsflowd.samplers")
 
 RULE_TAG = "hsflowd:nflog"   # the comment that marks the agent's own iptables rules
+CHILD_TIMEOUT = 20.0         # seconds a rule change may take before the child is ended
 
 
 class RuleSpec(NamedTuple):
@@ -33,7 +38,7 @@ class RuleSpec(NamedTuple):
 def sync_rules(spec: Optional[RuleSpec]) -> dict:
     """Remove every rule tagged RULE_TAG (ours, or left by a crashed run), then add ``spec``'s.
 
-    Runs in a child process (see ``run_in_child``).  python-iptables reaches the legacy
+    Runs in a child process (see ``RuleManager``).  python-iptables reaches the legacy
     tables only.  No --nflog-size: python-iptables 1.2 with iptables 1.8.9 stores it as the
     ignored --nflog-range, and --nflog-prefix makes it crash; the copy range is set on the
     netlink socket instead, which covers every rule of the group."""
@@ -73,73 +78,103 @@ def sync_rules(spec: Optional[RuleSpec]) -> dict:
     return done
 
 
-def run_in_child(fn: Callable, *args, timeout: float = 20.0) -> dict:
-    """``fn(*args)`` in a forked child, its JSON-able result back through a pipe.
+def _command(spec: Optional[RuleSpec]) -> List[str]:
+    return [sys.executable, "-m", "hsflowd.samplers.iptables",
+            json.dumps(None if spec is None else list(spec))]
 
-    python-iptables drives libxtables through ctypes; a mismatch there crashes the process,
-    and it must not be the agent's."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no logging, no cleanup handlers, out with os._exit
-        code = 1
-        try:
-            os.close(r)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            signal.set_wakeup_fd(-1)
-            try:
-                out = {"result": fn(*args)}
-            except BaseException as e:  # noqa: BLE001
-                out = {"error": f"{type(e).__name__}: {e}"}
-            os.write(w, json.dumps(out).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks, deadline = [], time.monotonic() + timeout
+
+def _result(output: bytes, status: int) -> dict:
+    """The child's answer, from what it printed and how it ended."""
+    if status < 0 and not output:
+        return {"error": f"crashed ({signal.Signals(-status).name})"}
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
-                chunks = [json.dumps({"error": f"no answer in {timeout:.0f} s"}).encode()]
-                break
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(r)
-        _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status) and not chunks:
-        return {"error": f"crashed ({signal.Signals(os.WTERMSIG(status)).name})"}
-    try:
-        return json.loads(b"".join(chunks))
+        answer = json.loads(output)
     except ValueError:
-        return {"error": "no answer"}
+        return {"error": "no answer" if not output.strip() else f"answered {output[:80]!r}"}
+    return answer if isinstance(answer, dict) and ("result" in answer or "error" in answer) \
+        else {"error": "no answer"}
 
 
 class RuleManager:
-    """Installs, replaces and removes the agent's rules; gives up (said once) if it cannot."""
+    """Installs, replaces and removes the agent's rules; gives up (said once) if it cannot.
 
-    def __init__(self, sync: Callable = sync_rules):
-        self.sync = sync
+    Each change runs ``python -m hsflowd.samplers.iptables SPEC`` (a fresh interpreter, so
+    a crash in libxtables is not the agent's, and nothing is forked from a threaded process)
+    without waiting for it: its output pipe is watched by the agent's loop.  ``wait()``
+    blocks until the change is done (shutdown, tests).  A change asked for while one is
+    running is made when that one ends."""
+
+    def __init__(self, watcher: Watcher = NO_WATCHER,
+                 command: Callable[[Optional[RuleSpec]], List[str]] = _command,
+                 timeout: float = CHILD_TIMEOUT, clock: Callable[[], float] = time.monotonic):
+        self.watcher = watcher
+        self.command = command
+        self.timeout = timeout
+        self.clock = clock
         self.installed: Optional[RuleSpec] = None
         self.broken: Optional[str] = None  # why rules cannot be managed, logged once
         self.synced = False                # stale rules of a crashed run are gone
+        self._wanted: Optional[RuleSpec] = None
+        self._pending = False              # a change is wanted that no child is making yet
+        self._child: Optional[subprocess.Popen] = None
+        self._child_spec: Optional[RuleSpec] = None
+        self._output = b""
+        self._watch = None
+        self._deadline = 0.0
 
-    def apply(self, spec: Optional[RuleSpec]) -> bool:
-        """Make our rules match ``spec`` (None: none of ours).  False if that failed."""
+    @property
+    def busy(self) -> bool:
+        return self._child is not None
+
+    def apply(self, spec: Optional[RuleSpec]) -> None:
+        """Make our rules match ``spec`` (None: none of ours), now or after the change that
+        is being made."""
         if self.broken is not None:
-            return False
-        if spec == self.installed and (self.synced or spec is None):
-            return True
-        answer = run_in_child(self.sync, spec)
+            return
+        self._wanted = spec
+        self._pending = not (spec == self.installed and (self.synced or spec is None))
+        if self._pending and self._child is None:
+            self._start()
+
+    def _start(self) -> None:
+        spec, self._pending = self._wanted, False
+        try:
+            self._child = subprocess.Popen(self.command(spec), stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                           close_fds=True)
+        except OSError as e:
+            self._give_up(f"cannot run {sys.executable}: {e.strerror or e}", spec)
+            return
+        self._child_spec = spec
+        self._output = b""
+        self._deadline = self.clock() + self.timeout
+        os.set_blocking(self._child.stdout.fileno(), False)
+        self._watch = self.watcher.watch(self._child.stdout.fileno(), self._read)
+
+    def _read(self) -> None:
+        child = self._child
+        if child is None:
+            return
+        try:
+            while True:
+                chunk = os.read(child.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                self._output += chunk
+        except BlockingIOError:
+            return  # more to come
+        self._finish(child.wait())
+
+    def _finish(self, status: int) -> None:
+        self.watcher.unwatch(self._watch)
+        self._watch = None
+        self._child.stdout.close()
+        self._child = None
+        answer = _result(self._output, status)
+        spec = self._child_spec
         if "error" in answer:
-            self.broken = answer["error"]
-            log.warning("nflog: cannot manage iptables rules with python-iptables: %s%s", self.broken,
-                        "" if spec is None else "; add the NFLOG rule yourself (see hsflowd.conf)")
-            return False
+            self._give_up(answer["error"], spec)
+            return
         done = answer["result"]
         for problem in done["errors"]:
             log.warning("nflog: iptables rules: %s", problem)
@@ -150,4 +185,53 @@ class RuleManager:
                  done["removed"], done["added"], RULE_TAG)
         self.installed = spec if done["added"] else None
         self.synced = True
-        return not done["errors"]
+        if self._pending:
+            self._start()
+
+    def _give_up(self, why: str, spec: Optional[RuleSpec]) -> None:
+        self.broken = why
+        self._pending = False
+        log.warning("nflog: cannot manage iptables rules with python-iptables: %s%s", why,
+                    "" if spec is None else "; add the NFLOG rule yourself (see hsflowd.conf)")
+
+    def tick(self) -> None:
+        """Once a second: a child that takes too long is ended."""
+        if self._child is not None and self.clock() > self._deadline:
+            self._child.kill()
+            self._output = json.dumps({"error": f"no answer in {self.timeout:.0f} s"}).encode()
+            self._finish(self._child.wait())
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Block until no change is being made (at most ``timeout`` seconds)."""
+        end = self.clock() + (self.timeout if timeout is None else timeout)
+        while self._child is not None:
+            left = end - self.clock()
+            if left <= 0:
+                self._deadline = 0.0
+                self.tick()
+                return
+            select.select([self._child.stdout.fileno()], [], [], left)
+            self._read()
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Remove our rules (if any might be there) and wait for that."""
+        if self.installed is not None or (self._child is not None and self._child_spec is not None):
+            self.apply(None)
+        self.wait(timeout)
+
+
+def main(argv: List[str]) -> int:
+    """The child: ``python -m hsflowd.samplers.iptables SPEC`` prints its result as JSON."""
+    try:
+        raw = json.loads(argv[1]) if len(argv) > 1 else None
+        spec = RuleSpec(*raw) if raw is not None else None
+        out = {"result": sync_rules(spec)}
+    except BaseException as e:  # noqa: BLE001  reported to the agent, not raised
+        out = {"error": f"{type(e).__name__}: {e}"}
+    sys.stdout.write(json.dumps(out))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -31,6 +31,7 @@ import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Union
 
 from ..sflow import INTERNAL, HeaderProtocol
+from . import NO_WATCHER, Watcher
 from .ports import ETHERNET_LINK_TYPES, RAW_IP_STRIPPED
 from .flow import FCS, FlowSampleBuilder
 from .iptables import RuleManager, RuleSpec
@@ -255,12 +256,14 @@ class NflogSampler:
 
     def __init__(self, config, sampling: int, header_bytes: int, emit: Callable[[bytes], None],
                  sub_sample_rng: Optional[random.Random] = None, listen: bool = True,
-                 rules: Optional[RuleManager] = None):
+                 rules: Optional[RuleManager] = None, watcher: Watcher = NO_WATCHER):
         self.emit = emit
         self.rng = sub_sample_rng or random.Random()
         self.listen = listen
-        self.rules = rules or RuleManager()
+        self.watcher = watcher
+        self.rules = rules or RuleManager(watcher)
         self.sock: Optional[NflogSocket] = None
+        self._watch = None
         self.builders: Dict[int, FlowSampleBuilder] = {}
         self.messages = 0     # NFLOG messages received
         self.drops = 0        # NFLOG messages lost: gaps in NFULA_SEQ
@@ -289,7 +292,7 @@ class NflogSampler:
         if old is None or old.group != config.group or header_bytes != self._copy_range:
             self._close_socket()
             self._open()
-        if config.manage_rule or self.rules.installed is not None:
+        if config.manage_rule or self.rules.installed is not None or self.rules.busy:
             probability = config.probability or 1.0 / max(1, sampling)
             self.rules.apply(RuleSpec(config.group, probability, config.dev)
                              if config.manage_rule else None)
@@ -317,12 +320,16 @@ class NflogSampler:
         self._failed = None
         self._next_seq = None  # a new kernel instance numbers from 0
         self._copy_range = self.header_bytes
+        sock = self.sock
+        self._watch = self.watcher.watch(sock.fileno(), lambda: self.read(sock.fileno()))
         log.info("nflog: bound NFLOG group %d, copying %d bytes per packet", group, self.header_bytes)
         for chunk in self.sock.pending:
             self.handle(chunk)
         self.sock.pending.clear()
 
     def _close_socket(self) -> None:
+        self.watcher.unwatch(self._watch)
+        self._watch = None
         if self.sock is not None:
             self.sock.close()
             self.sock = None
@@ -418,8 +425,13 @@ class NflogSampler:
         """Once a second: bind again if that failed.  The pools need no interface counters."""
         if self.sock is None and self.listen:
             self._open()
+        self.rules.tick()
+
+    def status(self) -> List[dict]:
+        """One entry per data source (the ifindex the rule saw packets on; 0 if none)."""
+        return [{"ifindex": ds, "sampling_rate": b.sampling_rate, "samples": b.sequence_number,
+                 "drops": b.drops} for ds, b in self.builders.items()]
 
     def close(self) -> None:
-        if self.rules.installed is not None:
-            self.rules.apply(None)
+        self.rules.close()
         self._close_socket()

@@ -32,3 +32,21 @@ def select_interfaces(rules: Iterable, interfaces: Iterable) -> Dict[int, object
         if rule is not None:
             chosen[iface.ifindex] = rule
     return chosen
+
+
+def wanted_taps(config, interfaces, rules: Iterable, exclude: Iterable[int] = ()) -> Dict[int, "Tap"]:
+    """ifindex -> the Tap each selected interface should have: its rate by hsflowd's rules
+    (0 while a link without a rule rate is down), headerBytes, promiscuous mode, bridge."""
+    from ..config import sampling_rate_for
+    from . import Tap
+
+    skip = set(exclude)
+    out: Dict[int, Tap] = {}
+    for ifindex, rule in select_interfaces(rules, interfaces).items():
+        if ifindex in skip:
+            continue
+        iface = interfaces.get(ifindex)
+        rate = sampling_rate_for(config, iface.speed, iface.oper_up, rule.sampling)
+        out[ifindex] = Tap(ifindex, iface.name, rate, config.header_bytes, rule.promisc,
+                           iface.kind == "bridge")
+    return out

@@ -1,0 +1,197 @@
+"""Modules: every part of the agent that the configuration turns on, behind one interface.
+
+A module is one file in this package and one class, registered by name with the
+configuration test that enables it and the privileges it needs (node_exporter's collector
+registry is the model).  The agent walks the registry; it never imports a module's
+internals, and no module reaches into another's state.
+
+What a module is given (``Context``): ``watch(fd, callback)`` for the descriptors it reads,
+``emit(sample)`` for encoded flow samples, ``link_stats(ifindexes)`` for interface counters
+read once per tick, and the interface table.  What it is asked (``Module``):
+
+- ``reconcile(state)``: the configuration, the interfaces, the agent address or the
+  collectors changed (``state.changed`` says which); bring what it runs in line.
+- ``tick(now)``: once a second.
+- ``counter_sources()`` / ``counters(due)``: the data sources it polls, and their records
+  when the schedule says they are due; ``host_records()``: records it adds to the host
+  sample (2:1), as hsflowd's modules add theirs to the csample event.
+- ``status()``: figures for ``hsflowd status``; ``close()``: release everything it made.
+
+Isolation lives in ``supervisor.py``: a module that raises is logged with its name, closed,
+and started again with back-off, and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Sequence, Tuple, Type
+
+from ..sflow import Record
+
+DataSource = Tuple[int, int]   # (class, index): 2:1 the host, 0:ifIndex, 3:N a container/VM
+HOST_SOURCE: DataSource = (2, 1)
+
+ROOT = "root"   # in a module's privileges: it cannot run without uid 0 (as hsflowd's module)
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """What modules are told on every change: the running configuration and the facts of
+    this host they depend on.  ``changed`` names what changed since the last call:
+    "config", "interfaces", "agent" (address), "targets" (resolved collectors)."""
+
+    config: Any                       # hsflowd.config.Config
+    revision: int
+    interfaces: Any                   # hsflowd.sources.interfaces.InterfaceTable
+    agent: Any = None                 # hsflowd.address.AgentAddress, None until elected
+    targets: Tuple[Tuple[str, int], ...] = ()   # collectors as resolved (address, port)
+    host_uuid: Any = None             # uuid.UUID of this host, decided once by the agent
+    changed: FrozenSet[str] = frozenset({"config", "interfaces", "agent", "targets"})
+
+
+class Context:
+    """What the agent lends one module.  The supervisor makes one per module and undoes
+    its ``watch`` calls when the module is closed or fails."""
+
+    def __init__(self, name: str, watch: Callable, unwatch: Callable,
+                 emit: Callable[[bytes], None], link_stats: Callable, interfaces: Any):
+        self.name = name
+        self.log = logging.getLogger(f"hsflowd.{name}")
+        self._watch, self._unwatch = watch, unwatch
+        self.emit = emit
+        self.link_stats = link_stats
+        self.interfaces = interfaces
+        self.watches: List[Any] = []
+
+    def watch(self, fd: int, callback: Callable[[], Any]):
+        """Call ``callback()`` from the loop whenever ``fd`` is readable; returns a token."""
+        token = self._watch(self.name, fd, callback)
+        self.watches.append(token)
+        return token
+
+    def unwatch(self, token) -> None:
+        if token is None:
+            return
+        self._unwatch(token)
+        try:
+            self.watches.remove(token)
+        except ValueError:
+            pass
+
+    def unwatch_all(self) -> None:
+        for token in self.watches:
+            self._unwatch(token)
+        self.watches.clear()
+
+
+class Module:
+    """The interface; every method has a do-nothing default."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.log = ctx.log
+
+    def reconcile(self, state: AgentState) -> None:
+        """Bring what this module runs in line with ``state``."""
+
+    def tick(self, now: float) -> None:
+        """Once a second."""
+
+    def counter_sources(self) -> Iterable[DataSource]:
+        """The data sources whose counters this module polls."""
+        return ()
+
+    def counters(self, due: Sequence[DataSource]) -> Dict[DataSource, List[Record]]:
+        """Records for the sources that are due (a source left out sends nothing)."""
+        return {}
+
+    def host_records(self) -> List[Record]:
+        """Records this module adds to the host sample (2:1)."""
+        return []
+
+    def status(self) -> Dict[str, Any]:
+        """Figures for ``hsflowd status`` (e.g. ``{"samplers": [...]}``)."""
+        return {}
+
+    def close(self) -> None:
+        """Release everything: sockets, programs, rules, rows."""
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """One registry entry: the class, when the config enables it, what it needs."""
+
+    name: str
+    cls: Type[Module]
+    enabled: Callable[[Any], bool]
+    privileges: Callable[[Any], FrozenSet[str]]
+    order: int
+
+
+REGISTRY: Dict[str, ModuleSpec] = {}
+
+
+def register(name: str, enabled: Callable[[Any], bool],
+             privileges: Callable[[Any], Iterable[str]] = lambda config: ()):
+    """Class decorator: add a module to the registry (a name used twice is a bug).
+
+    ``privileges(config)`` names the capabilities the module needs once the agent has
+    dropped root ("CAP_NET_RAW", ...) or ``ROOT`` if it must keep uid 0."""
+    def decorate(cls: Type[Module]) -> Type[Module]:
+        if name in REGISTRY:
+            raise ValueError(f"module {name!r} is registered twice")
+        cls.name = name
+        REGISTRY[name] = ModuleSpec(name, cls, enabled,
+                                    lambda config: frozenset(privileges(config)),
+                                    len(REGISTRY))
+        return cls
+    return decorate
+
+
+def enabled_specs(config) -> List[ModuleSpec]:
+    """The modules this configuration turns on, in registry order."""
+    _load_all()
+    return [s for s in sorted(REGISTRY.values(), key=lambda s: s.order) if s.enabled(config)]
+
+
+def privileges_for(config) -> FrozenSet[str]:
+    """Every capability the enabled modules need (ROOT among them if one must keep root)."""
+    out: set = set()
+    for spec in enabled_specs(config):
+        out |= spec.privileges(config)
+    return frozenset(out)
+
+
+_LOADED = False
+
+
+def _load_all() -> None:
+    """Import every module file once; each registers itself.  Module files import their
+    heavy libraries (bcc, ovs, docker, libvirt) only when the module is made."""
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    from . import host, interfaces, pcap, epcap, nflog, ovs  # noqa: F401
+
+
+@dataclass
+class SamplerStatus:
+    """One sampled interface in ``hsflowd status``."""
+
+    ifname: str
+    sampling_rate: int
+    samples: int
+    drops: int
+    module: str = ""
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"ifname": self.ifname, "sampling_rate": self.sampling_rate,
+                "samples": self.samples, "drops": self.drops, "module": self.module}
+
+
+__all__ = ["AgentState", "Context", "DataSource", "HOST_SOURCE", "Module", "ModuleSpec",
+           "REGISTRY", "ROOT", "SamplerStatus", "enabled_specs", "privileges_for", "register"]

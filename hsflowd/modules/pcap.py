@@ -1,0 +1,33 @@
+"""``pcap {}``: packet sampling with a classic BPF random filter on AF_PACKET rings.
+
+The taps follow the configuration and the interfaces: a rule that selects a device taps it
+at the rate hsflowd's rules give it, and reloads, link changes and interfaces that come and
+go are applied by retuning, opening or closing taps (``samplers.taps``).
+"""
+
+from __future__ import annotations
+
+from ..samplers.cbpf import ClassicBpfSampler
+from ..samplers.rules import wanted_taps
+from . import AgentState, Module, register
+
+
+@register("pcap", enabled=lambda config: bool(config.pcap),
+          privileges=lambda config: {"CAP_NET_RAW"})
+class PcapModule(Module):
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.sampler = ClassicBpfSampler(ctx.emit, lambda: iter(ctx.interfaces), watcher=ctx)
+
+    def reconcile(self, state: AgentState) -> None:
+        if state.changed & {"config", "interfaces"}:
+            self.sampler.update(wanted_taps(state.config, state.interfaces, state.config.pcap))
+
+    def tick(self, now: float) -> None:
+        self.sampler.tick(self.ctx.link_stats(list(self.sampler.tapped)))
+
+    def status(self):
+        return {"samplers": self.sampler.status()}
+
+    def close(self) -> None:
+        self.sampler.close()

@@ -1,0 +1,163 @@
+"""Running the modules the configuration enables, each isolated from the others.
+
+Every call into a module goes through ``Supervisor.call``.  An exception there is a
+failure of that module alone: it is logged with the module's name (at most once a minute,
+the traceback at debug level), the module is closed (its descriptors unwatched), and it is
+made again after a back-off of 1, 2, 4 ... 60 seconds, then told the current state.  A
+module that has run a minute without failing starts its back-off again from one second.
+Expected trouble (a device that cannot be opened, a service that is not there) is the
+module's own business and never reaches this far.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from . import AgentState, Context, Module, ModuleSpec, enabled_specs
+
+log = logging.getLogger("hsflowd")
+
+BACKOFF_MIN, BACKOFF_MAX = 1.0, 60.0
+LOG_INTERVAL = 60.0
+HEALTHY_AFTER = 60.0
+
+
+class Slot:
+    """One enabled module: its instance (None while it waits to be made again) and books."""
+
+    def __init__(self, spec: ModuleSpec):
+        self.spec = spec
+        self.module: Optional[Module] = None
+        self.ctx: Optional[Context] = None
+        self.error: Optional[str] = None      # the last failure, for `hsflowd status`
+        self.failures = 0
+        self.backoff = BACKOFF_MIN
+        self.retry_at = 0.0
+        self.started_at = 0.0
+        self.next_log = 0.0
+        self.unlogged = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class Supervisor:
+    """The enabled modules, in registry order."""
+
+    def __init__(self, loop, emit: Callable[[bytes], None], link_stats: Callable,
+                 interfaces: Any, clock: Callable[[], float] = time.monotonic):
+        self.loop = loop
+        self.emit = emit
+        self.link_stats = link_stats
+        self.interfaces = interfaces
+        self.clock = clock
+        self.slots: Dict[str, Slot] = {}
+        self.state: Optional[AgentState] = None
+
+    # ------------------------------------------------------------ the modules' life
+    def reconcile(self, state: AgentState, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Start the modules ``state.config`` enables, stop the others, tell the rest.
+        ``stopping()`` true (a SIGTERM during start-up) starts nothing more."""
+        self.state = state
+        wanted = enabled_specs(state.config)
+        names = {s.name for s in wanted}
+        for name in [n for n in self.slots if n not in names]:
+            self._stop(self.slots.pop(name))
+        for spec in wanted:
+            if stopping():
+                return
+            slot = self.slots.get(spec.name)
+            if slot is None:
+                slot = self.slots[spec.name] = Slot(spec)
+                self._start(slot, state)
+            elif slot.module is not None:
+                self.call(slot, "reconcile", slot.module.reconcile, state)
+
+    def _start(self, slot: Slot, state: AgentState) -> None:
+        ctx = Context(slot.name, self._watch, self.loop.unwatch, self.emit, self.link_stats,
+                      self.interfaces)
+        slot.ctx = ctx
+        slot.started_at = self.clock()
+        module = self.call(slot, "start", slot.spec.cls, ctx)
+        if module is None:
+            return
+        slot.module = module
+        self.call(slot, "reconcile", module.reconcile, state)
+
+    def _stop(self, slot: Slot) -> None:
+        module, slot.module = slot.module, None
+        if slot.ctx is not None:
+            slot.ctx.unwatch_all()
+        if module is not None:
+            try:
+                module.close()
+            except Exception as e:  # closing is best effort; say so, never raise
+                log.warning("module %s: close failed: %s", slot.name, _one_line(e))
+                log.debug("module %s: close failed", slot.name, exc_info=True)
+
+    def _watch(self, name: str, fd: int, callback: Callable[[], Any]):
+        slot = self.slots[name]
+        return self.loop.watch(fd, lambda: self.call(slot, "read", callback))
+
+    def tick(self, now: float) -> None:
+        for slot in list(self.slots.values()):
+            if slot.module is None:
+                if now >= slot.retry_at and self.state is not None:
+                    log.info("module %s: starting again", slot.name)
+                    self._start(slot, self.state)
+                continue
+            if slot.failures and now - slot.started_at >= HEALTHY_AFTER:
+                slot.backoff = BACKOFF_MIN
+                slot.failures = 0
+            self.call(slot, "tick", slot.module.tick, now)
+
+    def close(self) -> None:
+        for slot in reversed(list(self.slots.values())):
+            self._stop(slot)
+        self.slots.clear()
+
+    # ------------------------------------------------------------ isolation
+    def call(self, slot: Slot, what: str, fn: Callable, *args, default=None):
+        """``fn(*args)``; if it raises, the module fails (see the module doc) and
+        ``default`` is returned."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            self._failed(slot, what, e)
+            return default
+
+    def _failed(self, slot: Slot, what: str, e: Exception) -> None:
+        now = self.clock()
+        slot.error = f"{what}: {_one_line(e)}"
+        slot.failures += 1
+        delay = slot.backoff
+        slot.backoff = min(BACKOFF_MAX, slot.backoff * 2)
+        slot.retry_at = now + delay
+        if now >= slot.next_log:
+            more = f" ({slot.unlogged} more failures since)" if slot.unlogged else ""
+            log.warning("module %s failed in %s: %s; starting it again in %.0f s%s",
+                        slot.name, what, _one_line(e), delay, more)
+            slot.next_log = now + LOG_INTERVAL
+            slot.unlogged = 0
+        else:
+            slot.unlogged += 1
+        log.debug("module %s failed in %s", slot.name, what, exc_info=e)
+        self._stop(slot)
+
+    # ------------------------------------------------------------ reading modules
+    def running(self) -> Iterator[Tuple[Slot, Module]]:
+        for slot in list(self.slots.values()):
+            if slot.module is not None:
+                yield slot, slot.module
+
+    def status(self) -> List[Dict[str, Any]]:
+        return [{"name": s.name, "running": s.module is not None, "error": s.error}
+                for s in self.slots.values()]
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

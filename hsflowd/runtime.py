@@ -1,0 +1,215 @@
+"""The running configuration and what follows from it.
+
+A configuration revision brings new collectors, a new agent address election and a new
+.auto file; an interface event may bring a new agent address (and so a new .auto file);
+a collector name that resolves late changes what Open vSwitch is told.  Each time, the
+modules are told what changed (``AgentState.changed``) and bring themselves in line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Any, Callable, Dict, FrozenSet, Optional
+
+from . import config as cfg
+from .address import AgentAddress, elect_agent_address
+from .collectors import Collectors, Destination
+from .modules import AgentState, privileges_for
+from .modules.supervisor import Supervisor
+from .output import Output
+from .sources.identity import parse_uuid_text
+
+log = logging.getLogger("hsflowd")
+
+SAMPLING_MODULES = ("pcap", "epcap", "nflog")
+
+
+@dataclass
+class Options:
+    """What the command line adds to the config file."""
+
+    config_path: str = "/etc/hsflowd.conf"
+    auto_path: Optional[str] = "/etc/hsflowd.auto"
+    uuid: Optional[str] = None
+    machine_id: Optional[str] = None
+    keep_root: bool = False
+
+
+def sub_agent_id(config) -> int:
+    """hsflowd sends from subAgentId when packets are sampled, subAgentId+1 when only
+    counters are (its poll agent), so the sub-agent id a collector sees stays the same."""
+    sampling = bool(config.pcap or config.epcap or config.nflog)
+    return config.sub_agent_id + (0 if sampling else 1)
+
+
+class Runtime:
+    """Config revisions, the agent address, the .auto file, and telling the modules."""
+
+    def __init__(self, options: Options, interfaces, output: Output, supervisor: Supervisor,
+                 machine_uuid, auto_file=None, clock: Callable[[], float] = time.monotonic):
+        self.options = options
+        self.interfaces = interfaces
+        self.output = output
+        self.supervisor = supervisor
+        self.machine_uuid = machine_uuid   # from DMI or the machine id, read once at start
+        self.host_uuid = machine_uuid
+        self.auto_file = auto_file
+        self.clock = clock
+        self.config = None
+        self.revision = 0
+        self.address: Optional[AgentAddress] = None
+        self.agent_ip: Optional[str] = None
+        self.started = clock()
+        self.privileges: Optional[FrozenSet[str]] = None   # what was kept when root was dropped
+        self._said: set = set()                            # warnings already given
+
+    # ------------------------------------------------------------ revisions
+    def apply(self, config, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Make ``config`` the running configuration (at start and on every reload)."""
+        old = self.config
+        self.config = config
+        self.revision += 1
+        for warning in config.warnings:
+            self._say_once(warning)
+        for block in config.unsupported:
+            self._say_once(f"{config.path}: {block} {{}} is not supported yet; ignored")
+        self._check_privileges(config)
+        explicit = self.options.uuid or config.uuid
+        self.host_uuid = parse_uuid_text(explicit) if explicit else self.machine_uuid
+        if not self.host_uuid.int:   # an all-zero uuid= counts as not given, as in hsflowd
+            self.host_uuid = self.machine_uuid
+        if old is None or _collectors_of(old) != _collectors_of(config):
+            self.output.set_collectors(Collectors(Destination(
+                host=c.ip, port=c.udpport, dev=c.dev, namespace=c.namespace,
+                where=f"{config.path}:{c.line}") for c in config.collectors))
+        self.agent_ip = self._configured_agent_ip()  # resolved once per revision, not per event
+        self._elect()
+        self._write_auto()
+        self._tell({"config", "interfaces", "agent", "targets"}, stopping)
+        log.info("configuration revision %d: %d collector(s), polling %d s, agent %s",
+                 self.revision, len(config.collectors), config.polling,
+                 self.address.ip if self.address else "none")
+
+    def reload(self) -> None:
+        """SIGHUP: read the file again; a file that does not parse changes nothing."""
+        path = self.options.config_path
+        try:
+            config = cfg.load_config(path)
+        except cfg.ConfigError as e:
+            log.error("%s; keeping the running configuration (revision %d)", e, self.revision)
+            return
+        log.info("reloading %s", path)
+        self.apply(config)
+
+    def _say_once(self, text: str) -> None:
+        """A warning about the file is given when it first appears, not on every reload."""
+        if text not in self._said:
+            self._said.add(text)
+            log.warning("%s", text)
+
+    def _check_privileges(self, config) -> None:
+        if self.privileges is None:
+            return
+        missing = sorted(privileges_for(config) - self.privileges)
+        if missing:
+            self._say_once(f"{config.path}: the modules now enabled need {', '.join(missing)}, "
+                           f"which the agent gave up at start: restart hsflowd to use them")
+
+    # ------------------------------------------------------------ agent address
+    def _configured_agent_ip(self) -> Optional[str]:
+        """agentIP as an address (a host name is resolved), or None to elect one."""
+        c = self.config
+        if c.agent_ip is None:
+            return None
+        try:
+            return str(ip_address(c.agent_ip))
+        except ValueError:
+            pass
+        try:
+            return socket.getaddrinfo(c.agent_ip, None)[0][4][0]
+        except OSError as e:
+            log.warning("%s: agentIP %s does not resolve (%s); electing an address instead",
+                        c.path, c.agent_ip, e)
+            return None
+
+    def _elect(self) -> bool:
+        """Elect the agent address; True if it changed.  A new address (or sub-agent)
+        starts a new datagram sequence and uptime, as hsflowd does."""
+        c = self.config
+        address = elect_agent_address(self.interfaces, agent_ip=self.agent_ip,
+                                      agent_device=c.agent_device,
+                                      cidrs=[(a.network, a.exclude) for a in c.agent_cidrs])
+        old, self.address = self.address, address
+        if old is not None and old != address:
+            log.info("agent address %s -> %s", old.ip, address.ip if address else "none")
+        self.output.set_agent(address.ip if address else None, sub_agent_id(c),
+                              c.datagram_bytes, c.path)
+        return old != address
+
+    def _write_auto(self) -> None:
+        if self.auto_file is None:
+            return
+        a = self.address
+        text = cfg.render_auto(self.config, self.revision, os.uname().nodename,
+                               str(a.ip) if a else None, a.device if a else None)
+        try:
+            self.auto_file.write(text)
+        except OSError as e:
+            log.warning("cannot write %s: %s", self.auto_file.path, e.strerror or e)
+
+    # ------------------------------------------------------------ events
+    def interfaces_changed(self) -> None:
+        """The interface table changed: a new election, then the modules."""
+        changed = {"interfaces"}
+        if self._elect():
+            changed.add("agent")
+            self._write_auto()
+        self._tell(changed)
+
+    def tick(self, now: float) -> None:
+        collectors = self.output.collectors
+        if collectors is not None and collectors.tick():
+            self._tell({"targets"})
+
+    def _tell(self, changed, stopping: Callable[[], bool] = lambda: False) -> None:
+        collectors = self.output.collectors
+        self.supervisor.reconcile(AgentState(
+            config=self.config, revision=self.revision, interfaces=self.interfaces,
+            agent=self.address, targets=collectors.targets if collectors else (),
+            host_uuid=self.host_uuid, changed=frozenset(changed)), stopping)
+
+    # ------------------------------------------------------------ status
+    def status(self) -> Dict[str, Any]:
+        samplers, modules = [], []
+        for slot in self.supervisor.slots.values():
+            modules.append({"name": slot.name, "running": slot.module is not None,
+                            "error": slot.error})
+            if slot.module is not None:
+                figures = self.supervisor.call(slot, "status", slot.module.status, default={}) or {}
+                for entry in figures.get("samplers", ()):
+                    samplers.append({"module": slot.name, **entry})
+        collectors = self.output.collectors
+        builder = self.output.builder
+        return {
+            "pid": os.getpid(),
+            "config": self.options.config_path,
+            "revision": self.revision,
+            "uptime": round(self.clock() - self.started, 3),
+            "agent_address": str(self.address.ip) if self.address else None,
+            "agent_device": self.address.device if self.address else None,
+            "sub_agent_id": builder.sub_agent_id if builder else None,
+            "datagrams": builder.sequence_number if builder else 0,
+            "collectors": collectors.status() if collectors else [],
+            "samplers": samplers,
+            "modules": modules,
+        }
+
+
+def _collectors_of(config):
+    """What makes two collector lists the same (line numbers aside)."""
+    return [(c.ip, c.udpport, c.dev, c.namespace) for c in config.collectors]
