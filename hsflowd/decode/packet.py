@@ -25,7 +25,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
-from typing import List, NamedTuple, Optional, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Union
 
 import dpkt
 
@@ -337,3 +337,46 @@ def _vxlan(pkt: SampledPacket, payload: bytes, udp_length: int, depth: int) -> N
     pkt.vni = vx.vni
     # the inner IP packet is the UDP payload less the VXLAN and inner Ethernet headers
     pkt.inner = decode_header(1, max(udp_length - 16, 0), 0, payload[8:], depth + 1)
+
+
+# ---------------------------------------------------------------- JSON and text
+
+def as_dict(pkt: SampledPacket) -> Dict[str, Any]:
+    """The decoded fields under sflowtool's names, as JSON values (MACs as aa:bb:..., IP
+    addresses as Python writes them); a name met twice gives a list; VXLAN adds
+    ``VXLAN_VNI`` and the inner packet under ``inner``."""
+    out: Dict[str, Any] = {}
+    for item in pkt.items:
+        if isinstance(item, Note):
+            out.setdefault("notes", []).append(item.text)
+            continue
+        value = item.value
+        if isinstance(value, bytes):
+            value = ":".join(f"{b:02x}" for b in value)
+        elif isinstance(value, (IPv4Address, IPv6Address)):
+            value = str(value)
+        if item.name in out:
+            before = out[item.name]
+            out[item.name] = (before if isinstance(before, list) else [before]) + [value]
+        else:
+            out[item.name] = value
+    if pkt.vni is not None:
+        out["VXLAN_VNI"] = pkt.vni
+    if pkt.inner is not None:
+        out["inner"] = as_dict(pkt.inner)
+    return out
+
+
+def add_decoded(plain: Dict[str, Any], datagram) -> None:
+    """Put each sampled_header's decode, as ``decoded``, into ``to_dict(datagram)``."""
+    from ..sflow.flows import SampledHeader
+    for plain_sample, sample in zip(plain.get("samples", []), datagram.samples):
+        for key in ("flow_records", "discard"):
+            records = getattr(sample, key, None)
+            if not records:
+                continue
+            for plain_record, record in zip(plain_sample[key], records):
+                if isinstance(record, SampledHeader):
+                    plain_record["decoded"] = as_dict(decode_header(
+                        record.header_protocol, record.frame_length, record.stripped,
+                        record.header))
