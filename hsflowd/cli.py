@@ -68,12 +68,29 @@ def build_parser() -> argparse.ArgumentParser:
     _common(st, suppress=True)
     st.add_argument("--json", action="store_true", help="one JSON object")
     dec = verbs.add_parser("decode", help="print sFlow datagrams received on a UDP port or read "
-                           "from a capture file", description="Print sFlow datagrams as text or "
-                           "JSON, one per datagram, as sflowtool does for hsflowd users.")
-    dec.add_argument("--port", type=int, default=6343, help="UDP port to listen on (default 6343)")
+                           "from a capture file", description="Print sFlow datagrams as text, "
+                           "JSON, sflowtool's -l or -g lines, or sFlow-RT's metrics.")
+    dec.add_argument("-p", "--port", type=int, default=6343,
+                     help="UDP port to listen on (default 6343); with --pcap, only datagrams "
+                     "sent to it")
     dec.add_argument("--bind", metavar="ADDR", help="address to listen on (default all)")
-    dec.add_argument("--pcap", metavar="FILE", help="read a pcap/pcapng file instead ('-' = stdin)")
-    dec.add_argument("--json", action="store_true", help="one JSON object per datagram")
+    dec.add_argument("-r", "--pcap", metavar="FILE",
+                     help="read a pcap/pcapng file instead ('-' = stdin)")
+    form = dec.add_mutually_exclusive_group()
+    form.add_argument("-j", "--json", dest="mode", action="store_const", const="json",
+                      help="one JSON object per datagram")
+    form.add_argument("-l", dest="mode", action="store_const", const="line",
+                      help="sflowtool -l: one CSV line per flow (FLOW) or counter (CNTR) sample")
+    form.add_argument("-g", dest="mode", action="store_const", const="grep",
+                      help="sflowtool -g: one line per field, after time, agent and sample ids")
+    form.add_argument("--metrics", dest="mode", action="store_const", const="metrics",
+                      help="every --interval, each agent's host and interface metrics under "
+                      "sFlow-RT's names, as JSON lines")
+    dec.add_argument("--summary", action="store_true",
+                     help="with --metrics (implied): add min, q1, med, q3, max and sum of "
+                     "each metric across agents")
+    dec.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
+                     help="how often --metrics reports (default 10)")
     return parser
 
 
@@ -87,7 +104,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             setattr(args, name, os.path.abspath(value))
     if verb == "decode":
         from . import decode_cmd
-        return decode_cmd.run(port=args.port, bind=args.bind, pcap=args.pcap, as_json=args.json)
+        mode = args.mode or ("metrics" if args.summary else "text")
+        if args.summary and mode != "metrics":
+            print("hsflowd decode: --summary goes with --metrics", file=sys.stderr)
+            return 2
+        if args.interval <= 0:
+            print("hsflowd decode: --interval must be more than 0", file=sys.stderr)
+            return 2
+        return decode_cmd.run(port=args.port, bind=args.bind, pcap=args.pcap, mode=mode,
+                              interval=args.interval, summary=args.summary)
     from . import daemon
     pidfile = args.pidfile or daemon.DEFAULT_PIDFILE
     if verb == "check":

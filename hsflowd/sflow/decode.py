@@ -94,6 +94,9 @@ def _lines(value: Dict[str, Any], prefix: str, depth: int) -> Iterator[str]:
         else:
             yield f"{pad}{prefix}{key} {'' if item is None else item}"
     for key, item in nested:
+        if isinstance(item, dict) and not _is_structure(item):  # a named group: key.field
+            yield from _lines(item, f"{prefix}{key}.", depth)
+            continue
         for i, element in enumerate(item if isinstance(item, list) else [item]):
             if _is_structure(element):
                 yield from _lines(element, "", depth)

@@ -44,6 +44,9 @@ class SampledHeader(Record):
     stripped: u32 = 4
     header: opaque()
 
+    def annotations(self) -> dict:
+        return {"header_length": len(self.header)}
+
 
 @FLOWS.register(2, "sampled_ethernet")
 class SampledEthernet(Record):

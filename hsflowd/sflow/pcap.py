@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from ipaddress import ip_address
-from typing import BinaryIO, Iterator, NamedTuple, Optional, Tuple
+from typing import BinaryIO, Iterator, List, NamedTuple, Optional, Tuple
 
 _PCAP_MAGIC = {0xA1B2C3D4: ("<", 1e-6), 0xD4C3B2A1: (">", 1e-6),
                0xA1B23C4D: ("<", 1e-9), 0x4D3CB2A1: (">", 1e-9)}
@@ -27,10 +27,17 @@ class CaptureError(ValueError):
 
 
 class UdpPayload(NamedTuple):
-    timestamp: float
+    timestamp: float  # seconds since the epoch, as the capture recorded it
     source: str       # "ip:port" of the sender
     destination_port: int
     payload: bytes
+    nanoseconds: int = 0  # the same instant, exactly (sflowtool prints its microseconds)
+
+
+class Frame(NamedTuple):
+    nanoseconds: int  # capture time, nanoseconds since the epoch
+    linktype: int
+    data: bytes
 
 
 def _ip_payload(frame: bytes, linktype: int) -> Optional[bytes]:
@@ -77,8 +84,8 @@ def udp_of(frame: bytes, linktype: int) -> Optional[Tuple[str, int, bytes]]:
     return f"{src}:{sport}", dport, bytes(udp[8:length] if length >= 8 else udp[8:])
 
 
-def read_frames(stream: BinaryIO) -> Iterator[Tuple[float, int, bytes]]:
-    """(timestamp, linktype, frame) for each packet of a pcap or pcapng file."""
+def read_frames(stream: BinaryIO) -> Iterator[Frame]:
+    """Every packet of a pcap or pcapng file.  A file cut short ends the iteration."""
     head = stream.read(4)
     if len(head) < 4:
         raise CaptureError("file is empty or not a capture")
@@ -94,6 +101,7 @@ def read_frames(stream: BinaryIO) -> Iterator[Tuple[float, int, bytes]]:
         raise CaptureError("pcap header truncated")
     linktype = struct.unpack(order + "HHiIII", rest)[5] & 0x0FFFFFFF
     record = struct.Struct(order + "IIII")
+    ns_per_tick = round(unit * 1e9)
     while True:
         hdr = stream.read(16)
         if len(hdr) < 16:
@@ -102,64 +110,91 @@ def read_frames(stream: BinaryIO) -> Iterator[Tuple[float, int, bytes]]:
         data = stream.read(caplen)
         if len(data) < caplen:
             return
-        yield sec + frac * unit, linktype, data
+        yield Frame(sec * 1_000_000_000 + frac * ns_per_tick, linktype, data)
 
 
-def _read_pcapng(stream: BinaryIO, first: bytes) -> Iterator[Tuple[float, int, bytes]]:
+class _Interface(NamedTuple):
+    """What a pcapng Interface Description Block says about the packets that name it."""
+
+    linktype: int
+    units_per_second: int  # if_tsresol: timestamp ticks per second
+    offset: int            # if_tsoffset: seconds to add to every timestamp
+
+
+_BYTE_ORDER = {b"\x4d\x3c\x2b\x1a": "<", b"\x1a\x2b\x3c\x4d": ">"}
+
+
+def _read_pcapng(stream: BinaryIO, first: bytes) -> Iterator[Frame]:
+    """Blocks are (type, total length, body, total length again); the Section Header Block
+    sets the byte order of its section, so its length is read only after its byte-order magic."""
     order = "<"
-    interfaces = []  # (linktype, seconds per tick)
-    block_type = struct.unpack("<I", first)[0]
+    interfaces: List[_Interface] = []
+    block_type = _PCAPNG_SHB
     while True:
         raw_len = stream.read(4)
         if len(raw_len) < 4:
             return
         if block_type == _PCAPNG_SHB:
             bom = stream.read(4)
-            order = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">"
+            if len(bom) < 4:
+                return
+            if bom not in _BYTE_ORDER:
+                raise CaptureError("pcapng section header has no byte-order magic")
+            order = _BYTE_ORDER[bom]
             length = struct.unpack(order + "I", raw_len)[0]
-            body = bom + stream.read(length - 12)
+            if length < 28 or length % 4:
+                raise CaptureError(f"pcapng section header of {length} bytes")
+            body = bom + stream.read(length - 16)
             interfaces = []
         else:
             length = struct.unpack(order + "I", raw_len)[0]
-            if length < 12:
-                raise CaptureError("pcapng block too short")
+            if length < 12 or length % 4:
+                raise CaptureError(f"pcapng block of {length} bytes")
             body = stream.read(length - 12)
-        stream.read(4)  # trailing length
+        if len(body) < length - 12 or len(stream.read(4)) < 4:  # cut short, trailing length
+            return
         if block_type == 1 and len(body) >= 8:  # interface description
             linktype = struct.unpack_from(order + "H", body)[0]
-            interfaces.append((linktype, _if_tsresol(body[8:], order)))
+            interfaces.append(_if_options(linktype, body[8:], order))
         elif block_type == 6 and len(body) >= 20:  # enhanced packet
             iface, hi, lo, caplen = struct.unpack_from(order + "IIII", body)
             if iface < len(interfaces):
-                linktype, tick = interfaces[iface]
-                yield ((hi << 32) | lo) * tick, linktype, body[20: 20 + caplen]
-        elif block_type == 3 and interfaces:  # simple packet
-            yield 0.0, interfaces[0][0], body[4:]
+                link, per_second, offset = interfaces[iface]
+                ticks = (hi << 32) | lo
+                ns = ticks * 1_000_000_000 // per_second + offset * 1_000_000_000
+                yield Frame(ns, link, body[20: 20 + caplen])
+        elif block_type == 3 and interfaces and len(body) >= 4:  # simple packet: no time
+            caplen = struct.unpack_from(order + "I", body)[0]
+            yield Frame(0, interfaces[0].linktype, body[4: 4 + caplen])
         nxt = stream.read(4)
         if len(nxt) < 4:
             return
         block_type = struct.unpack(order + "I", nxt)[0]
 
 
-def _if_tsresol(options: bytes, order: str) -> float:
-    off = 0
+def _if_options(linktype: int, options: bytes, order: str) -> _Interface:
+    """if_tsresol (code 9, default microseconds) and if_tsoffset (code 14) of an IDB."""
+    per_second, offset, off = 1_000_000, 0, 0
     while off + 4 <= len(options):
         code, size = struct.unpack_from(order + "HH", options, off)
         if code == 0:
             break
+        value = options[off + 4: off + 4 + size]
         if code == 9 and size >= 1:
-            v = options[off + 4]
-            return 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0 ** -v
+            v = value[0]
+            per_second = 2 ** (v & 0x7F) if v & 0x80 else 10 ** min(v, 18)
+        elif code == 14 and size >= 8:
+            offset = struct.unpack(order + "q", value[:8])[0]
         off += 4 + size + (-size % 4)
-    return 1e-6
+    return _Interface(linktype, per_second, offset)
 
 
 def read_udp(stream: BinaryIO, port: Optional[int] = None) -> Iterator[UdpPayload]:
     """UDP payloads of a capture, optionally only those sent to ``port``."""
-    for ts, linktype, frame in read_frames(stream):
+    for ns, linktype, frame in read_frames(stream):
         got = udp_of(frame, linktype)
         if got is None:
             continue
         src, dport, payload = got
         if port is None or dport == port:
-            yield UdpPayload(ts, src, dport, payload)
+            yield UdpPayload(ns / 1e9, src, dport, payload, ns)

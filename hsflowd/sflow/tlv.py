@@ -71,6 +71,13 @@ class Table:
     def __getitem__(self, tag: int) -> type:
         return self.classes[tag]
 
+    def decode_one(self, tag: int, buf: bytes, off: int, stop: int):
+        """The record whose body spans ``buf[off:stop]``; UnknownRecord if ``tag`` is not here."""
+        cls = self.classes.get(tag)
+        if cls is None:
+            return UnknownRecord(tag >> 12, tag & 0xFFF, bytes(buf[off:stop]))
+        return _decode_known(cls, buf, off, stop, stop - off)
+
 
 SAMPLES = Table("sample")
 FLOWS = Table("flow record")
@@ -165,11 +172,7 @@ class Records(Variable):
             if stop > end:
                 raise DecodeError(f"{self.table.name} {tag >> 12}:{tag & 0xFFF} says {length} "
                                   f"bytes but only {end - off} are left")
-            cls = self.table.classes.get(tag)
-            if cls is None:
-                out.append(UnknownRecord(tag >> 12, tag & 0xFFF, bytes(buf[off:stop])))
-            else:
-                out.append(_decode_known(cls, buf, off, stop, length))
+            out.append(self.table.decode_one(tag, buf, off, stop))
             # structures may grow at the end: whatever the layout did not read is skipped
             off = stop
         return out, off
