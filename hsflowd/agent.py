@@ -111,7 +111,7 @@ class Agent:
         self.link_stats = LinkStats(self.interfaces)
         self.output = Output(self.clock)
         self.supervisor = Supervisor(self.loop, self.output.emit, self.link_stats, self.interfaces,
-                                     self.clock)
+                                     self.clock, config_changed=lambda: self.runtime.config_changed())
         self.polling = CounterPolling()
         self.runtime = Runtime(options, self.interfaces, self.output, self.supervisor,
                                machine_uuid, self.auto_file, self.clock)

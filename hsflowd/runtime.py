@@ -60,8 +60,10 @@ class Runtime:
         self.host_uuid = machine_uuid
         self.auto_file = auto_file
         self.clock = clock
-        self.config = None
+        self.file_config = None     # what the file says
+        self.config = None          # what runs: the file's, as sources of settings adjust it
         self.revision = 0
+        self._reapply = False       # a source of settings (DNS-SD) has a new answer
         self.address: Optional[AgentAddress] = None
         self.agent_ip: Optional[str] = None
         self.started = clock()
@@ -69,9 +71,13 @@ class Runtime:
         self._said: set = set()                            # warnings already given
 
     # ------------------------------------------------------------ revisions
-    def apply(self, config, stopping: Callable[[], bool] = lambda: False) -> None:
-        """Make ``config`` the running configuration (at start and on every reload)."""
+    def apply(self, file_config, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Make ``file_config`` (as the modules that are sources of settings adjust it) the
+        running configuration: at start, on every reload, and when such a source changes."""
+        self._reapply = False
         old = self.config
+        self.file_config = file_config
+        config = self._adjusted(file_config)
         self.config = config
         self.revision += 1
         for warning in config.warnings:
@@ -94,6 +100,16 @@ class Runtime:
         log.info("configuration revision %d: %d collector(s), polling %d s, agent %s",
                  self.revision, len(config.collectors), config.polling,
                  self.address.ip if self.address else "none")
+
+    def _adjusted(self, config):
+        for slot, module in self.supervisor.running():
+            config = self.supervisor.call(slot, "adjust_config", module.adjust_config, config,
+                                          default=config)
+        return config
+
+    def config_changed(self) -> None:
+        """A source of settings has a new answer: a new revision at the next tick."""
+        self._reapply = True
 
     def reload(self) -> None:
         """SIGHUP: read the file again; a file that does not parse changes nothing."""
@@ -172,6 +188,8 @@ class Runtime:
         self._tell(changed)
 
     def tick(self, now: float) -> None:
+        if self._reapply:
+            self.apply(self.file_config)
         collectors = self.output.collectors
         if collectors is not None and collectors.tick():
             self._tell({"targets"})

@@ -7,10 +7,13 @@ internals, and no module reaches into another's state.
 
 What a module is given (``Context``): ``watch(fd, callback)`` for the descriptors it reads,
 ``emit(sample)`` for encoded flow samples, ``link_stats(ifindexes)`` for interface counters
-read once per tick, and the interface table.  What it is asked (``Module``):
+read once per tick, the interface table, ``add_flow_hook`` to add records to other modules'
+flow samples (``flowhooks``), and ``config_changed()`` for a source of settings.  What it is asked (``Module``):
 
 - ``reconcile(state)``: the configuration, the interfaces, the agent address or the
   collectors changed (``state.changed`` says which); bring what it runs in line.
+- ``adjust_config(config)``: only a module that is a source of settings (DNS-SD) changes
+  the file's configuration into the running one.
 - ``tick(now)``: once a second.
 - ``counter_sources()`` / ``counters(due)``: the data sources it polls, and their records
   when the schedule says they are due; ``host_records()``: records it adds to the host
@@ -51,17 +54,21 @@ class AgentState:
 
 
 class Context:
-    """What the agent lends one module.  The supervisor makes one per module and undoes
-    its ``watch`` calls when the module is closed or fails."""
+    """What the agent lends one module.  The supervisor makes one per module and takes back
+    its watches and flow hooks when the module is closed or fails."""
 
-    def __init__(self, name: str, watch: Callable, unwatch: Callable,
-                 emit: Callable[[bytes], None], link_stats: Callable, interfaces: Any):
+    def __init__(self, name: str, watch: Callable, unwatch: Callable, emit: Callable[[bytes], None],
+                 send: Callable[[bytes], None], link_stats: Callable, interfaces: Any,
+                 flow_hooks: Any = None, config_changed: Callable[[], None] = lambda: None):
         self.name = name
         self.log = logging.getLogger(f"hsflowd.{name}")
         self._watch, self._unwatch = watch, unwatch
-        self.emit = emit
+        self.emit = emit                  # a flow sample: through other modules' hooks, out
+        self.send = send                  # a sample straight into the datagram (no hooks)
         self.link_stats = link_stats
         self.interfaces = interfaces
+        self.config_changed = config_changed
+        self._flow_hooks = flow_hooks
         self.watches: List[Any] = []
 
     def watch(self, fd: int, callback: Callable[[], Any]):
@@ -79,10 +86,17 @@ class Context:
         except ValueError:
             pass
 
-    def unwatch_all(self) -> None:
+    def add_flow_hook(self, hook: Callable[[bytes], Any]) -> None:
+        """See ``flowhooks``: ``hook(sample)`` sees every flow sample on its way out."""
+        self._flow_hooks.add(self.name, hook)
+
+    def release(self) -> None:
+        """Undo every watch and hook (the module is closed or failed)."""
         for token in self.watches:
             self._unwatch(token)
         self.watches.clear()
+        if self._flow_hooks is not None:
+            self._flow_hooks.remove(self.name)
 
 
 class Module:
@@ -111,6 +125,12 @@ class Module:
     def host_records(self) -> List[Record]:
         """Records this module adds to the host sample (2:1)."""
         return []
+
+    def adjust_config(self, config: Any) -> Any:
+        """For a module that is a source of configuration (DNS-SD): the running
+        configuration made from ``config`` (what the file says).  When its answer would
+        change, the module calls ``ctx.config_changed()`` and is asked again."""
+        return config
 
     def status(self) -> Dict[str, Any]:
         """Figures for ``hsflowd status`` (e.g. ``{"samplers": [...]}``)."""

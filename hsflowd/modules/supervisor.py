@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import AgentState, Context, Module, ModuleSpec, enabled_specs
+from .flowhooks import FlowHooks
 
 log = logging.getLogger("hsflowd")
 
@@ -47,12 +48,15 @@ class Slot:
 class Supervisor:
     """The enabled modules, in registry order."""
 
-    def __init__(self, loop, emit: Callable[[bytes], None], link_stats: Callable,
-                 interfaces: Any, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, loop, send: Callable[[bytes], None], link_stats: Callable,
+                 interfaces: Any, clock: Callable[[], float] = time.monotonic,
+                 config_changed: Callable[[], None] = lambda: None):
         self.loop = loop
-        self.emit = emit
+        self.send = send
+        self.flow_hooks = FlowHooks(send, self._call_hook)
         self.link_stats = link_stats
         self.interfaces = interfaces
+        self.config_changed = config_changed
         self.clock = clock
         self.slots: Dict[str, Slot] = {}
         self.state: Optional[AgentState] = None
@@ -77,8 +81,8 @@ class Supervisor:
                 self.call(slot, "reconcile", slot.module.reconcile, state)
 
     def _start(self, slot: Slot, state: AgentState) -> None:
-        ctx = Context(slot.name, self._watch, self.loop.unwatch, self.emit, self.link_stats,
-                      self.interfaces)
+        ctx = Context(slot.name, self._watch, self.loop.unwatch, self.flow_hooks.emit, self.send,
+                      self.link_stats, self.interfaces, self.flow_hooks, self.config_changed)
         slot.ctx = ctx
         slot.started_at = self.clock()
         module = self.call(slot, "start", slot.spec.cls, ctx)
@@ -90,13 +94,21 @@ class Supervisor:
     def _stop(self, slot: Slot) -> None:
         module, slot.module = slot.module, None
         if slot.ctx is not None:
-            slot.ctx.unwatch_all()
+            slot.ctx.release()
         if module is not None:
             try:
                 module.close()
             except Exception as e:  # closing is best effort; say so, never raise
                 log.warning("module %s: close failed: %s", slot.name, _one_line(e))
                 log.debug("module %s: close failed", slot.name, exc_info=True)
+
+    def _call_hook(self, owner: str, hook: Callable, sample: bytes):
+        """A flow hook runs as its own module: if it raises, that module fails and the
+        sample goes on unchanged."""
+        slot = self.slots.get(owner)
+        if slot is None:
+            return sample
+        return self.call(slot, "flow hook", hook, sample, default=sample)
 
     def _watch(self, name: str, fd: int, callback: Callable[[], Any]):
         slot = self.slots[name]

@@ -161,3 +161,33 @@ class ExtendedTimestamp(Record):
     """When the packet was sampled, in nanoseconds since the Unix epoch (hsflowd 2.1 sends it)."""
 
     nanoseconds: u64
+
+
+@FLOWS.register(2209, "extended_tcp_info")
+class ExtendedTcpInfo(Record):
+    """The kernel's tcp_info for the local socket a sampled TCP packet belongs to (mod_tcp).
+    dirn: 0 unknown, 1 received, 2 sent.  Times in microseconds."""
+
+    dirn: u32
+    snd_mss: u32
+    rcv_mss: u32
+    unacked: u32
+    lost: u32
+    retrans: u32
+    pmtu: u32
+    rtt: u32
+    rttvar: u32
+    snd_cwnd: u32
+    reordering: u32
+    min_rtt: u32
+
+
+@FLOWS.register(2210, "extended_entities")
+class ExtendedEntities(Record):
+    """The data sources (containers, VMs: 3:N) a sampled packet came from and went to;
+    class and index 0 where the end is not one of them."""
+
+    src_dsClass: u32
+    src_dsIndex: u32
+    dst_dsClass: u32
+    dst_dsIndex: u32
