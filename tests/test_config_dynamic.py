@@ -115,7 +115,10 @@ def test_ttl_and_query_delays_as_hsflowd_bounds_them():
     assert ttl == 300
     assert latch_ttl(600, 0) == 0            # as coded in hsflowd: a TTL of 0 wins if last
     assert [next_query_delay(t) for t in (0, 5, 10, 600, 86400)] == [300, 10, 10, 600, 86400]
-    assert [retry_delay(d) for d in (0, 5, 20, 3600)] == [300, 10, 20, 300]
+    assert [retry_delay(0, n) for n in (1, 2, 3, 4, 5, 6, 7, 50)] == [10, 20, 40, 80, 160, 300,
+                                                                    300, 300]
+    assert [retry_delay(d, 1) for d in (5, 20, 3600)] == [10, 20, 300]
+    assert [retry_delay(60, n) for n in (1, 2, 3, 4)] == [60, 120, 240, 300]
 
 
 def test_switched_off_config_writes_no_settings_to_the_auto_file():

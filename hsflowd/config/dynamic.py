@@ -50,13 +50,15 @@ class DnsSdAnswer:
 
     ``servers``: (target, port) of each SRV record, in answer order; ``records`` counts the
     SRV records, those left out of ``servers`` included ("." targets); ``settings`` are the
-    TXT key=value pairs in order; ``ttl`` is the smallest TTL seen (0: none)."""
+    TXT key=value pairs in order; ``ttl`` is the smallest TTL seen (0: none); ``problems``
+    name the TXT strings that were not key=value."""
 
     name: str
     servers: Tuple[Tuple[str, int], ...] = ()
     records: int = 0
     settings: Tuple[Tuple[str, str], ...] = ()
     ttl: int = 0
+    problems: Tuple[str, ...] = ()
 
 
 def parse_txt(strings: Iterable[bytes]) -> Tuple[List[Tuple[str, str]], List[str]]:
@@ -90,10 +92,12 @@ def next_query_delay(ttl: int) -> int:
     return max(MIN_DELAY, ttl or RETRY_DELAY)
 
 
-def retry_delay(last_delay: int) -> int:
-    """After a failed query: the last answer's delay, at most 300 s (hsflowd waits 300 s,
-    which leaves a DNS server that comes back unseen for five minutes)."""
-    return max(MIN_DELAY, min(RETRY_DELAY, last_delay or RETRY_DELAY))
+def retry_delay(last_delay: int, failures: int) -> int:
+    """After the ``failures``-th failed query in a row: the last answer's delay (10 s if
+    there was none), doubled for each further failure, at most 300 s.  hsflowd always
+    waits 300 s, which leaves a DNS server that comes back unseen for five minutes."""
+    base = max(MIN_DELAY, min(RETRY_DELAY, last_delay or MIN_DELAY))
+    return min(RETRY_DELAY, base << min(max(failures - 1, 0), 8))
 
 
 def switched_off(config: Config) -> Config:
