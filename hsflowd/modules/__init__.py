@@ -198,7 +198,7 @@ def _load_all() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from . import host, interfaces, pcap, epcap, nflog, ovs, dnssd, jsonapp  # noqa: F401
+    from . import host, interfaces, pcap, epcap, nflog, ovs, dnssd, jsonapp, tcp  # noqa: F401
 
 
 @dataclass
