@@ -219,7 +219,7 @@ class Agent:
         for ifindex, rule in select_interfaces(rules, self.interfaces).items():
             iface = self.interfaces.get(ifindex)
             rate = cfg.sampling_rate_for(c, iface.speed, iface.oper_up, rule.sampling)
-            out[ifindex] = Tap(ifindex, iface.name, rate, c.header_bytes, rule.promisc,
+            out[ifindex] = Tap(ifindex, iface.name, rate, c.header_bytes, rule.promisc_for(iface.kind == "bridge"),
                                iface.kind == "bridge")
         return out
 
