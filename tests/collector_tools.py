@@ -228,9 +228,9 @@ class Sfcapd:
         """Read back with nfdump -r, aggregated by the 5-tuple: (packets, bytes)."""
         totals: Dict[Key, Counts] = {}
         for path in self.files():
-            out = subprocess.run([NFDUMP, "-r", str(path), "-A", "srcip,dstip,proto,srcport,dstport",
-                                  "-o", "csv", "-N", "-q"], capture_output=True, text=True,
-                                 timeout=60)
+            out = subprocess.run([NFDUMP, "-r", str(path), "-A",
+                                  "srcip,dstip,proto,srcport,dstport", "-o", "csv", "-N", "-q"],
+                                 capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stderr
             for line in out.stdout.splitlines():
                 cols = line.split(",")

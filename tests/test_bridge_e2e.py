@@ -99,15 +99,16 @@ def test_bridge_samples_what_it_forwards_between_ports(netns, agents, receivers)
     for name, (_, src, sport, dst) in flows.items():
         ours = seen.get((src, dst, "udp", sport, 9000), [])
         bound = four_sigma(PACKETS, N)
-        assert abs(len(ours) * N - PACKETS) <= bound, \
-            f"{name}: {len(ours)} samples of {PACKETS} packets, expected {PACKETS // N} +- {bound / N:.0f}"
+        assert abs(len(ours) * N - PACKETS) <= bound, (f"{name}: {len(ours)} samples of "
+                                                       f"{PACKETS} packets, expected "
+                                                       f"{PACKETS // N} +- {bound / N:.0f}")
         assert {(s.input_format, s.input, s.output_format, s.output) for s in ours} == \
             {(0, ports[name][0], 0, ports[name][1])}, name
         # 14 Ethernet + 20 IP + 8 UDP + 64, and the FCS
         assert {s.flow_records[0].frame_length for s in ours} == {14 + 20 + 8 + 64 + 4}
     # the bridge counts what its tap sees (the forwarded frames as received, in promiscuous
     # mode): the pool follows it
-    carried = after["rx_packets"] + after["tx_packets"] - before["rx_packets"] - before["tx_packets"]
+    carried = sum(after[k] - before[k] for k in ("rx_packets", "tx_packets"))
     assert carried >= 4 * PACKETS
     pool = max(s.sample_pool for s in samples)
     assert abs(pool - carried) <= 0.05 * carried, (pool, carried)

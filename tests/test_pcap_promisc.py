@@ -40,8 +40,8 @@ def test_default_rule_is_not_set():
 
 
 def test_check_shows_it_as_not_set_or_as_written():
-    text = describe(parse_config("sflow {\n collector { ip = 127.0.0.1 }\n"
-                                 " pcap { dev = docker0 }\n pcap { dev = eth0 promisc = off }\n}\n"))
+    text = describe(parse_config("sflow {\n collector { ip = 127.0.0.1 }\n pcap { dev = docker0 }\n"
+                                 " pcap { dev = eth0 promisc = off }\n}\n"))
     blocks = [line.strip() for line in text.splitlines() if "promisc" in line]
     assert blocks == ["# promisc = (not set)", "promisc = off"]
 

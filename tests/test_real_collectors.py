@@ -113,7 +113,8 @@ def test_sfacctd_and_sfcapd_count_what_was_sent(netns, agents, receivers, tmp_pa
         after = link_counters(host, "eth0")
         truth = counters.read()
         pm = pmacct.settle()                     # the agent flushes within a second
-        lost = {who: socket_drops(host, c.port) for who, c in (("pmacct", pmacct), ("nfdump", nfdump))}
+        lost = {who: socket_drops(host, c.port)
+                for who, c in (("pmacct", pmacct), ("nfdump", nfdump))}
         received = reader.stop()
     finally:
         reader.stop()
