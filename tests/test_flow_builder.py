@@ -174,14 +174,38 @@ def test_a_count_from_the_start_is_no_baseline():
 def test_a_new_rate_drops_the_correction_in_progress():
     b, out = builder()
     take(b, out, 1)
-    b.set_pool(1000)
+    b.set_pool(1000)                             # baseline: target 10
     take(b, out, 1)
     b.set_pool(1500)                             # 490 owed: steps of 40 for a while
     assert take(b, out, 1) == [60]
     b.sampling_rate = 2                          # steps of 40 would be 20N now
     assert take(b, out, 2) == [62, 64]
-    b.set_pool(1502)                             # target 512, pool 64: capped at 3N = 6 more
+    # target 1610 - 990 = 620, pool 64: 556 owed, but only 110 counted since the last
+    # count (and 3 samples could make up 18): 110 owed, over 3 samples: 37 more each,
+    # capped at 3N = 6 more
+    b.set_pool(1610)
     assert take(b, out, 2) == [72, 80]
+
+
+def test_a_count_the_samples_cannot_follow_is_not_owed_for_ever():
+    # a NIC with GRO: its counters count the wire's packets, 10 for each the tap sees merged
+    b, out = builder()
+    take(b, out, 1)
+    b.set_pool(1_000_000)                        # baseline
+    count = 1_000_000
+    for _ in range(5):                           # 10 samples, 1,000 packets a second
+        pools = take(b, out, 10)
+        count += 1000
+        b.set_pool(count)
+    assert max(q - p for p, q in zip(pools, pools[1:])) == 40   # as fast as it may
+    for _ in range(2):                           # then 10 samples, 100 packets a second
+        pools = take(b, out, 10)
+        count += 100
+        b.set_pool(count)
+    # what the merged seconds left is forgiven beyond one second's packets: the pool is
+    # back to N a sample within two seconds, not at 4N for the next minutes
+    pools = take(b, out, 10)
+    assert [q - p for p, q in zip(pools, pools[1:])] == [10] * 9
 
 
 def test_the_pool_wraps_at_32_bits():

@@ -48,6 +48,9 @@ class FlowSampleBuilder:
       between 1 and 4N: the pool never goes backwards and never jumps, as collectors that
       weight a sample by delta(pool)/delta(sequence) (pmacct's sfacctd_renormalize) need;
       whatever is left is planned again at the next measurement;
+    - a difference larger than both the interval's packets and what its samples could make
+      up at 4N cannot be the samples lagging behind the count (the count and the tap
+      disagree: GRO), and the excess is dropped;
     - a measurement of 0 says nothing (nflog has no count; a device that carried nothing
       cannot have been sampled), and one that went down (a counter reset) is a new baseline.
 
@@ -102,15 +105,28 @@ class FlowSampleBuilder:
             return
         samples = (self.sequence_number - self._measured_seq) & 0xFFFFFFFF
         self._measured_seq = self.sequence_number
+        counted = packets - self._measured
         if not self._measured and from_start:
-            self._offset = 0
-        elif not self._measured or packets < self._measured:
+            self._offset, counted = 0, packets
+        elif not self._measured or counted < 0:
             # the baseline: what the samples counted so far (N each), or the target already
             # reached if a reset counter starts again
-            self._offset = packets - max(self.pool, self._target)
+            self._offset, counted = packets - max(self.pool, self._target), 0
         self._measured = packets
-        self._target = target = packets - self._offset
-        self._plan(target - self.pool, samples)
+        owed = packets - self._offset - self.pool
+        # More than the interval's packets, and more than its samples could make up at 4N,
+        # is no lag of the samples behind the count: the count and the tap disagree (a NIC
+        # with GRO counts the wire's packets, its tap sees them merged).  The excess is
+        # forgiven rather than owed for ever.  An interval without samples judges nothing.
+        limit = max(counted, 3 * self._rate * samples)
+        if samples and owed > limit:
+            self._offset += owed - limit
+            owed = limit
+        elif samples and owed < -limit:
+            self._offset -= -limit - owed
+            owed = -limit
+        self._target = packets - self._offset
+        self._plan(owed, samples)
 
     def _plan(self, owed: int, samples: int) -> None:
         """Spread ``owed`` packets (negative: the samples ran ahead) over about ``samples``
