@@ -188,6 +188,7 @@ def test_default_config_examples_are_valid():
     assert config.epcap[0].dev == "eth0"
     assert (config.nflog.group, config.nflog.probability) == (5, 0.0025)
     assert config.ovs is not None and config.dns_sd is True
+    assert config.json.udpport == 36343 and config.tcp is not None
     assert {"100M", "1G", "10G", "bps_ratio"} <= set(config.sampling_settings)
     assert config.agent_device == "eth0" and len(config.agent_cidrs) == 2
     assert config.unsupported == []
