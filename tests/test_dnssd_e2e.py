@@ -152,3 +152,16 @@ def test_dns_sd_life(dns_ns, agents, receivers):
     assert (fds, threads) == (base_fds, base_threads)
     assert dns.queries() == queries              # no query since dns-sd went
     assert "Traceback" not in agent.stderr() + legacy.stderr()
+
+
+def test_stops_at_once_with_a_query_in_flight(dns_ns, agents, receivers):
+    ns, dns = dns_ns                      # resolv.conf points at 127.0.0.1, where no one answers
+    agent = agents("sflow {\n  dns-sd { domain = .example.test  startDelay = 0 }\n}\n",
+                   netns=ns.name)
+    assert agent.wait_for_log("configuration revision 1", 5), agent.stderr()
+    time.sleep(2.0)                       # the first round is waiting for its answer (5 s)
+    assert "DNS-SD:" not in agent.stderr().split("looking up", 1)[1]
+    start = time.monotonic()
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(3) == 0
+    assert time.monotonic() - start < 1.0
