@@ -26,9 +26,6 @@ from .sources.identity import parse_uuid_text
 
 log = logging.getLogger("hsflowd")
 
-SAMPLING_MODULES = ("pcap", "epcap", "nflog")
-
-
 @dataclass
 class Options:
     """What the command line adds to the config file."""
