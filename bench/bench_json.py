@@ -29,7 +29,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from agentproc import AgentFactory, Receiver, free_udp_port, proc_cpu_seconds, udp_socket  # noqa: E402
+from agentproc import (AgentFactory, Receiver, free_udp_port, proc_cpu_seconds,  # noqa: E402
+                       udp_socket)
 from hsflowd.config import parse_config  # noqa: E402
 from hsflowd.modules import Context  # noqa: E402
 from hsflowd.modules.jsonapp import JsonModule  # noqa: E402

@@ -5,7 +5,6 @@ to end tests with a real dnsmasq are in test_dnssd_e2e.py."""
 from __future__ import annotations
 
 import random
-import time
 
 import dns.exception
 import dns.rdatatype
@@ -16,7 +15,6 @@ import pytest
 from hsflowd.config import parse_config
 from hsflowd.config.dynamic import DnsSdAnswer
 from hsflowd.modules import AgentState, Context
-from hsflowd.modules import dnssd
 from hsflowd.modules.dnssd import DnsSdError, DnsSdModule, candidate_names, lookup
 
 NAME = "_sflow._udp.example.test."

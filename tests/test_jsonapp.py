@@ -14,10 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hsflowd.config import parse_config
-from hsflowd.modules import AgentState, Context
+from hsflowd.modules import Context
 from hsflowd.modules.jsonapp import APP_TIMEOUT, MAX_APPS, JsonModule
-from hsflowd.sflow import (AppOperations, CountersSample, FlowSample, RtFlow, RtMetric,
-                           UNKNOWN32)
+from hsflowd.sflow import AppOperations, CountersSample, FlowSample, RtMetric, UNKNOWN32
 from hsflowd.sflow.tlv import SAMPLES
 from hsflowd.sources.jsonmsg import BadMessage, counter_sample, flow_sample, rtflow, rtmetric
 from test_sflow_records import h

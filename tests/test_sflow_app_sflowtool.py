@@ -123,3 +123,22 @@ def test_sflowtool_reads_every_field(tmp_path):
     lines = set(out.stdout.splitlines())
     missing = [line for line in EXPECTED.strip().splitlines() if line not in lines]
     assert not missing
+
+
+@pytest.mark.skipif(not SFLOWTOOL, reason="no sflowtool binary (set $SFLOWTOOL to compare)")
+def test_decode_g_and_l_match_sflowtool_line_for_line(tmp_path):
+    import sys
+    from test_decode_cmd import pcap_of
+    datagrams = [Datagram(agent_address=ip_address("10.0.0.1"), sub_agent_id=1,
+                          sequence_number=i + 1, uptime=5, samples=[s]).encode()
+                 for i, s in enumerate(_samples())]
+    path = tmp_path / "app.pcap"
+    pcap_of(datagrams, path)
+    env = {**os.environ, "TZ": "UTC"}
+    for form in ("-g", "-l"):
+        want = subprocess.run([SFLOWTOOL, "-r", str(path), form], capture_output=True,
+                              text=True, env=env, timeout=60).stdout
+        got = subprocess.run([sys.executable, "-m", "hsflowd", "decode", form, "--pcap",
+                              str(path)], capture_output=True, text=True, env=env, timeout=60)
+        assert got.returncode == 0 and got.stderr == ""
+        assert got.stdout.splitlines() == want.splitlines()

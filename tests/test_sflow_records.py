@@ -18,7 +18,8 @@ import pytest
 
 from hsflowd.sflow import (
     COUNTERS, FLOWS, SAMPLES, AppContext, AppInitiator, AppOperation, AppOperations,
-    AppParentContext, AppResources, AppStatus, AppTarget, AppWorkers, CountersSample, CountersSampleCompact, DatagramBuilder,
+    AppParentContext, AppResources, AppStatus, AppTarget, AppWorkers, CountersSample,
+    CountersSampleCompact, DatagramBuilder,
     DecodeError, DiscardedPacket, EncodeError, EthernetCounters, ExtendedDecapsulateEgress,
     ExtendedDecapsulateIngress, ExtendedIPv4TunnelEgress, ExtendedIPv4TunnelIngress,
     ExtendedIPv6TunnelEgress, ExtendedIPv6TunnelIngress, ExtendedL2TunnelEgress,
@@ -29,7 +30,8 @@ from hsflowd.sflow import (
     HostAdapter, HostAdapters, HostCpu, HostDescr, HostDiskIo, HostMemory, HostNetIo, HostParent,
     IfCounters, LagPortStats, Mib2IcmpGroup, Mib2IpGroup, Mib2TcpGroup, Mib2UdpGroup, OfPort,
     OvsDpStats, PortName, Processor, SampledEthernet, SampledHeader, SampledIPv4, SampledIPv6,
-    RtFlow, RtMetric, Sfp, SfpLane, TypedField, UnknownRecord, VirtCpu, VirtDiskIo, VirtMemory, VirtNetIo, VirtNode,
+    RtFlow, RtMetric, Sfp, SfpLane, TypedField, UnknownRecord, VirtCpu, VirtDiskIo, VirtMemory,
+    VirtNetIo, VirtNode,
     VlanCounters, decode_datagram,
 )
 from hsflowd.sflow.samples import INTERNAL, Datagram, split_interface, split_source_id

@@ -5,7 +5,6 @@ coalescing and release with a stand-in for the kernel.  Real connections compare
 
 from __future__ import annotations
 
-import socket
 import struct
 import threading
 import time
@@ -18,8 +17,7 @@ from hsflowd.modules import AgentState, Context
 from hsflowd.modules import tcp as tcpmod
 from hsflowd.modules.flowhooks import FlowHooks
 from hsflowd.modules.tcp import LOOKUPS_PER_SECOND, PER_CONNECTION, TcpModule, local_addresses
-from hsflowd.sflow import (ExtendedSwitch, ExtendedTcpInfo, FlowSample, SampledHeader,
-                           decode_datagram)
+from hsflowd.sflow import ExtendedSwitch, ExtendedTcpInfo, FlowSample, SampledHeader
 from hsflowd.sflow.tlv import SAMPLES
 from hsflowd.sources.tcpinfo import (DIR_RECEIVED, DIR_SENT, packet_endpoints,
                                      tcp_info_record)

@@ -20,7 +20,7 @@ from ipaddress import ip_address
 import pytest
 
 from agentproc import agents, in_netns, receivers  # noqa: F401 (fixtures)
-from hsflowd.sflow import ExtendedTcpInfo, FlowSample, SampledHeader
+from hsflowd.sflow import ExtendedTcpInfo, FlowSample
 from hsflowd.sources.tcpinfo import packet_endpoints
 from netns import veth
 

@@ -151,7 +151,8 @@ def _same(a: Optional[DnsSdAnswer], b: Optional[DnsSdAnswer]) -> bool:
 class DnsSdModule(Module):
     adjusts_config = True
 
-    def __init__(self, ctx, lookup_fn: Callable = lookup, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, ctx, lookup_fn: Callable = lookup,
+                 clock: Callable[[], float] = time.monotonic,
                  rng: Optional[random.Random] = None):
         super().__init__(ctx)
         self.lookup_fn = lookup_fn

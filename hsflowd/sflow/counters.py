@@ -412,7 +412,7 @@ class VirtNetIo(Record):
     tx_drop: u32
 
 
-# ---------------------------------------------------------------- application (sflow_application.txt)
+# ---------------------------------------------------------------- sflow_application.txt
 
 @COUNTERS.register(2202, "app_operations")
 class AppOperations(Record):

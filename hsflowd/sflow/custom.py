@@ -6,7 +6,8 @@ Each is a data source name and a list of named, typed values.  A value's XDR for
 on its type word, so the list has a codec of its own (``TypedFields``); the layouts are
 hsflowd's encoder (mod_json.c) and sflowtool's decoder (readRTMetric, readRTFlow):
 
-    rtmetric: string datasource<64>; unsigned int n; n x { string name<64>; unsigned int type; value }
+    rtmetric: string datasource<64>; unsigned int n;
+              n x { string name<64>; unsigned int type; value }
     rtflow:   string datasource<64>; unsigned int sampling_rate; unsigned int sample_pool;
               unsigned int n; n x { string name<64>; unsigned int type; value }
 """
