@@ -377,7 +377,6 @@ class _Parser:
             raise self.error(self.last_line, "no collector is defined: add "
                              "collector { ip=... } (or dns-sd { } to learn them from DNS)")
 
-
     def notes(self, config: Config) -> None:
         """Warnings about settings that parse but do nothing (config.warnings is the list
         the agent logs and ``hsflowd check`` prints, so adding to it here is enough)."""
