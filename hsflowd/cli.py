@@ -196,8 +196,6 @@ def describe_status(s: dict) -> str:
 def run_agent(args, pidfile_path: str, foreground: bool) -> int:
     from . import config as cfg
     from . import daemon
-    from .agent import Agent, Options, StartupError
-    from .control import control_path
     from .loop import Loop
 
     try:
@@ -205,12 +203,16 @@ def run_agent(args, pidfile_path: str, foreground: bool) -> int:
     except cfg.ConfigError as e:
         print(e, file=sys.stderr)
         return 1
-    options = Options(config_path=args.config, auto_path=args.auto_file,
-                      uuid=args.uuid, machine_id=args.machine_id, keep_root=args.keep_root)
 
     def serve(report) -> int:
         loop = Loop()   # first: a SIGTERM or SIGHUP during start-up is seen, not fatal
         try:
+            # the agent's own imports (pyroute2 and the rest, a third of a second) come
+            # after the handlers, not before
+            from .agent import Agent, Options, StartupError
+            from .control import control_path
+            options = Options(config_path=args.config, auto_path=args.auto_file, uuid=args.uuid,
+                              machine_id=args.machine_id, keep_root=args.keep_root)
             daemon.setup_logging(args.debug, foreground)
             pidfile = daemon.PidFile(pidfile_path)
             try:

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -146,6 +147,17 @@ class AgentProcess:
 
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
+
+    def handles_signals(self) -> bool:
+        """The agent (not yet ``ip netns exec`` or the interpreter starting) has its SIGHUP
+        and SIGTERM handlers in place: /proc/PID/status SigCgt."""
+        try:   # neither ip(8) nor a starting interpreter catches either
+            with open(f"/proc/{self.pid}/status") as f:
+                caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+        except (FileNotFoundError, StopIteration):
+            return False
+        wanted = (1 << (signal.SIGHUP - 1)) | (1 << (signal.SIGTERM - 1))
+        return caught & wanted == wanted
 
     def wait(self, timeout: float) -> Optional[int]:
         """The exit status, or None if still running after ``timeout`` seconds."""
@@ -411,6 +423,61 @@ def proc_cpu_seconds(pid: int) -> float:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def proc_wakeups(pid: int) -> int:
+    """Times the process's threads went to sleep of their own accord (voluntary context
+    switches, /proc/PID/task/*/status): one per wait in select() or a blocking read."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except FileNotFoundError:   # a thread that ended meanwhile
+            pass
+    return total
+
+
+@dataclass
+class Activity:
+    """What a process did over a window: its share of one core and its wake-ups a second."""
+    share: float
+    wakeups: float
+
+    def __str__(self) -> str:
+        return f"{self.share:.1%} of a core, {self.wakeups:.1f} wake-ups/s"
+
+
+def measure_activity(pid: int, window: float = 5.0) -> Activity:
+    c0, w0, t0 = proc_cpu_seconds(pid), proc_wakeups(pid), time.monotonic()
+    time.sleep(window)
+    elapsed = time.monotonic() - t0
+    return Activity((proc_cpu_seconds(pid) - c0) / elapsed, (proc_wakeups(pid) - w0) / elapsed)
+
+
+# An idle agent sleeps in its loop between ticks: one wake-up a second, a few more for
+# events.  Its CPU share is bounded loosely on purpose: on these virtual machines a process
+# that wakes from a one-second sleep pays milliseconds of cold caches (ten json.dumps calls
+# take 2.5 ms after a sleep and 0.01 ms hot), so a tight absolute figure measures the
+# machine, not the agent.  The faults this catches are far from the bound: a descriptor
+# reported readable and never read spins at ~100 % with no wake-ups at all; a retry timer
+# gone wild wakes hundreds of times a second.
+IDLE_WAKEUPS_PER_S = 5.0
+IDLE_SHARE = 0.25
+
+
+def assert_idle(pid: int, window: float = 5.0, rest: Optional[Activity] = None,
+                context: Callable[[], str] = lambda: "") -> Activity:
+    """The process is idle over ``window``; with ``rest`` (its own activity at rest before
+    the event), back where it was: no more than twice that share plus 2 points."""
+    now = measure_activity(pid, window)
+    assert now.wakeups <= IDLE_WAKEUPS_PER_S, f"not idle: {now}: {context()}"
+    assert now.share < IDLE_SHARE, f"not idle: {now}: {context()}"
+    if rest is not None:
+        assert now.share <= 2 * rest.share + 0.02, f"not back at rest ({rest}): {now}: {context()}"
+    return now
 
 
 def proc_memory_kb(pid: int) -> Tuple[int, int]:

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from agentproc import agents, proc_cpu_seconds, receivers, samples_from  # noqa: F401 (fixtures)
+from agentproc import agents, assert_idle, receivers, samples_from  # noqa: F401 (fixtures)
 from dnshelp import NamespaceDns, have_dnsmasq
 from netns import veth
 
@@ -147,11 +147,11 @@ def test_dns_sd_life(dns_ns, agents, receivers):
     agent.signal(signal.SIGHUP)
     got = r0.collect(4, until=lambda g: len(host_times(g)) >= 2)
     assert len(host_times(got)) >= 2, agent.stderr()
-    queries, cpu = dns.queries(), proc_cpu_seconds(agent.pid)
+    queries = dns.queries()
     fds, threads = settle(agent.pid, 3)
     assert (fds, threads) == (base_fds, base_threads)
     assert dns.queries() == queries              # no query since dns-sd went
-    assert proc_cpu_seconds(agent.pid) - cpu < 0.3   # idle: a host sample a second
+    assert_idle(agent.pid, 3.0, context=agent.stderr)   # a host sample a second, no more
     assert "Traceback" not in agent.stderr() + legacy.stderr()
 
 

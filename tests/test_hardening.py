@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from agentproc import (agent_env, agents, config_text, hsflowd, proc_cpu_seconds,  # noqa: F401
+from agentproc import (agent_env, agents, config_text, hsflowd,  # noqa: F401
                        receivers, run_hsflowd)
 
 TRACEBACK = "Traceback (most recent call last)"

@@ -162,6 +162,9 @@ def test_sfacctd_and_sfcapd_count_what_was_sent(netns, agents, receivers, tmp_pa
     table = "\n".join([f"{'flow':<13} {'sent pkts':>9} {'sent bytes':>12} | {'pmacct':>9}"
                        f" {'bytes':>12} | {'nfdump':>9} {'bytes':>12} | 4 sigma: pkts, bytes"]
                       + rows)
-    print("\n" + table + f"\ndatagrams the collectors' sockets dropped: {lost}")
-    assert truth["tcp-data"][0] >= 50_000 and retrans == 0
+    print("\n" + table + f"\ndatagrams the collectors' sockets dropped: {lost}, "
+          f"TCP segments retransmitted: {retrans}")
+    # the truth is what iptables counted on the wire, retransmissions included: a
+    # retransmitted segment (a slow machine) is one more packet to find, not an error
+    assert truth["tcp-data"][0] >= 50_000
     assert not failures, "\n".join(failures) + "\n" + table
