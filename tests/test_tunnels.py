@@ -399,6 +399,34 @@ def test_hook_leaves_other_samples_alone():
     assert m.records == 0
 
 
+def test_the_quick_test_agrees_with_the_full_parse():
+    """The hook settles most samples by reading the header in place; whatever it returns
+    must be what following the header properly gives."""
+    m, _, _ = module()
+    inner = inner_frame()
+    headers = [ether(outer_v4(inner, src=REMOTE, dst=LOCAL)),
+               ether(outer_v4(inner, dport=53)), inner_frame(),
+               ether(outer_v4(inner, proto=6)),
+               ether(outer_v4(inner), tags=[(0x8100, 5)]),
+               ether(outer_v6(inner, src=REMOTE6, dst=LOCAL6), etype=0x86DD),
+               ether(outer_v6(inner, hop_by_hop=True), etype=0x86DD),
+               ether(outer_v6(inner, dport=53), etype=0x86DD)]
+    six_tcp = bytearray(headers[-1])
+    six_tcp[14 + 6] = 6
+    headers.append(bytes(six_tcp))
+    rng = random.Random(3)
+    whole = list(headers)
+    for _ in range(2000):
+        base = bytearray(rng.choice(whole))
+        for _ in range(rng.randrange(4)):
+            base[rng.randrange(len(base))] = rng.getrandbits(8)
+        headers.append(bytes(base[:rng.randrange(len(base) + 1)]))
+    for header in headers:
+        for in_if, out_if in ((UNDER, INTERNAL), (INTERNAL, UNDER)):
+            s = sample(header, in_if, out_if, ds=UNDER)
+            assert m.hook(s) == m._decap(s, in_if)
+
+
 def test_tables_are_read_on_change_on_a_miss_once_and_every_minute():
     ipr = FakeIPRoute([Msg(VX, NDA_LLADDR="00:00:00:00:00:00", NDA_DST=REMOTE)])
     m, _, clock = module(ipr, interfaces(local=""))      # no local address: the route source

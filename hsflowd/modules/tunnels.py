@@ -72,8 +72,12 @@ REFRESH_INTERVAL = 60.0
 MISS_REFRESH_INTERVAL = 1.0
 MAX_MISSED = 4096
 
-# where an encoded flow sample keeps what the hook reads (flowhooks._FIXED, samplers/flow.py)
-_PORTS = struct.Struct(">III")             # input, output format, output: at 36
+# where an encoded flow sample keeps what the hook reads (flowhooks._FIXED, samplers/flow.py);
+# the quick test reads the sampled header's ethertype (88), IPv4 protocol (99) or IPv6 next
+# header (96) and the UDP destination port in place
+_QUICK = struct.Struct(">IIIIIIIIII")      # at 36: input, output format, output, record
+_HEADER = 76                               # count, then the first record's tag, length and
+                                           # sampled_header fields; its bytes at 76
 _COUNT = struct.Struct(">I")               # the record count: at 48
 _RECORD = struct.Struct(">II")
 _SAMPLED_HEADER = struct.Struct(">IIII")   # protocol, frame_length, stripped, header length
@@ -85,6 +89,7 @@ _WORD_RECORD = struct.Struct(">III")
 UNKNOWN4, UNKNOWN6 = b"\0" * 4, b"\0" * 16
 _VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 _IPV6_EXTENSIONS = (0, 43, 60)             # hop-by-hop, routing, destination options
+_IPV6_WALK = _IPV6_EXTENSIONS + (44,)      # and fragment: what find_vxlan steps over
 _ETHERNET, _IPV4, _IPV6 = (int(HeaderProtocol.ETHERNET_ISO8023), int(HeaderProtocol.IPV4),
                            int(HeaderProtocol.IPV6))
 
@@ -427,17 +432,37 @@ class TunnelsModule(Module):
     def hook(self, sample: bytes) -> bytes:
         """Every flow sample on its way out: tunnel records for a VXLAN input or output,
         decapsulation records for a VXLAN packet this host ends or starts."""
-        if len(sample) < FIRST_RECORD:
-            return sample
-        in_if, out_format, out_if = _PORTS.unpack_from(sample, 36)
+        size = len(sample)
+        if size < _HEADER:
+            return sample           # too short to carry a sampled header
+        in_if, out_format, out_if, _count, tag, _length, protocol, _frame, _stripped, n = \
+            _QUICK.unpack_from(sample, 36)
         devices = self.devices
-        device = devices.get(in_if)
-        egress = False
-        if device is None and out_format == 0:
-            device = devices.get(out_if)
-            egress = True
-        if device is not None:
-            return self._tunnel(sample, device, egress)
+        if devices:
+            device = devices.get(in_if)
+            if device is not None:
+                return self._tunnel(sample, device, False)
+            if out_format == 0:
+                device = devices.get(out_if)
+                if device is not None:
+                    return self._tunnel(sample, device, True)
+        # most samples are settled here, reading the header in place: untagged IPv4 or IPv6
+        # that is not UDP, or UDP to a port that is not VXLAN's
+        end = _HEADER + n
+        if tag == 1 and protocol == _ETHERNET and n >= 34 and size >= end:
+            if sample[88] == 0x08 and sample[89] == 0:
+                if sample[99] != IPPROTO_UDP:
+                    return sample
+                l4 = 90 + (sample[90] & 0x0F) * 4
+                if l4 + 4 <= end and (sample[l4 + 2] << 8 | sample[l4 + 3]) not in self.ports:
+                    return sample
+            elif sample[88] == 0x86 and sample[89] == 0xDD and n >= 54:
+                nh = sample[96]
+                if nh == IPPROTO_UDP:
+                    if end >= 134 and (sample[132] << 8 | sample[133]) not in self.ports:
+                        return sample
+                elif nh not in _IPV6_WALK:
+                    return sample
         return self._decap(sample, in_if)
 
     @staticmethod
