@@ -458,6 +458,24 @@ def test_tables_are_read_on_change_on_a_miss_once_and_every_minute():
     assert m.devices == {} and m._ipr is None
 
 
+def test_route_lookups_leave_no_acks_behind():
+    """pyroute2 0.8+ queues the kernel's ACK of each "get" where nothing reads it."""
+    import queue
+    import types
+
+    class Queued(FakeIPRoute):
+        def __init__(self, *a):
+            super().__init__(*a)
+            self.asyncore = types.SimpleNamespace(msg_queue=types.SimpleNamespace(root=queue.Queue()))
+
+        def route(self, op, dst, **kw):
+            self.asyncore.msg_queue.root.put(b"ack")
+            return super().route(op, dst, **kw)
+    ipr = Queued([Msg(VX, NDA_LLADDR="00:00:00:00:00:00", NDA_DST=REMOTE6)])
+    module(ipr, interfaces(local=""))
+    assert ipr.routes and ipr.asyncore.msg_queue.root.empty()
+
+
 def test_a_table_that_cannot_be_read_falls_back_to_the_device():
     class Broken(FakeIPRoute):
         def get_neighbours(self, family, ifindex):

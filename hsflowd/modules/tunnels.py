@@ -55,6 +55,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 from ..sflow import (ExtendedDecapsulateEgress, ExtendedDecapsulateIngress, ExtendedIPv4TunnelEgress,
                      ExtendedIPv4TunnelIngress, ExtendedIPv6TunnelEgress, ExtendedIPv6TunnelIngress,
                      ExtendedVniEgress, ExtendedVniIngress, HeaderProtocol)
+from ..sources.interfaces import discard_stray_replies
 from . import AgentState, Module, register
 from .flowhooks import append_records
 
@@ -339,6 +340,7 @@ class TunnelsModule(Module):
         self.stale = True
         self.missed: Set[bytes] = set()
         self.records = 0                               # samples given tunnel records
+        self.failed = False                            # a table read failed (said once)
         self._ipr = None
         self._ipr_factory = ipr_factory
         ctx.add_flow_hook(self.hook)
@@ -396,7 +398,9 @@ class TunnelsModule(Module):
             for ifindex, device in self.devices.items():
                 self.sources[ifindex] = self._route_sources(device, self.infos[ifindex])
         except Exception as e:  # a missing table costs accuracy, never the samples
-            log.debug("VXLAN forwarding database: %s", e)
+            (log.debug if self.failed else log.info)(
+                "VXLAN forwarding database: %s; outer addresses from the devices only", e)
+            self.failed = True
         self._build()
 
     def _route_sources(self, device: VxlanDevice, info) -> Dict[int, bytes]:
@@ -405,7 +409,7 @@ class TunnelsModule(Module):
         out: Dict[int, bytes] = {}
         for addr in device.destinations():
             size = len(addr)
-            if size in device.local or size in out or _multicast(addr):
+            if size in device.local or size in out:
                 continue
             kw = {"oif": info.link} if info.link else {}
             try:
@@ -413,6 +417,8 @@ class TunnelsModule(Module):
             except Exception as e:
                 log.debug("route to %s: %s", ipaddress.ip_address(addr), e)
                 continue
+            finally:
+                discard_stray_replies(self._ipr)    # a "get" leaves its ACK behind (0.8+)
             for msg in routes:
                 src = _packed(msg.get_attr("RTA_PREFSRC"))
                 if len(src) == size:
