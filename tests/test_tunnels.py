@@ -501,3 +501,64 @@ def test_enabled_with_pcap_or_epcap():
     assert "tunnels" in names("sflow { %s pcap { dev = eth0 } }" % collector)
     assert "tunnels" in names("sflow { %s epcap { dev = eth0 } }" % collector)
     assert "tunnels" not in names("sflow { %s }" % collector)
+
+
+# ---------------------------------------------------------------- the decoder
+
+def tunnel_datagram() -> bytes:
+    """A datagram whose flow sample has a VXLAN packet and all eight tunnel structures."""
+    from hsflowd.sflow import Datagram, FlowSample, SampledHeader
+    header = ether(outer_v4(inner_frame(), src=REMOTE, dst=LOCAL))
+    outer4 = dict(length=97, protocol=17, src_ip=IPv4Address(REMOTE), dst_ip=IPv4Address(LOCAL),
+                  src_port=0, dst_port=4789, tcp_flags=0, tos=0)
+    outer6 = dict(length=117, protocol=17, src_ip=IPv6Address(REMOTE6), dst_ip=IPv6Address(LOCAL6),
+                  src_port=0, dst_port=4789, tcp_flags=0, priority=0)
+    records = [SampledHeader(frame_length=len(header) + 4, header=header),
+               ExtendedIPv4TunnelEgress(**outer4), ExtendedIPv4TunnelIngress(**outer4),
+               ExtendedIPv6TunnelEgress(**outer6), ExtendedIPv6TunnelIngress(**outer6),
+               ExtendedDecapsulateEgress(inner_header_offset=50),
+               ExtendedDecapsulateIngress(inner_header_offset=50),
+               ExtendedVniEgress(vni=4242), ExtendedVniIngress(vni=4242)]
+    return Datagram(agent_address=ipaddress.ip_address("10.0.0.1"), sub_agent_id=1, sequence_number=1,
+                    uptime=5, samples=[FlowSample(sequence_number=1, source_id_type=0, source_id_index=3,
+                                                  sampling_rate=10, sample_pool=10, drops=0,
+                                                  input_format=0, input=3, output_format=0,
+                                                  output=INTERNAL, flow_records=records)]).encode()
+
+
+def test_the_decoder_shows_the_records_and_survives_any_damage_to_them(tmp_path):
+    """Every form of ``hsflowd decode`` prints the tunnel structures, and a datagram cut or
+    scrambled anywhere in them costs one line on stderr, never a traceback."""
+    import json
+    import subprocess
+    import sys
+    from test_decode_cmd import pcap_of
+
+    good = tunnel_datagram()
+    start = len(good) - (8 * 4 + 32 * 2 + 56 * 2 + 12 * 4)     # where the tunnel records begin
+    rng = random.Random(11)
+    bad = [good[:n] for n in range(start, len(good), 3)]
+    for _ in range(300):
+        damaged = bytearray(good)
+        for _ in range(rng.randrange(1, 4)):
+            damaged[rng.randrange(start, len(good))] = rng.getrandbits(8)
+        bad.append(bytes(damaged))
+    path = tmp_path / "tunnels.pcap"
+    pcap_of([good] + bad, path)
+    for form in ([], ["-j"], ["-l"], ["-g"]):
+        out = subprocess.run([sys.executable, "-m", "hsflowd", "decode", *form, "--pcap", str(path)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert all(": bad datagram (" in line for line in out.stderr.splitlines())
+        if form == ["-j"]:
+            first = json.loads(out.stdout.splitlines()[0])
+            names = [r["struct"] for r in first["samples"][0]["flow_records"]]
+            assert names[1:] == ["extended_ipv4_tunnel_egress", "extended_ipv4_tunnel_ingress",
+                                 "extended_ipv6_tunnel_egress", "extended_ipv6_tunnel_ingress",
+                                 "extended_decapsulate_egress", "extended_decapsulate_ingress",
+                                 "extended_vni_egress", "extended_vni_ingress"]
+            assert first["samples"][0]["flow_records"][0]["decoded"]["VXLAN_VNI"] == 4242
+        if form == ["-g"]:      # sflowtool's names: out_ for egress, in_ for ingress
+            for line in ("0:1027 out_decap_inner_header_offset 50", "0:1028 in_decap_inner_header_offset 50",
+                         "0:1029 out_VNI 4242", "0:1030 in_VNI 4242", "0:1023 tunnel_ipv4_out_UDPDstPort 4789"):
+                assert line in out.stdout
