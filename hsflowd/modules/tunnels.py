@@ -3,8 +3,11 @@
 On with ``pcap {}`` or ``epcap {}``: a flow hook adds to the samplers' flow samples what
 Open vSwitch reports for its own tunnel ports, for the kernel's VXLAN devices.
 
-The tunnel structures describe a packet on each side of this host: "ingress" records how
-it arrived, "egress" how it leaves, wherever that differs from the sampled header.
+Direction.  sflow_tunnels.txt lets the agents of the switches where a tunnel starts and
+ends describe the outer headers "added or removed as packets transit the switch": an
+"ingress" structure says how the packet arrived, an "egress" one how it will leave,
+wherever that differs from the sampled header.  This host is such an end point, and the
+sample's input and output (hsflowd's host and bridge models) say which way the packet went:
 
 - A sample whose input is a VXLAN device (host model: the device was sampled and the
   packet came out of the tunnel; bridge model: the bridge forwarded it from its VXLAN
@@ -39,8 +42,8 @@ outer source port is a hash of the inner flow that only the kernel knows: 0.  De
 external (collect_metadata) mode have no VNI or remote of their own and get no records.
 
 The tables are read when interfaces change, when a MAC is missing (at most once a second,
-once per MAC) and once a minute: never per packet.  For every other sample the hook costs
-two dict lookups and, only for UDP, a look at the header.
+once per MAC) and once a minute: never per packet.  Any other sample costs the hook two
+dict lookups and a look at the sampled header in place (bench/bench_tunnels.py).
 """
 
 from __future__ import annotations
