@@ -562,3 +562,11 @@ def test_the_decoder_shows_the_records_and_survives_any_damage_to_them(tmp_path)
             for line in ("0:1027 out_decap_inner_header_offset 50", "0:1028 in_decap_inner_header_offset 50",
                          "0:1029 out_VNI 4242", "0:1030 in_VNI 4242", "0:1023 tunnel_ipv4_out_UDPDstPort 4789"):
                 assert line in out.stdout
+
+
+def test_the_hook_runs_before_tcps():
+    """tcp's hook keeps samples and sends them later past the hooks after it: tunnels'
+    records must already be on them (hooks run in registry order)."""
+    from hsflowd.modules import REGISTRY, _load_all
+    _load_all()
+    assert REGISTRY["tunnels"].order < REGISTRY["tcp"].order
