@@ -318,7 +318,8 @@ needs_tools = pytest.mark.skipif(not shutil.which("ethtool"), reason="needs etht
 
 def build_topology(ns, other):
     """veth a0-b0 (a0 a port of br0), macvlan mv0 on b0, veth x0 whose peer is in ``other``
-    and left down, vxlan vx0, a tap and a tun; IPv4 and IPv6 addresses."""
+    and left down, vxlan vx0 (IPv4), vx6 (IPv6) and vxe (external), a tap and a tun; IPv4
+    and IPv6 addresses."""
     for cmd in [
         "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0",
         "sysctl -qw net.ipv4.conf.all.promote_secondaries=1"
@@ -328,7 +329,9 @@ def build_topology(ns, other):
         "ip link set a0 master br0",
         "ip link add mv0 link b0 type macvlan mode bridge",
         f"ip link add x0 type veth peer name x1 netns {other.name}",
-        "ip link add vx0 type vxlan id 42 dstport 4789 dev b0",
+        "ip link add vx0 type vxlan id 42 dstport 4789 dev b0 local 10.1.0.1 remote 10.1.0.7",
+        "ip link add vx6 type vxlan id 43 dstport 4790 remote 2001:db8:1::7 nolearning tos inherit",
+        "ip link add vxe type vxlan external dstport 4791",
         "ip tuntap add dev tp0 mode tap",
         "ip tuntap add dev tn0 mode tun",
         "ip addr add 10.1.0.1/24 dev b0",
@@ -401,6 +404,11 @@ def test_table_matches_ip_link_and_ethtool(netns):
     assert got["x0"]["admin_up"] is False and got["tn0"]["mac"] == ""
     assert got["a0"]["speed"] == 10_000_000_000 and got["a0"]["duplex"] == "full"   # veth
     assert got["tp0"]["promisc"] and got["br0"]["alias"] == "uplink"
+    # VXLAN devices: their tunnel (Vxlan, a list in JSON); nothing on other links
+    assert got["vx0"]["vxlan"] == [42, "10.1.0.1", "10.1.0.7", 4789, 0, index["b0"], True, False]
+    assert got["vx6"]["vxlan"] == [43, "", "2001:db8:1::7", 4790, 1, 0, False, False]
+    assert got["vxe"]["vxlan"][3] == 4791 and got["vxe"]["vxlan"][7] is True
+    assert all(i["vxlan"] is None for i in got.values() if i["kind"] != "vxlan")
     b0 = {a["addr"]: a for a in got["b0"]["addresses"]}
     assert b0["10.1.0.99/24"]["flags"] & 0x01                               # secondary
     assert not b0["10.1.0.1/24"]["flags"] & 0x01
@@ -638,6 +646,9 @@ def test_debian_python3_pyroute2_smoke(netns):
     names = {i["name"] for i in drv.state["interfaces"]}
     assert {"lo", "a0", "b0", "br0", "mv0", "x0", "vx0", "tp0", "tn0"} <= names
     assert drv.by_name("mv0")["kind"] == "macvlan" and drv.by_name("a0")["speed"] == 10_000_000_000
+    assert drv.by_name("vx0")["vxlan"] == [42, "10.1.0.1", "10.1.0.7", 4789, 0, drv.index("b0"),
+                                           True, False]
+    assert drv.by_name("vx6")["vxlan"][2] == "2001:db8:1::7"
     ll = [a for a in drv.by_name("b0")["addresses"] if a["addr"].startswith("fe80:")]
     assert ll and ll[0]["proto"] == 3                  # IFA_PROTO read raw: 0.7 cannot decode it
     ns.run("ip addr add 10.9.0.1/24 dev b0")

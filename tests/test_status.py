@@ -41,7 +41,7 @@ def test_status_figures_match_what_the_collector_received(netns, agents):
         assert (sampler["ifname"], sampler["sampling_rate"]) == ("vh", 10)
         assert sampler["samples"] == len(flows) == max(f.sequence_number for f in flows)
         assert sampler["drops"] == 0
-        assert {m["name"] for m in s["modules"]} == {"host", "interfaces", "pcap"}
+        assert {m["name"] for m in s["modules"]} == {"host", "interfaces", "pcap", "tunnels"}
         assert all(m["error"] is None for m in s["modules"])
         rig.reload(rig.config(rate=20))
         time.sleep(1.0)

@@ -198,7 +198,9 @@ def _load_all() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from . import host, interfaces, pcap, epcap, nflog, ovs, dnssd, jsonapp, tcp  # noqa: F401
+    # the order their flow hooks run in: tunnels before tcp, whose hook keeps samples and
+    # sends them later past the hooks after it
+    from . import host, interfaces, pcap, epcap, nflog, ovs, tunnels, dnssd, jsonapp, tcp  # noqa: F401
 
 
 @dataclass

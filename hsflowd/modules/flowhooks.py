@@ -1,8 +1,8 @@
 """Records one module adds to the flow samples of another.
 
 The container and VM modules add extended_entities (2210) to a sampled packet between
-their data sources, and ``tcp {}`` adds extended_tcp_info (2209) to one of this host's
-TCP connections.  They see samples as the samplers framed them, after the fact: a hook
+their data sources, ``tcp {}`` adds extended_tcp_info (2209) to one of this host's
+TCP connections, and ``tunnels`` the tunnel structures (1023-1030) to a VXLAN packet.  They see samples as the samplers framed them, after the fact: a hook
 gets the encoded flow sample and returns it, with records appended or not, or returns
 None to keep it and send it later itself (``Context.send``: a hook that waits for the
 kernel's answer).  Samplers know nothing of hooks, and with no hook registered a sample

@@ -38,7 +38,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Address", "Interface", "InterfaceTable", "LinkStats",
+    "Address", "Interface", "InterfaceTable", "LinkStats", "Vxlan",
     "interface_counters", "host_adapters", "nio_interfaces",
 ]
 
@@ -140,6 +140,24 @@ class Address:
         return not self.flags & IFA_F_PERMANENT and self.addr.network.prefixlen == 64
 
 
+class Vxlan(NamedTuple):
+    """A VXLAN device's tunnel, from IFLA_INFO_DATA (``ip -d link show`` says the same).
+
+    ``remote`` is IFLA_VXLAN_GROUP/GROUP6: the fixed remote end, or the multicast group;
+    addresses are strings as pyroute2 gives them, "" when not set.  ``external`` is
+    collect_metadata (flow-based, as Open vSwitch's vxlan_sys_4789): every packet carries
+    its own VNI and remote, so the device has neither."""
+
+    vni: int = 0
+    local: str = ""
+    remote: str = ""
+    port: int = 4789        # the UDP destination port (IFLA_VXLAN_PORT)
+    tos: int = 0            # 1 = inherit the inner packet's
+    link: int = 0           # the underlay device (IFLA_VXLAN_LINK), 0 if not bound
+    learning: bool = True
+    external: bool = False
+
+
 @dataclass
 class Interface:
     """One link in this network namespace, as rtnetlink and ethtool describe it.
@@ -147,7 +165,8 @@ class Interface:
     ``kind`` is IFLA_INFO_KIND ("" for physical NICs and lo).  ``link`` is IFLA_LINK: the
     lower device of a macvlan/vlan, or a veth's peer; ``link_netnsid`` is set when that
     device lives in another namespace (then ``link`` is an ifindex over there).
-    ``speed`` is in bits/s (0 unknown); ``duplex`` "full", "half" or "".
+    ``speed`` is in bits/s (0 unknown); ``duplex`` "full", "half" or "".  ``vxlan`` is
+    set for VXLAN devices only.
     """
 
     ifindex: int
@@ -168,6 +187,7 @@ class Interface:
     flags: int = 0          # raw IFF_* bits
     operstate: str = ""     # IFLA_OPERSTATE: "UP", "DOWN", "UNKNOWN", "LOWERLAYERDOWN", ...
     alias: str = ""         # IFLA_IFALIAS (hsflowd's agent= also matches aliases)
+    vxlan: Optional[Vxlan] = None
 
     @property
     def is_vlan(self) -> bool:
@@ -232,22 +252,37 @@ def _mac(text: Optional[str]) -> bytes:
     return raw if len(raw) == 6 else b""
 
 
-def _linkinfo(msg) -> str:
-    info = msg.get_attr("IFLA_LINKINFO")
-    if info is None:
-        return ""
-    return info.get_attr("IFLA_INFO_KIND") or ""
+def parse_vxlan(data) -> Vxlan:
+    """A VXLAN device's IFLA_INFO_DATA, as pyroute2 (0.7 and 0.9) decodes it."""
+    get = data.get_attr
+    port = get("IFLA_VXLAN_PORT")
+    return Vxlan(
+        vni=get("IFLA_VXLAN_ID") or 0,
+        local=get("IFLA_VXLAN_LOCAL") or get("IFLA_VXLAN_LOCAL6") or "",
+        remote=get("IFLA_VXLAN_GROUP") or get("IFLA_VXLAN_GROUP6") or "",
+        port=4789 if port is None else port,
+        tos=get("IFLA_VXLAN_TOS") or 0,
+        link=get("IFLA_VXLAN_LINK") or 0,
+        learning=bool(get("IFLA_VXLAN_LEARNING")),
+        external=bool(get("IFLA_VXLAN_COLLECT_METADATA")),
+    )
 
 
 def parse_link(msg) -> Interface:
     """An ``Interface`` from one RTM_NEWLINK message (speed, duplex and addresses empty)."""
     flags = msg["flags"]
     netnsid = msg.get_attr("IFLA_LINK_NETNSID")
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
+    vxlan = None
+    if kind == "vxlan":
+        data = info.get_attr("IFLA_INFO_DATA")
+        vxlan = parse_vxlan(data) if data is not None else None
     return Interface(
         ifindex=msg["index"],
         name=msg.get_attr("IFLA_IFNAME") or "",
         mac=_mac(msg.get_attr("IFLA_ADDRESS")),
-        kind=_linkinfo(msg),
+        kind=kind,
         master=msg.get_attr("IFLA_MASTER") or 0,
         link=msg.get_attr("IFLA_LINK") or 0,
         link_netnsid=netnsid,
@@ -260,6 +295,7 @@ def parse_link(msg) -> Interface:
         flags=flags,
         operstate=msg.get_attr("IFLA_OPERSTATE") or "",
         alias=msg.get_attr("IFLA_IFALIAS") or "",
+        vxlan=vxlan,
     )
 
 
