@@ -16,7 +16,7 @@ from hsflowd.config import BLOCKS, ConfigError, parse_config
 from hsflowd.config import keywords as K
 from hsflowd.config.model import AgentCidr
 
-TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "ovs")
+TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "ovs", "docker", "kvm")
 COLLECTOR = "collector { ip=192.0.2.1 }"
 
 
@@ -188,7 +188,7 @@ def test_table_shape():
         spellings = [s.lower() for s in block.spellings()]
         assert len(spellings) == len(set(spellings)), block.name
     supported = sorted(b.name for b in BLOCKS.values() if b.supported)
-    assert supported == ["collector", "epcap", "nflog", "ovs", "pcap", "sflow"]
+    assert supported == ["collector", "docker", "epcap", "kvm", "nflog", "ovs", "pcap", "sflow"]
 
 
 def test_uuid_spellings():
