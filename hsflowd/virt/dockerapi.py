@@ -239,7 +239,8 @@ class DockerLink:
     # ---- the threads
     def _client(self, version: str = "auto"):
         import docker
-        client = docker.APIClient(base_url=self.url, version=version, timeout=self.timeout)
+        client = docker.APIClient(base_url=self.url, version=version, timeout=self.timeout,
+                                  max_pool_size=1)
         self._clients.append(client)
         return client
 
@@ -268,7 +269,10 @@ class DockerLink:
 
     def _list(self) -> Listed:
         self.calls.list += 1
-        return parse_list(self._calls_client.containers())
+        try:
+            return parse_list(self._calls_client.containers())
+        finally:
+            self._idle()
 
     def _inspect(self, ident: str, ticket: int):
         self.calls.inspect += 1
@@ -278,6 +282,14 @@ class DockerLink:
             if getattr(getattr(e, "response", None), "status_code", None) == 404:
                 return Gone(ident, ticket)
             raise
+        finally:
+            self._idle()
+
+    def _idle(self) -> None:
+        """Close the calls' connection: docker-py keeps a connection pool per URL (per
+        container inspected), so a host with 50 containers would otherwise keep dozens of
+        idle connections to dockerd open.  A call is then one connect on a local socket."""
+        self._calls_client.close()
 
     @staticmethod
     def _failed(what: str, e: BaseException) -> "CallFailed":
