@@ -205,12 +205,15 @@ class Runtime:
     def status(self) -> Dict[str, Any]:
         samplers, modules = [], []
         for slot in self.supervisor.slots.values():
-            modules.append({"name": slot.name, "running": slot.module is not None,
-                            "error": slot.error})
+            entry = {"name": slot.name, "running": slot.module is not None, "error": slot.error}
+            modules.append(entry)
             if slot.module is not None:
                 figures = self.supervisor.call(slot, "status", slot.module.status, default={}) or {}
-                for entry in figures.get("samplers", ()):
-                    samplers.append({"module": slot.name, **entry})
+                for tap in figures.get("samplers", ()):
+                    samplers.append({"module": slot.name, **tap})
+                # the rest is the module's own (docker {}: containers and API calls, ...)
+                entry.update({k: v for k, v in figures.items()
+                              if k != "samplers" and k not in entry})
         collectors = self.output.collectors
         builder = self.output.builder
         return {
