@@ -2,21 +2,21 @@
 everything it leaves behind removed.
 
 How it runs here (docs: /work/shared/reference/environment.md, "1. Docker"): no systemd, so
-dockerd is started directly and spawns its own containerd.  Its state lives in a temporary
-directory (``--data-root``, ``--exec-root``, the pid file), it makes no iptables rules and
-changes no sysctl (``--iptables=false --ip-forward=false``), its bridge docker0 gets a
-test-only subnet, and its containers' cgroups go under a parent named after this test run
-(``--cgroup-parent``), so that cleaning up touches nothing the test did not make.  The
-socket is the usual /var/run/docker.sock, the one the agent talks to; a dockerd that is
-already running there is never touched (the tests skip).
+dockerd is started directly and spawns its own containerd.  Everything it has is its own,
+so that it can run next to a dockerd the machine already has and cleaning up touches
+nothing the test did not make: its socket, data and state live in a temporary directory
+(``-H unix://DIR/docker.sock``, ``--data-root``, ``--exec-root``, the pid file; the agent
+is pointed at the socket with DOCKER_HOST), its bridge is one the test makes
+(``hsft<pid>br`` on a test-only subnet, given with ``-b``: the role docker0 plays), its
+containers' cgroups go under a parent named after this test run (``--cgroup-parent``), and
+it makes no iptables rules and changes no sysctl (``--iptables=false --ip-forward=false``).
 
 The image is busybox-static in a tar stream, imported as ``hsft/busybox`` (no registry).
 Containers run ``sleep`` under docker-init, so a stop is quick.
 
-Left behind by dockerd and removed in ``stop()``: docker0, the cgroup parent in every
-hierarchy, /var/run/docker.sock, /var/run/docker (its plugins directory), /run/containerd
-and /etc/docker/key.json (each only if this dockerd made it), and the bind mount of its
-data root.  A dockerd that cannot be stopped cleanly (killed, and not started again) leaves
+Left behind by dockerd and removed in ``stop()``: the cgroup parent in every hierarchy,
+/var/run/docker (its plugins directory), /run/containerd and /etc/docker/key.json (each only
+if this dockerd made it), and the bind mount of its data root; the test's bridge goes too.  A dockerd that cannot be stopped cleanly (killed, and not started again) leaves
 containerd-shim processes and the containers' processes: those are found by PID (the
 shims name our exec root, the containers are in our cgroup parent) and killed.
 """
@@ -27,7 +27,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import tempfile
@@ -35,9 +34,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-SOCKET = "/var/run/docker.sock"
 IMAGE = "hsft/busybox"
-BRIDGE = "docker0"
 BRIDGE_IP = "10.231.250.1/24"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -59,24 +56,7 @@ def why_not() -> Optional[str]:
         import docker  # noqa: F401
     except ImportError:
         return "the docker Python package is missing (pip install docker)"
-    if os.path.exists(SOCKET):
-        if _answers(SOCKET):
-            return f"a dockerd already answers on {SOCKET}; the tests do not touch it"
-    if os.path.exists(f"/sys/class/net/{BRIDGE}"):
-        return f"{BRIDGE} already exists"
     return None
-
-
-def _answers(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(1)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def busybox_tar() -> bytes:
@@ -114,6 +94,9 @@ class Dockerd:
         self.debug = debug
         self.proc: Optional[subprocess.Popen] = None
         self.cgroup_parent = f"/{self.tag}"
+        self.bridge = f"{self.tag}br"[:15]
+        self.socket = self.dir / "docker.sock"
+        self.url = f"unix://{self.socket}"
         self._made_run_containerd = not os.path.exists("/run/containerd")
         self._made_var_run_docker = not os.path.exists("/var/run/docker")
         self._made_key = not os.path.exists("/etc/docker/key.json")
@@ -124,18 +107,23 @@ class Dockerd:
     def command(self) -> List[str]:
         cmd = ["/usr/sbin/dockerd", "--iptables=false", "--ip6tables=false",
                "--ip-forward=false", "--ip-masq=false", "--userland-proxy=false",
-               "--storage-driver=overlay2", f"--bip={BRIDGE_IP}",
+               "--storage-driver=overlay2", f"--bridge={self.bridge}",
                f"--cgroup-parent={self.cgroup_parent}",
                f"--data-root={self.dir / 'data'}", f"--exec-root={self.dir / 'exec'}",
-               f"--pidfile={self.pidfile}", "-H", f"unix://{SOCKET}"]
+               f"--pidfile={self.pidfile}", "-H", self.url]
         if self.debug:
             cmd.append("--debug")
         return cmd
 
     def start(self, timeout: float = 30.0) -> "Dockerd":
         why = why_not()
-        if why and self.proc is None:
+        if why:
             raise DockerUnavailable(why)
+        if not os.path.exists(f"/sys/class/net/{self.bridge}"):
+            for cmd in (f"ip link add {self.bridge} type bridge",
+                        f"ip addr add {BRIDGE_IP} dev {self.bridge}",
+                        f"ip link set {self.bridge} up"):
+                subprocess.run(cmd.split(), check=True, capture_output=True)
         # a containerd that died with its dockerd may stay a zombie here (PID 1 is not an
         # init that reaps): dockerd would take its pid file for a live containerd and wait
         stale = self.dir / "exec" / "containerd" / "containerd.pid"
@@ -181,8 +169,7 @@ class Dockerd:
         if fresh or self._client is None:
             if self._client is not None:
                 self._client.close()
-            self._client = docker.APIClient(base_url=f"unix://{SOCKET}", version="auto",
-                                            timeout=30)
+            self._client = docker.APIClient(base_url=self.url, version="auto", timeout=30)
         return self._client
 
     def kill(self) -> None:
@@ -266,7 +253,7 @@ class Dockerd:
         for _ in range(3):
             for pid in self._contained():
                 _kill(pid)
-        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         for hierarchy in CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir() else ():
             parent = hierarchy / self.cgroup_parent.lstrip("/")
             if parent.is_dir():
@@ -275,12 +262,6 @@ class Dockerd:
                         child.rmdir()
                     except OSError:
                         pass
-        for path in (SOCKET, "/var/run/docker.pid"):
-            try:
-                if not _answers(SOCKET) or path != SOCKET:
-                    os.unlink(path)
-            except OSError:
-                pass
         if self._made_run_containerd:
             shutil.rmtree("/run/containerd", ignore_errors=True)
         if self._made_var_run_docker:
