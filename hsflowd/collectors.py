@@ -35,7 +35,8 @@ log = logging.getLogger("hsflowd.collectors")
 
 SEND_BUFFER = 2_000_000      # as hsflowd
 ERROR_LOG_INTERVAL = 60.0    # seconds between error reports for one collector
-RESOLVE_RETRY = 30.0         # seconds between attempts to resolve a name that failed
+RESOLVE_RETRY_MIN, RESOLVE_RETRY_MAX = 1.0, 60.0   # a failed name is tried again after
+                                                  # 1, 2, 4 ... 60 s
 RESOLVE_WAIT = 0.5           # at start, how long to wait for names before the first datagram
 IP_UNICAST_IF = 50
 IPV6_UNICAST_IF = 76
@@ -66,6 +67,7 @@ class Destination:
     stats: CollectorStats = field(default_factory=CollectorStats)
     pending: Optional[concurrent.futures.Future] = None  # a name being resolved
     next_resolve: float = 0.0
+    resolve_delay: float = RESOLVE_RETRY_MIN
     next_report: float = 0.0
     unreported: int = 0
     sender: Optional["Sender"] = None
@@ -228,11 +230,13 @@ class Collectors:
                 self._failed(d, e)
                 return
         d.sender, d.family, d.address = sender, family, address
+        d.resolve_delay = RESOLVE_RETRY_MIN
         log.info("collector %s -> %s", d.label, address[0])
 
     def _failed(self, d: Destination, e: BaseException) -> None:
         d.address, d.sender = None, None
-        d.next_resolve = self.clock() + RESOLVE_RETRY
+        d.next_resolve = self.clock() + d.resolve_delay
+        d.resolve_delay = min(RESOLVE_RETRY_MAX, d.resolve_delay * 2)
         self._report(d, f"cannot reach collector yet ({_reason(e)}); will try again")
 
     def send(self, datagram: bytes) -> None:

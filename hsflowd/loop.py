@@ -43,6 +43,7 @@ class Loop:
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.reload_requested = False
+        self._next_error_log = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
         for s in (self._wake_r, self._wake_w):
             s.setblocking(False)
@@ -103,11 +104,11 @@ class Loop:
         while not self.stopping:
             if self.reload_requested:
                 self.reload_requested = False
-                on_reload()
+                self._guarded("reload", on_reload)
                 continue
             now = time.monotonic()
             if now >= next_tick:
-                tick(now)
+                self._guarded("tick", tick, now)
                 if ready is not None:
                     ready()
                     ready = None
@@ -118,9 +119,21 @@ class Loop:
             for key, _ in self.selector.select(timeout=next_tick - now):
                 token: Watch = key.data
                 if token.active:
-                    token.callback()
+                    self._guarded("event", token.callback)
                 if self.stopping or self.reload_requested:
                     break
+
+    def _guarded(self, what: str, fn: Callable, *args) -> None:
+        """The last line of defence: modules are isolated by their supervisor, and the
+        agent's own handlers catch what they expect; anything else is logged (at most once
+        a minute) and the loop goes on."""
+        try:
+            fn(*args)
+        except Exception:
+            now = time.monotonic()
+            if now >= self._next_error_log:
+                self._next_error_log = now + 60.0
+                log.exception("unexpected error in the agent's %s; going on", what)
 
     def close(self) -> None:
         if self._wake_watch is None:

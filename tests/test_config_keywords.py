@@ -165,7 +165,7 @@ def test_model_defaults_come_from_the_table():
     assert (Config().refresh_adaptors, Config().check_adaptors) == (180, 10)
     assert (Config().refresh_vms, Config().forget_vms) == (60, 180)
     assert NflogConfig(group=1).manage_rule is False
-    assert PcapRule().promisc is False and PcapRule().vport is None
+    assert PcapRule().promisc is None and PcapRule().vport is None
     assert PsampleConfig() == PsampleConfig(group=1, ingress=True, egress=False)
     d = DropmonConfig()
     assert (d.start, d.sw, d.hw, d.rn, d.hw_unknown, d.sw_passive, d.hw_passive) == (

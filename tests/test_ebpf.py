@@ -362,7 +362,9 @@ def test_ingress_one_in_ten(pair):
     assert pools == sorted(pools) and pools[0] >= 10
     slack = 4 * math.sqrt(count * 0.1 * 0.9) * 10
     assert abs(pools[-1] - count) <= slack and abs(n * 10 - count) <= slack
-    assert tap["pool"] >= count and abs(tap["pool"] - count) <= slack
+    # the pool counts from the first tick's count (a baseline); the samples before it are
+    # N each, so the pool is the samples' own count when all the traffic came before it
+    assert abs(tap["pool"] - count) <= slack
     assert tap["drops"] == 0 and got["lost"] == 0
     assert agent.call(op="close") == {"closed": True}
 

@@ -52,10 +52,11 @@ STATS = LinkStats(rx_packets=1000, tx_packets=900, rx_bytes=150_000, tx_bytes=12
 def test_interface_counters_order_and_generic_fields():
     eth = make("eth0", 7, speed=10_000_000_000, duplex="full", promisc=True)
     records = interface_counters(eth, STATS)
-    assert [type(r) for r in records] == [PortName, EthernetCounters, IfCounters]
-    assert [r.tag for r in records] == [1005, 2, 1]
-    assert records[0].name == "eth0"
-    g = records[2]
+    # Wireshark 4.0 knows 1 and 2 and cannot skip 1005: that goes last
+    assert [type(r) for r in records] == [IfCounters, EthernetCounters, PortName]
+    assert [r.tag for r in records] == [1, 2, 1005]
+    assert records[2].name == "eth0"
+    g = records[0]
     assert (g.ifIndex, g.ifType, g.ifSpeed, g.ifDirection, g.ifStatus) == (7, 6, 10**10, 1, 3)
     assert (g.ifInOctets, g.ifInUcastPkts, g.ifInMulticastPkts) == (150_000, 960, 40)
     assert (g.ifInDiscards, g.ifInErrors) == (5, 3)
@@ -84,7 +85,7 @@ def test_interface_counters_ethernet_mapping():
 ])
 def test_interface_counters_status_and_direction(admin, oper, duplex, status, direction):
     eth = Interface(ifindex=2, name="eth0", admin_up=admin, oper_up=oper, duplex=duplex)
-    g = interface_counters(eth, LinkStats())[2]
+    g = interface_counters(eth, LinkStats())[0]
     assert (g.ifStatus, g.ifDirection, g.ifPromiscuousMode, g.ifSpeed) == (status, direction, 0, 0)
 
 
@@ -92,13 +93,13 @@ def test_interface_counters_wrap_32_bits_and_keep_64():
     big = LinkStats(rx_packets=2**32 + 5, multicast=7, tx_packets=2**33 + 1, rx_bytes=2**40,
                     tx_bytes=2**63, rx_dropped=2**32, rx_frame_errors=2**32 + 2)
     records = interface_counters(make("eth0", 2), big)
-    g = records[2]
+    g = records[0]
     assert g.ifInUcastPkts == (2**32 + 5 - 7) % 2**32 == 2**32 - 2
     assert g.ifInMulticastPkts == 7 and g.ifOutUcastPkts == 1 and g.ifInDiscards == 0
     assert g.ifInOctets == 2**40 and g.ifOutOctets == 2**63
     assert records[1].dot3StatsAlignmentErrors == 2
-    # and they encode: 1005 (4+4 + 4+4 name), 2 (8 + 52), 1 (8 + 88)
-    assert [len(r.encode()) for r in records] == [16, 60, 96]
+    # and they encode: 1 (8 + 88), 2 (8 + 52), 1005 (4+4 + 4+4 name)
+    assert [len(r.encode()) for r in records] == [96, 60, 16]
 
 
 def test_link_stats_from_netlink_attribute():
@@ -541,7 +542,7 @@ def test_read_counters_match_sysfs(netns):
     # the records carry the same numbers
     records = out["records"]["c0"]
     generic = {r["tag"]: r for r in records}[1]
-    assert [r["tag"] for r in records] == [1005, 2, 1] and records[0]["name"] == "c0"
+    assert [r["tag"] for r in records] == [1, 2, 1005] and records[2]["name"] == "c0"
     assert generic["ifIndex"] == here.index("c0") and generic["ifInOctets"] == c0["rx_bytes"]
     assert generic["ifInUcastPkts"] + generic["ifInMulticastPkts"] == c0["rx_packets"]
     assert generic["ifOutUcastPkts"] == c0["tx_packets"] and generic["ifStatus"] == 3

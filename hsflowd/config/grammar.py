@@ -361,6 +361,13 @@ class _Parser:
                     line = max(self.first_seen.get("dns-sd", self.top.seen.get("DNSSD", 0)),
                                self.first_seen[other])
                     raise self.error(line, f"dns-sd cannot be combined with {other} {{ }}")
+        if config.ovs is not None and config.ovs.db is not None \
+                and config.ovs.db.split(":")[0] not in ("unix", "tcp"):
+            ovs = self.singletons["ovs"]
+            raise self.error(ovs.seen.get("db", ovs.line),
+                             f"ovs {{ db = {config.ovs.db} }}: only unix:PATH and tcp:IP:PORT "
+                             "remotes are supported (ssl: needs certificates this agent does "
+                             "not configure)")
         if not config.collectors and not (config.dns_sd or enabled & {"eapi", "sonic"}):
             raise self.error(self.last_line, "no collector is defined: add "
                              "collector { ip=... } (or dns-sd { } to learn them from DNS)")

@@ -188,7 +188,8 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _k("dev", DEVICE, None, None, "tap this device"),
        _k("dev.pattern", REGEX, None, None, "tap every device whose name matches"),
        _k("speed", SPEEDS, None, None, "tap every device with a speed in min[-max]"),
-       _k("promisc", ONOFF, False, None, "promiscuous mode"),
+       _k("promisc", ONOFF, None, None, "promiscuous mode (default: on for bridges, to see "
+          "what they forward between their ports)"),
        _k("vport", ONOFF, None, None, "also poll bridge-port counters (default: on for bridges)"),
        _k("dynamic", ONOFF, False, None, "follow devices that appear and disappear"),
        _k("sampling", INT, None, (0, MAX_SAMPLING), "1-in-N for this rule, beating every "

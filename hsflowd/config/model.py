@@ -59,11 +59,18 @@ class PcapRule:
     dev_pattern: Optional[re.Pattern] = None
     speed_min: Optional[int] = None
     speed_max: Optional[int] = None
-    promisc: bool = default_of("pcap", "promisc")
+    promisc: Optional[bool] = default_of("pcap", "promisc")  # None: on for bridges only
     vport: Optional[bool] = None        # None: on for bridges, off otherwise
     dynamic: bool = default_of("pcap", "dynamic")
     sampling: Optional[int] = None      # this rule's 1-in-N, beats every other rate rule
     line: int = _line()
+
+    def promisc_for(self, is_bridge: bool) -> bool:
+        """Promiscuous mode for one device this rule taps: as written, else on for a bridge
+        and off for anything else.  A bridge passes up to its own device only what is for the
+        host, unless it is promiscuous: then every frame it forwards between two ports (one
+        container to another on docker0) is seen there once, and counted in its rx counters."""
+        return is_bridge if self.promisc is None else self.promisc
 
     def matches_speed(self, bps: int) -> bool:
         if self.speed_min is None or self.speed_max is None:

@@ -47,6 +47,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from ..sources.interfaces import discard_stray_replies
+
 from . import NO_WATCHER, Tap, Watcher
 from .cbpf import PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC, SOL_PACKET
 from .flow import FlowSampleBuilder
@@ -284,6 +286,7 @@ class EbpfSampler(TapSampler):
         promisc = None
         try:
             link = self.ipr.get_links(tap.ifindex)[0]
+            discard_stray_replies(self.ipr)
             promisc = _promisc_socket(tap.ifindex) if tap.promisc else None
             self.counts[key] = self.counts.Leaf()         # zero on every CPU
             self.config[key] = self.config.Leaf(tap.sampling_rate, tap.header_bytes)

@@ -33,33 +33,114 @@ _TIMESTAMP_TAG = ExtendedTimestamp.tag
 
 
 class FlowSampleBuilder:
-    """Sequence number, sample pool and drops of one sampler (one data source)."""
+    """Sequence number, sample pool and drops of one sampler (one data source).
 
-    __slots__ = ("ds_index", "sampling_rate", "header_bytes", "emit", "sequence_number",
-                 "pool_base", "samples_since_base", "drops", "protocol")
+    The sample pool counts the packets that could have been sampled since sampling began on
+    this data source.  Each sample advances it by N (the sampling rate); ``set_pool`` hands
+    in a measurement once a second (the interface's lifetime rx+tx packets, or the eBPF
+    program's count since it was attached), and the difference between that and the pool is
+    spread over the samples that follow:
+
+    - the first measurement is the baseline: it stands for the pool the samples reached so
+      far (N per sample taken before it), so packets carried before sampling began never
+      count, and a later measurement M puts the pool's target at that point + (M - first);
+    - a correction is spread over as many samples as came in the last interval, each step
+      between 1 and 4N: the pool never goes backwards and never jumps, as collectors that
+      weight a sample by delta(pool)/delta(sequence) (pmacct's sfacctd_renormalize) need;
+      whatever is left is planned again at the next measurement;
+    - a difference larger than both the interval's packets and what its samples could make
+      up at 4N cannot be the samples lagging behind the count (the count and the tap
+      disagree: GRO), and the excess is dropped;
+    - a measurement of 0 says nothing (nflog has no count; a device that carried nothing
+      cannot have been sampled), and one that went down (a counter reset) is a new baseline.
+
+    Per sample the cost is one test and one addition (bench/bench_flow_builder.py).
+    """
+
+    __slots__ = ("ds_index", "_rate", "header_bytes", "emit", "sequence_number", "pool",
+                 "drops", "protocol", "_fix_step", "_fix_left", "_offset", "_measured",
+                 "_target", "_measured_seq")
 
     def __init__(self, ds_index: int, sampling_rate: int, header_bytes: int,
                  emit: Callable[[bytes], None], protocol: int = HeaderProtocol.ETHERNET_ISO8023):
         self.ds_index = ds_index
-        self.sampling_rate = sampling_rate
+        self._rate = sampling_rate
         self.header_bytes = header_bytes
         self.emit = emit
         self.protocol = int(protocol)
         self.sequence_number = 0
-        self.pool_base = 0           # packets the interface carried when last measured
-        self.samples_since_base = 0  # samples taken since then
+        self.pool = 0                # the pool of the last sample (unbounded; mod 2^32 on the wire)
         self.drops = 0
+        self._fix_step = 0           # the corrected step ...
+        self._fix_left = 0           # ... for this many more samples, then N again
+        self._offset = 0             # measurement - offset = the pool's target
+        self._measured = 0           # the last measurement (0: none yet)
+        self._target = 0             # the pool the last measurement stands for
+        self._measured_seq = 0       # sequence_number at the last measurement
+
+    @property
+    def sampling_rate(self) -> int:
+        return self._rate
+
+    @sampling_rate.setter
+    def sampling_rate(self, rate: int) -> None:
+        """A new N: the samples after it advance the pool by the new N; the correction in
+        progress is dropped and planned again, in the new N's bounds, at the next count."""
+        self._rate = rate
+        self._fix_left = 0
 
     @property
     def sample_pool(self) -> int:
-        """Packets that could have been sampled: the last measurement plus N per sample since."""
-        return (self.pool_base + self.samples_since_base * self.sampling_rate) & 0xFFFFFFFF
+        """The pool now, mod 2^32: the last measurement's target, or the last sample's pool
+        if the samples have gone past it."""
+        pool = self.pool if self.pool > self._target else self._target
+        return pool & 0xFFFFFFFF
 
-    def set_pool(self, packets: int) -> None:
-        """Re-anchor the pool on the interface's real packet count; never let it go back."""
-        estimate = self.pool_base + self.samples_since_base * self.sampling_rate
-        self.pool_base = packets if packets > estimate else estimate
-        self.samples_since_base = 0
+    def set_pool(self, packets: int, from_start: bool = False) -> None:
+        """A count of the packets the sampler's population has had (since any fixed point):
+        the pool's target follows it, the samples that follow catch up.  ``from_start``
+        says the count began when this builder did (an eBPF program's count since it was
+        attached): the first one is then no baseline but the pool's target itself."""
+        if packets <= 0:
+            return
+        samples = (self.sequence_number - self._measured_seq) & 0xFFFFFFFF
+        self._measured_seq = self.sequence_number
+        counted = packets - self._measured
+        if not self._measured and from_start:
+            self._offset, counted = 0, packets
+        elif not self._measured or counted < 0:
+            # the baseline: what the samples counted so far (N each), or the target already
+            # reached if a reset counter starts again
+            self._offset, counted = packets - max(self.pool, self._target), 0
+        self._measured = packets
+        owed = packets - self._offset - self.pool
+        # More than the interval's packets, and more than its samples could make up at 4N,
+        # is no lag of the samples behind the count: the count and the tap disagree (a NIC
+        # with GRO counts the wire's packets, its tap sees them merged).  The excess is
+        # forgiven rather than owed for ever.  An interval without samples judges nothing.
+        limit = max(counted, 3 * self._rate * samples)
+        if samples and owed > limit:
+            self._offset += owed - limit
+            owed = limit
+        elif samples and owed < -limit:
+            self._offset -= -limit - owed
+            owed = -limit
+        self._target = packets - self._offset
+        self._plan(owed, samples)
+
+    def _plan(self, owed: int, samples: int) -> None:
+        """Spread ``owed`` packets (negative: the samples ran ahead) over about ``samples``
+        samples, each step within 1..4N; what does not fit waits for the next count."""
+        rate = self._rate
+        per = samples if samples > 0 else 1
+        if owed > 0:
+            extra = min(3 * rate, -(-owed // per))
+            self._fix_step, self._fix_left = rate + extra, owed // extra
+        elif owed < 0 and rate > 1:
+            cut = min(rate - 1, -(owed // per))
+            self._fix_step, self._fix_left = rate - cut, -owed // cut
+        else:
+            self._fix_left = 0
 
     def sample(self, header: bytes, frame_length: int, input_if: int, output_if: int,
                timestamp_ns: int = 0, output_format: int = 0, protocol: int = 0,
@@ -73,15 +154,19 @@ class FlowSampleBuilder:
         if len(header) > self.header_bytes:
             header = header[: self.header_bytes]
         self.sequence_number = seq = (self.sequence_number + 1) & 0xFFFFFFFF
-        self.samples_since_base += 1
+        rate = self._rate
+        if self._fix_left:
+            self._fix_left -= 1
+            self.pool = pool = self.pool + self._fix_step
+        else:
+            self.pool = pool = self.pool + rate
         n = len(header)
         padded = n + (-n & 3)
         record_len = 16 + padded
         sample_len = 40 + 4 + 8 + record_len + 16  # fixed part, count, two records
         head = _HEAD.pack(
             _FLOW_SAMPLE_TAG, sample_len,
-            seq, 0, self.ds_index, self.sampling_rate,
-            (self.pool_base + self.samples_since_base * self.sampling_rate) & 0xFFFFFFFF,
+            seq, 0, self.ds_index, rate, pool & 0xFFFFFFFF,
             self.drops & 0xFFFFFFFF, 0, input_if, output_format, output_if,
             2, _SAMPLED_HEADER_TAG, record_len,
             protocol or self.protocol, frame_length + stripped, stripped, n)

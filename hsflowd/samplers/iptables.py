@@ -132,8 +132,10 @@ class RuleManager:
         if self.broken is not None:
             return
         self._wanted = spec
-        self._pending = not (spec == self.installed and (self.synced or spec is None))
-        if self._pending and self._child is None:
+        running = self._child is not None
+        will_have = self._child_spec if running else self.installed   # once the child is done
+        self._pending = not (spec == will_have and (self.synced or running or spec is None))
+        if self._pending and not running:
             self._start()
 
     def _start(self) -> None:
@@ -215,7 +217,7 @@ class RuleManager:
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Remove our rules (if any might be there) and wait for that."""
-        if self.installed is not None or (self._child is not None and self._child_spec is not None):
+        if self.installed is not None or self._child is not None:
             self.apply(None)
         self.wait(timeout)
 

@@ -91,6 +91,7 @@ class PortMap:
         self.update_local(interfaces)
         if not (self.bridges or self.devices):
             self.fdb, self.uppers = {}, {}
+            self.close()   # its netlink socket and event loop, until something is tapped again
             return
         fdb: Dict[int, Dict[bytes, int]] = {}
         uppers: Dict[int, Set[bytes]] = {}

@@ -36,7 +36,8 @@ def select_interfaces(rules: Iterable, interfaces: Iterable) -> Dict[int, object
 
 def wanted_taps(config, interfaces, rules: Iterable, exclude: Iterable[int] = ()) -> Dict[int, "Tap"]:
     """ifindex -> the Tap each selected interface should have: its rate by hsflowd's rules
-    (0 while a link without a rule rate is down), headerBytes, promiscuous mode, bridge."""
+    (0 while a link without a rule rate is down), headerBytes, promiscuous mode (on for a
+    bridge unless promisc = off, so it sees what it forwards between its ports), bridge."""
     from ..config import sampling_rate_for
     from . import Tap
 
@@ -47,6 +48,7 @@ def wanted_taps(config, interfaces, rules: Iterable, exclude: Iterable[int] = ()
             continue
         iface = interfaces.get(ifindex)
         rate = sampling_rate_for(config, iface.speed, iface.oper_up, rule.sampling)
-        out[ifindex] = Tap(ifindex, iface.name, rate, config.header_bytes, rule.promisc,
-                           iface.kind == "bridge")
+        bridge = iface.kind == "bridge"
+        out[ifindex] = Tap(ifindex, iface.name, rate, config.header_bytes,
+                           rule.promisc_for(bridge), bridge)
     return out

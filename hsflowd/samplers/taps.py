@@ -146,7 +146,7 @@ class TapSampler:
         if retried:
             self.ports.interfaces_changed(self.interfaces(), (t.tap for t in self.tapped.values()))
         self._tick(stats)
-        if self.tapped:
+        if self.tapped or self.ports.stale:
             self.ports.tick(self.interfaces())
 
     def status(self) -> List[dict]:

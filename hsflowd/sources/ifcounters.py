@@ -1,8 +1,11 @@
 """Records built from the interface table: interface samples (0:ifIndex) and the host's
 adapter and network-I/O selections.  Pure functions of ``Interface`` and ``LinkStats``.
 
-Interface sample, in hsflowd's wire order plus ethernet: port_name (1005), then
-ethernet_counters (2), then if_counters (1).
+Interface sample: if_counters (1), ethernet_counters (2), then port_name (1005).  hsflowd
+sends port_name first; it goes last here because Wireshark 4.0 cannot skip an unknown
+counter record (it reads the next record from inside its body: a wrong ifIndex and garbage
+octets), and knows 1 and 2 but not 1005.  Every decoder finds records by tag, so the order
+carries no meaning.
 
 if_counters from IFLA_STATS64 (32-bit fields wrap mod 2^32, as counters do):
   ifInUcastPkts = rx_packets - multicast (the kernel counts received multicast, not
@@ -39,7 +42,8 @@ _DIRECTION = {"full": 1, "half": 2}
 
 
 def interface_counters(iface: Interface, stats: LinkStats) -> List[Record]:
-    """[PortName, EthernetCounters, IfCounters] for one interface sample."""
+    """[IfCounters, EthernetCounters, PortName] for one interface sample: the records
+    Wireshark 4.0 knows first, the one it cannot skip last."""
     status = (1 if iface.admin_up else 0) | (2 if iface.oper_up else 0)
     generic = IfCounters(
         ifIndex=iface.ifindex,
@@ -77,7 +81,7 @@ def interface_counters(iface: Interface, stats: LinkStats) -> List[Record]:
         dot3StatsInternalMacReceiveErrors=UNKNOWN32,
         dot3StatsSymbolErrors=UNKNOWN32,
     )
-    return [PortName(name=iface.name), ethernet, generic]
+    return [generic, ethernet, PortName(name=iface.name)]
 
 
 def host_adapters(table: Iterable[Interface]) -> List[HostAdapter]:

@@ -1,0 +1,128 @@
+"""Bad input to a root daemon: files it must not follow, files it must not read, numbers it
+must survive.  Each gets one line naming the file or the field, never a traceback, and the
+running agent keeps its last good state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from agentproc import (agent_env, agents, config_text, hsflowd, proc_cpu_seconds,  # noqa: F401
+                       receivers, run_hsflowd)
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def start_fails(args, timeout: float = 5.0):
+    res = run_hsflowd("-d", *args, timeout=timeout)
+    assert res.returncode == 1, res
+    assert TRACEBACK not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    return res.stderr.strip()
+
+
+def test_pidfile_symlink_is_not_followed(agents):
+    work = agents.workdir
+    conf = work / "a.conf"
+    conf.write_text(config_text([("127.0.0.1", 16391)]))
+    victim = work / "victim"
+    victim.write_text("precious\n")
+    link = work / "a.pid"
+    link.symlink_to(victim)
+    line = start_fails(["-f", str(conf), "-p", str(link), "-o", str(work / "a.auto")])
+    assert str(link) in line and "pid file" in line
+    assert victim.read_text() == "precious\n"
+
+
+def test_pidfile_of_another_user_is_refused(agents):
+    work = agents.workdir
+    os.chmod(work, 0o1777)     # a world-writable, sticky directory such as /tmp
+    conf = work / "a.conf"
+    conf.write_text(config_text([("127.0.0.1", 16391)]))
+    planted = work / "a.pid"
+    planted.write_text("12345\n")
+    os.chown(planted, 65534, 65534)
+    line = start_fails(["-f", str(conf), "-p", str(planted), "-o", str(work / "a.auto")])
+    assert "owned by uid 65534" in line
+    assert planted.read_text() == "12345\n"
+
+
+def test_auto_file_symlink_is_not_followed(agents, receivers):
+    r = receivers()
+    work = agents.workdir
+    victim = work / "victim"
+    victim.write_text("precious\n")
+    agent = agents(config_text([("127.0.0.1", r.port)], polling=1), start=False)
+    agent.auto_path.symlink_to(victim)
+    agent.start()
+    assert r.first(3.0) is not None                   # it runs, without the .auto file
+    assert agent.wait_for_log("symbolic link", 2.0), agent.stderr()
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_config_that_is_not_a_regular_file(agents, kind):
+    work = agents.workdir
+    path = {"fifo": work / "fifo.conf", "device": "/dev/zero", "directory": work}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    t = time.monotonic()
+    line = start_fails(["-f", str(path), "-p", str(work / "x.pid"), "-o", str(work / "x.auto")])
+    assert line == f"{path}: not a regular file"
+    assert time.monotonic() - t < 5
+
+
+def test_reload_with_a_fifo_keeps_the_running_config(agents, receivers):
+    r = receivers()
+    agent = agents(config_text([("127.0.0.1", r.port)], polling=1))
+    assert r.first(2.0) is not None
+    os.unlink(agent.config_path)
+    os.mkfifo(agent.config_path)
+    agent.signal(1)
+    assert agent.wait_for_log("not a regular file; keeping the running configuration", 3.0)
+    r.drain()
+    assert r.collect(2.5), "it stopped sending"
+    t = time.monotonic()
+    assert agent.stop() == 0 and time.monotonic() - t < 2.0
+    assert TRACEBACK not in agent.stderr()
+
+
+def test_ten_thousand_collectors_under_the_usual_fd_limit(agents, receivers):
+    """Collectors share a socket per address family: 10,000 of them cost no more fds."""
+    r = receivers()
+    blocks = [f"ip = 127.0.0.1 udpport = {20000 + i}" for i in range(9999)] + [("127.0.0.1", r.port)]
+    agent = agents(config_text(blocks, polling=1), start=False)
+    cmd = ["prlimit", "--nofile=1024:1024", "--"] + agent.command()
+    err = open(agent.stderr_path, "w")
+    agent.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=err, env=agent_env())
+    err.close()
+    first = r.first(15.0)
+    assert first is not None, agent.stderr()[-2000:]
+    pid = agent.proc.pid
+    assert len(os.listdir(f"/proc/{pid}/fd")) < 64
+    assert TRACEBACK not in agent.stderr()
+    assert agent.stop(10) == 0
+
+
+def test_a_warning_is_given_once_not_on_every_reload(agents, receivers):
+    r = receivers()
+    text = config_text([("127.0.0.1", r.port)], polling=1, extra="pcap { promisc = on }")
+    agent = agents(text)
+    assert r.first(2.0) is not None
+    for revision in (2, 3, 4):
+        agent.write_config(text)
+        agent.signal(1)
+        assert agent.wait_for_log(f"configuration revision {revision}", 3.0)
+    assert agent.stderr().count("so it taps nothing") == 1
+
+
+def test_check_refuses_an_ovs_remote_the_daemon_cannot_use(tmp_path):
+    conf = tmp_path / "ovs.conf"
+    conf.write_text("sflow {\n  collector { ip = 127.0.0.1 }\n  ovs { db = ssl:127.0.0.1:6640 }\n}\n")
+    res = run_hsflowd("check", "-f", str(conf))
+    assert res.returncode == 1 and res.stderr.startswith(f"{conf}:3: ovs {{ db = ssl:")
+    assert TRACEBACK not in res.stderr

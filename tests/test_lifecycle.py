@@ -1,0 +1,268 @@
+"""The agent through its second day: reloads, link flaps, interfaces renamed, deleted and made
+again, collectors that resolve late, signals in a row or during start-up.
+
+Each sampler (pcap, epcap, nflog) goes through a sequence of events in one agent process;
+after each event ``Rig.check`` asserts that samples come again at the configured rate
+within 2 s, that the agent is idle again (under 3 % of a core over 5 s) and that its file
+descriptors and threads are back where they were (see tests/lifecycle.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from agentproc import agents, config_text, receivers  # noqa: F401 (fixtures)
+from lifecycle import HOST_IP, PEER_IP, Rig, sampler_body, wait_until
+from netns import veth
+
+pytestmark = pytest.mark.netns
+
+
+def ebpf_available() -> bool:
+    from hsflowd.samplers.ebpf import EbpfUnavailable, load_bcc
+    try:
+        load_bcc()
+    except EbpfUnavailable:
+        return False
+    return os.path.exists(f"/lib/modules/{os.uname().release}/build")
+
+
+def needs(kind: str) -> None:
+    if kind == "epcap" and not ebpf_available():
+        pytest.skip("bcc or kernel headers missing (tests/ebpf_setup.sh)")
+
+
+def tc_filters(ns, dev: str) -> str:
+    return "".join(ns.run(["tc", "filter", "show", "dev", dev, hook], check=False).stdout
+                   for hook in ("ingress", "egress"))
+
+
+def is_promiscuous(ns, dev: str) -> bool:
+    return bool(int(ns.run(["cat", f"/sys/class/net/{dev}/flags"]).stdout, 16) & 0x100)
+
+
+# ---------------------------------------------------------------- one sampler, many events
+
+@pytest.mark.parametrize("kind", ["pcap", "epcap", "nflog"])
+def test_reloads_flaps_and_interface_churn(netns, agents, kind):
+    needs(kind)
+    rig = Rig(netns, agents, kind, rate=10)
+    try:
+        rig.check_sampling(rig.agent.started, 10)
+        rig.settle()
+        rig.check_idle()
+
+        # a reload that changes the rate (the Ansible role's handler does this on every push)
+        rig.check(rig.reload(rig.config(rate=20)), 20)
+        # ... the header size
+        t = rig.reload(rig.config(header=64))
+        rig.check_sampling(t, 20, header_bytes=64)
+        rig.check_idle()
+        rig.check_resources()
+        # ... promiscuous mode (not nflog: it has no tap of its own)
+        if kind != "nflog":
+            # epcap holds a socket of its own for promiscuous mode; pcap's ring does it
+            rig.check(rig.reload(rig.config(promisc=True)), 20, extra_fds=kind == "epcap")
+            assert is_promiscuous(rig.host, "vh")
+            rig.check(rig.reload(rig.config(promisc=False)), 20)
+            assert not is_promiscuous(rig.host, "vh")
+        # ... the collectors
+        other = rig.new_receiver()
+        t = rig.reload(rig.config(receiver=other))
+        rig.check_sampling(t, 20, receiver=other)
+        rig.receiver.drain()
+        rig.burst(2000)
+        assert not rig.receiver.collect(1.5), "datagrams still go to the old collector"
+        rig.receiver = other
+        rig.check_idle()
+        rig.check_resources()
+
+        # the link goes down and up (this spun a core when the socket's error was not read)
+        rig.host.run("ip link set vh down")
+        time.sleep(0.5)
+        rig.host.run("ip link set vh up")
+        wait_until(lambda: "UP" in rig.host.run("ip -br link show vh").stdout, 5)
+        rig.check(time.monotonic())
+
+        # renamed away (dev = vh no longer matches) and back
+        rig.host.run("ip link set vh down")
+        rig.host.run("ip link set vh name vh-renamed")
+        rig.host.run("ip link set vh-renamed up")
+        time.sleep(1.0)
+        rig.host.run("ip link set vh-renamed down")
+        rig.host.run("ip link set vh-renamed name vh")
+        rig.host.run("ip link set vh up")
+        rig.check(time.monotonic())
+
+        # deleted and made again under the same name: a new ifindex, a new data source
+        rig.host.run("ip link del vh")
+        time.sleep(1.0)
+        rig.make_link()
+        since = time.monotonic()
+        rig.check_sampling(since, 20, ds_index=rig.ifindex)
+        rig.check_idle()
+        rig.check_resources()
+
+        # and it still ends cleanly, leaving nothing behind
+        assert rig.agent.stop() == 0
+        assert "Traceback" not in rig.agent.stderr()
+        if kind == "epcap":
+            assert "hsflowd" not in tc_filters(rig.host, "vh")
+            assert "clsact" not in rig.host.run("tc qdisc show dev vh").stdout
+    finally:
+        rig.close()
+
+
+def test_two_hundred_sighups_in_a_row(netns, agents):
+    rig = Rig(netns, agents, "pcap", rate=10)
+    try:
+        rig.check_sampling(rig.agent.started, 10)
+        rig.settle()
+        for i in range(200):
+            rig.agent.write_config(rig.config(rate=10 if i % 2 else 20))
+            rig.agent.signal(signal.SIGHUP)
+            time.sleep(0.002)
+        rig.agent.write_config(rig.config(rate=10))
+        rig.agent.signal(signal.SIGHUP)
+        rig.check(time.monotonic(), 10)
+        assert "Traceback" not in rig.agent.stderr()
+    finally:
+        rig.close()
+
+
+def test_counters_through_reloads_and_flaps(netns, agents):
+    """Interface counter samples (0:ifIndex) and the host sample keep their schedule."""
+    rig = Rig(netns, agents, "pcap", rate=100, polling=1)
+    try:
+        def sources(seconds):
+            got = rig.receiver.collect(seconds)
+            out = set()
+            for r in got:
+                for s in r.datagram.samples:
+                    if hasattr(s, "counters"):
+                        out.add((s.source_id_type, s.source_id_index))
+            return out
+
+        assert {(2, 1), (0, rig.ifindex)} <= sources(2.5)
+        rig.settle()
+        rig.reload(rig.config(rate=50))
+        assert {(2, 1), (0, rig.ifindex)} <= sources(2.5)
+        rig.host.run("ip link set vh down")
+        rig.host.run("ip link set vh up")
+        assert {(2, 1), (0, rig.ifindex)} <= sources(2.5)
+        rig.check_idle()
+        rig.check_resources()
+    finally:
+        rig.close()
+
+
+# ---------------------------------------------------------------- collectors
+
+def test_a_collector_name_that_resolves_later(netns, agents):
+    """The name is not in the namespace's hosts file at start; once it is, datagrams flow
+    (names are retried after 1, 2, 4 ... s)."""
+    host = netns()
+    rx_sock_ns = host.name
+    etc = f"/etc/netns/{host.name}"
+    os.makedirs(etc, exist_ok=True)
+    try:
+        with open(f"{etc}/hosts", "w") as f:
+            f.write("127.0.0.1 localhost\n")
+        from agentproc import Receiver, udp_socket
+        r = Receiver(udp_socket("127.0.0.1", rx_sock_ns))
+        agent = agents(config_text([f"ip = late-collector.test udpport = {r.port}"], polling=1,
+                                   extra="agentIP = 127.0.0.1"), netns=host.name)
+        assert agent.wait_for_log("cannot reach collector yet", 3.0), agent.stderr()
+        assert r.collect(1.5) == []
+        with open(f"{etc}/hosts", "r+") as f:     # in place: the agent's view is a bind mount
+            f.seek(0, 2)
+            f.write("127.0.0.1 late-collector.test\n")
+        t = time.monotonic()
+        first = r.first(10.0)
+        assert first is not None, agent.stderr()
+        assert first.at - t < 8.5   # retried 1, 2, 4 s after failing
+        r.close()
+    finally:
+        for name in os.listdir(etc):
+            os.unlink(os.path.join(etc, name))
+        os.rmdir(etc)
+
+
+# ---------------------------------------------------------------- signals during start-up
+
+def test_sigterm_during_startup_leaves_nothing(netns, agents):
+    """epcap compiles its eBPF program for a second or two: a SIGTERM then is seen, and the
+    agent exits cleanly without tc filters or iptables rules of its own left behind."""
+    needs("epcap")
+    host, peer = netns(), netns()
+    veth(host, "vh", peer, "vp", f"{HOST_IP}/24", f"{PEER_IP}/24")
+    text = config_text([("127.0.0.1", 16399)], polling=1,
+                       extra="epcap { dev = vh sampling = 10 }\n"
+                             "nflog { group = 9 probability = 0.1 iptables = on }")
+    for delay in (0.3, 1.0, 2.0):
+        agent = agents(text, netns=host.name)
+        time.sleep(delay)
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(15) == 0, agent.stderr()
+        assert "Traceback" not in agent.stderr()
+        assert "hsflowd" not in tc_filters(host, "vh"), delay
+        rules = host.run(["iptables-legacy", "-S"], check=False).stdout
+        assert "hsflowd:nflog" not in rules, (delay, rules)
+
+
+def test_sighup_during_startup_is_a_reload_not_a_death(netns, agents):
+    needs("epcap")
+    host, peer = netns(), netns()
+    veth(host, "vh", peer, "vp", f"{HOST_IP}/24", f"{PEER_IP}/24")
+    agent = agents(config_text([("127.0.0.1", 16398)], polling=1,
+                               extra="epcap { dev = vh sampling = 10 }"), netns=host.name)
+    time.sleep(0.3)
+    agent.signal(signal.SIGHUP)
+    assert agent.wait_for_log("configuration revision 2", 15), agent.stderr()
+    assert agent.alive()
+    assert agent.stop() == 0
+
+
+# ---------------------------------------------------------------- Open vSwitch
+
+def test_ovsdb_server_killed_and_restarted(agents, receivers):
+    from ovs_helpers import OvsdbServer, missing_tools
+    why = missing_tools()
+    if why:
+        pytest.skip(why)
+    server = OvsdbServer().start()
+    try:
+        server.vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=dummy")
+        r = receivers()
+        agent = agents(config_text([("127.0.0.1", r.port)], polling=1,
+                                   extra=f"agentIP = 127.0.0.1\nsampling = 256\novs {{ db = {server.remote} }}"))
+
+        def row():
+            rows = server.sflow_rows()
+            return next(iter(rows.values())) if len(rows) == 1 else None
+
+        assert wait_until(lambda: row() is not None, 10), agent.stderr()
+        from lifecycle import Figures
+        base = Figures(agent.pid)
+        server.kill()
+        time.sleep(1.0)
+        server.start()           # an empty socket, the same database file: our row is there
+        server.vsctl("clear", "bridge", "br0", "sflow")   # as if someone removed it meanwhile
+        assert wait_until(lambda: row() is not None and server.bridge_sflow("br0") is not None, 15), \
+            agent.stderr()
+        time.sleep(1.0)
+        from agentproc import proc_cpu_seconds
+        c0 = proc_cpu_seconds(agent.pid)
+        time.sleep(5.0)
+        assert proc_cpu_seconds(agent.pid) - c0 < 0.15
+        now = Figures(agent.pid)
+        assert (now.fds, now.threads) == (base.fds, base.threads)
+        assert agent.stop() == 0
+        assert server.sflow_rows() == {} and server.bridge_sflow("br0") is None
+    finally:
+        server.cleanup()
