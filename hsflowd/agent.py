@@ -167,7 +167,7 @@ class Agent:
             self.runtime.privileges = privileges.drop(needed, keep_root=options.keep_root)
         except OSError as e:
             raise StartupError(f"cannot give up root: {e.strerror or e}") from None
-        self.netlink = self.loop.watch(self.interfaces.fileno(), self._on_netlink)
+        self.loop.watch(self.interfaces.fileno(), self._on_netlink)
         self.runtime.apply(config, stopping=lambda: self.loop.stopping)
         self.next_refresh = self.clock() + config.refresh_adaptors
         if self.runtime.address is None and not self.loop.stopping:

@@ -141,16 +141,6 @@ def signal_agent(path: str, signum: int, what: str) -> int:
     return 0
 
 
-def status(path: str) -> int:
-    """LSB status codes: 0 running, 3 not running."""
-    pid = running_pid(path)
-    if pid is None:
-        print("hsflowd is not running")
-        return 3
-    print(f"hsflowd is running (pid {pid})")
-    return 0
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -23,8 +23,6 @@ MAX_DATAGRAM = 65535
 RECEIVE_BUFFER = 8 << 20  # agents send in bursts; the kernel caps this at net.core.rmem_max
 TICK = 0.5  # how often a quiet socket lets --metrics look at the clock
 
-MODES = ("text", "json", "line", "grep", "metrics")
-
 
 class Arrival(NamedTuple):
     """One datagram and where it came from."""

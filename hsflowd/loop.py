@@ -91,10 +91,6 @@ class Loop:
         except (KeyError, ValueError, OSError):
             pass
 
-    def watched(self) -> int:
-        """How many descriptors are watched (the wake-up socket included)."""
-        return len(self.selector.get_map())
-
     # ------------------------------------------------------------ running
     def run(self, tick: Callable[[float], None], on_reload: Callable[[], None],
             ready: Optional[Callable[[], None]] = None) -> None:

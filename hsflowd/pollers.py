@@ -73,22 +73,6 @@ class PollerSet:
     def due(self) -> List[Poller]:
         return [p for p in self.pollers.values() if p.due()]
 
-    def poll(self, read: Callable[[List[Poller]], Dict[DataSource, List[Record]]],
-             emit: Callable[[bytes], None]) -> int:
-        """Run the pollers that are due: ``read`` gets them all at once (so interface counters
-        come from one netlink dump) and returns the records per source."""
-        due = self.due()
-        if not due:
-            return 0
-        records = read(due)
-        sent = 0
-        for poller in due:
-            recs = records.get(poller.source)
-            if recs:
-                emit(poller.sample(recs))
-                sent += 1
-        return sent
-
 
 class CounterPolling:
     """Each second: the data sources the running modules poll, which of them are due, their

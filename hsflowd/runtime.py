@@ -26,9 +26,6 @@ from .sources.identity import parse_uuid_text
 
 log = logging.getLogger("hsflowd")
 
-SAMPLING_MODULES = ("pcap", "epcap", "nflog")
-
-
 @dataclass
 class Options:
     """What the command line adds to the config file."""
@@ -183,8 +180,13 @@ class Runtime:
         """The interface table changed: a new election, then the modules."""
         changed = {"interfaces"}
         if self._elect():
+            # the effective configuration changed: a new revision, so that sub-agents
+            # watching rev_start in the .auto file see it
             changed.add("agent")
+            self.revision += 1
             self._write_auto()
+            log.info("revision %d: agent address %s", self.revision,
+                     self.address.ip if self.address else "none")
         self._tell(changed)
 
     def tick(self, now: float) -> None:

@@ -395,6 +395,16 @@ def samples_from(received: Iterable[Received], source: Tuple[int, int]):
                 yield r, s
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
 # ---------------------------------------------------------------- process figures
 
 def proc_cpu_seconds(pid: int) -> float:

@@ -20,10 +20,10 @@ import math
 import os
 import sys
 import time
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from agentproc import (AgentFactory, Receiver, config_text, proc_cpu_seconds, proc_memory_kb,
-                       udp_socket)
+                       udp_socket, wait_until)  # noqa: F401 (wait_until: for the tests)
 from netns import veth
 
 HOST_IP, PEER_IP = "10.231.20.1", "10.231.20.2"
@@ -220,11 +220,3 @@ class Rig:
         for r in self.receivers:
             r.close()
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()

@@ -24,7 +24,7 @@ import pytest
 
 from agentproc import (AgentFactory, Receiver, agents, config_text,  # noqa: F401 (fixtures)
                        free_udp_port, line_of, pid_alive, receivers, record_tags,
-                       records_by_tag, run_hsflowd, samples_from, udp_socket)
+                       records_by_tag, run_hsflowd, samples_from, udp_socket, wait_until)
 
 HOST = (2, 1)
 HOST_RECORDS = [2001, 2010, 2009, 2008, 2007, 2005, 2004, 2003, 2006, 2000]   # hsflowd's order
@@ -70,15 +70,6 @@ def host_probe(_datagram) -> dict:
         "load": os.getloadavg(), "proc_total": int(loadavg[3].split("/")[1]),
         "snmp": snmp, "vmstat": read_vmstat(), "boot": psutil.boot_time(), "now": time.time(),
     }
-
-
-def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def one_error_line(stderr: str, path) -> str:

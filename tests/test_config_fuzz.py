@@ -74,6 +74,8 @@ GOOD = {
 
 
 def good_values(keyword):
+    if keyword.name == "db":    # ovs { db }: an OVSDB remote the agent can use
+        return st.sampled_from(["unix:/run/openvswitch/db.sock", '"tcp:127.0.0.1:6640"'])
     if keyword.kind == K.INT:
         lo, hi = keyword.range
         return st.sampled_from([str(lo), str(hi), hex(hi), str((lo + hi) // 2)])

@@ -81,6 +81,8 @@ SAMPLES = {
 
 def sample(keyword: K.Keyword):
     """A valid value other than the default, and what it parses to."""
+    if keyword.name == "db":    # ovs { db }: a remote the agent can use
+        return "unix:/run/ovs/db.sock", "unix:/run/ovs/db.sock"
     if keyword.kind == K.ONOFF:
         return ("off", False) if keyword.default else ("on", True)
     if keyword.kind == K.INT:

@@ -266,3 +266,74 @@ def test_ovsdb_server_killed_and_restarted(agents, receivers):
         assert server.sflow_rows() == {} and server.bridge_sflow("br0") is None
     finally:
         server.cleanup()
+
+
+def test_ovs_db_changed_by_reload_and_a_collector_that_resolves_later(netns, agents):
+    """The row moves to the new ovsdb-server on reload (and leaves the old one); a collector
+    name that resolves only later joins the row's targets."""
+    from ovs_helpers import OvsdbServer, missing_tools
+    why = missing_tools()
+    if why:
+        pytest.skip(why)
+    first, second = OvsdbServer().start(), OvsdbServer().start()
+    host = netns()
+    etc = f"/etc/netns/{host.name}"
+    os.makedirs(etc, exist_ok=True)
+    try:
+        with open(f"{etc}/hosts", "w") as f:
+            f.write("127.0.0.1 localhost\n")
+        for server in (first, second):
+            server.vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=dummy")
+
+        def text(server):
+            return config_text(["ip = 127.0.0.1 udpport = 16381",
+                                "ip = late-ovs-collector.test udpport = 16382"], polling=1,
+                               extra=f"agentIP = 127.0.0.1\novs {{ db = {server.remote} }}")
+
+        def targets(server):
+            rows = list(server.sflow_rows().values())
+            if len(rows) != 1:
+                return None
+            t = rows[0]["targets"]
+            return sorted(t) if isinstance(t, list) else [t]
+
+        agent = agents(text(first), netns=host.name)
+        assert wait_until(lambda: targets(first) == ["127.0.0.1:16381"], 10), agent.stderr()
+        with open(f"{etc}/hosts", "r+") as f:
+            f.seek(0, 2)
+            f.write("127.0.0.2 late-ovs-collector.test\n")
+        assert wait_until(lambda: targets(first) == ["127.0.0.1:16381", "127.0.0.2:16382"], 12), \
+            agent.stderr()
+        agent.write_config(text(second))
+        agent.signal(signal.SIGHUP)
+        assert wait_until(lambda: targets(second) == ["127.0.0.1:16381", "127.0.0.2:16382"], 10), \
+            agent.stderr()
+        assert wait_until(lambda: first.sflow_rows() == {}, 10)
+        assert agent.stop() == 0
+        assert second.sflow_rows() == {}
+    finally:
+        first.cleanup()
+        second.cleanup()
+        for name in os.listdir(etc):
+            os.unlink(os.path.join(etc, name))
+        os.rmdir(etc)
+
+
+def test_auto_file_follows_the_agent_address(netns, agents):
+    host, peer = netns(), netns()
+    veth(host, "vh", peer, "vp", "10.231.21.1/24", "10.231.21.2/24")
+    agent = agents(config_text([("127.0.0.1", 16383)], polling=1), netns=host.name)
+
+    def auto() -> str:
+        try:
+            return agent.auto()
+        except FileNotFoundError:
+            return ""
+
+    assert wait_until(lambda: "agentIP=10.231.21.1" in auto(), 5), agent.stderr()
+    host.run("ip addr add 203.0.113.7/32 dev vh")     # public beats RFC 1918 (hsflowd's ladder)
+    assert wait_until(lambda: "agentIP=203.0.113.7" in auto(), 5), auto()
+    text = auto()
+    assert text.split("rev_start=")[1].split()[0] == text.split("rev_end=")[1].split()[0] == "2"
+    host.run("ip addr del 203.0.113.7/32 dev vh")
+    assert wait_until(lambda: "agentIP=10.231.21.1" in auto(), 5), auto()

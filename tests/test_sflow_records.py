@@ -22,7 +22,8 @@ from hsflowd.sflow import (
     ExtendedDecapsulateIngress, ExtendedIPv4TunnelEgress, ExtendedIPv4TunnelIngress,
     ExtendedIPv6TunnelEgress, ExtendedIPv6TunnelIngress, ExtendedL2TunnelEgress,
     ExtendedL2TunnelIngress, ExtendedLinuxReason, ExtendedRouter, ExtendedSwitch,
-    ExtendedTimestamp, ExtendedVniEgress, ExtendedVniIngress, FlowSample, FlowSampleCompact,
+    ExtendedEntities, ExtendedTcpInfo, ExtendedTimestamp, ExtendedVniEgress,
+    ExtendedVniIngress, FlowSample, FlowSampleCompact,
     HostAdapter, HostAdapters, HostCpu, HostDescr, HostDiskIo, HostMemory, HostNetIo, HostParent,
     IfCounters, LagPortStats, Mib2IcmpGroup, Mib2IpGroup, Mib2TcpGroup, Mib2UdpGroup, OfPort,
     OvsDpStats, PortName, Processor, SampledEthernet, SampledHeader, SampledIPv4, SampledIPv6,
@@ -189,6 +190,33 @@ FLOW_CASES = [
         00000413           # tag 0:1043
         00000008           # length 8
         01234567 89abcdef  # nanoseconds (unsigned hyper, high word first)
+    """),
+    ("extended_tcp_info", ExtendedTcpInfo(
+        dirn=2, snd_mss=1448, rcv_mss=536, unacked=3, lost=1, retrans=7, pmtu=1500,
+        rtt=35123, rttvar=16000, snd_cwnd=10, reordering=3, min_rtt=20001), """
+        000008a1           # tag 0:2209
+        00000030           # length 48
+        00000002           # dirn 2 (sent)
+        000005a8           # snd_mss 1448
+        00000218           # rcv_mss 536
+        00000003           # unacked 3
+        00000001           # lost 1
+        00000007           # retrans 7
+        000005dc           # pmtu 1500
+        00008933           # rtt 35123 us
+        00003e80           # rttvar 16000 us
+        0000000a           # snd_cwnd 10
+        00000003           # reordering 3
+        00004e21           # min_rtt 20001 us
+    """),
+    ("extended_entities", ExtendedEntities(src_dsClass=3, src_dsIndex=100001, dst_dsClass=0,
+                                           dst_dsIndex=0), """
+        000008a2           # tag 0:2210
+        00000010           # length 16
+        00000003           # src_dsClass 3 (logical entity: a container or VM)
+        000186a1           # src_dsIndex 100001
+        00000000           # dst_dsClass 0
+        00000000           # dst_dsIndex 0 (not one of ours)
     """),
 ]
 

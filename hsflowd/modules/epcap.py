@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from ..samplers.cbpf import ClassicBpfSampler
 from ..samplers.rules import select_interfaces, wanted_taps
-from . import AgentState, Module, register
+from . import AgentState, register
+from .pcap import TapModule
 
 # tc needs CAP_NET_ADMIN, the promiscuous socket CAP_NET_RAW, maps and perf buffers
 # CAP_BPF and CAP_PERFMON (Linux 5.8+; CAP_SYS_ADMIN before)
@@ -19,7 +20,7 @@ EBPF_CAPABILITIES = ("CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN", "CAP_NET_RAW")
 
 @register("epcap", enabled=lambda config: bool(config.epcap),
           privileges=lambda config: EBPF_CAPABILITIES)
-class EpcapModule(Module):
+class EpcapModule(TapModule):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.sampler = None
@@ -51,12 +52,3 @@ class EpcapModule(Module):
             config = state.config
             pcap = select_interfaces(config.pcap, state.interfaces) if config.pcap else {}
             self.sampler.update(wanted_taps(config, state.interfaces, config.epcap, exclude=pcap))
-
-    def tick(self, now: float) -> None:
-        self.sampler.tick(self.ctx.link_stats(list(self.sampler.tapped)))
-
-    def status(self):
-        return {"samplers": self.sampler.status()}
-
-    def close(self) -> None:
-        self.sampler.close()

@@ -12,16 +12,10 @@ from ..samplers.rules import wanted_taps
 from . import AgentState, Module, register
 
 
-@register("pcap", enabled=lambda config: bool(config.pcap),
-          privileges=lambda config: {"CAP_NET_RAW"})
-class PcapModule(Module):
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.sampler = ClassicBpfSampler(ctx.emit, lambda: iter(ctx.interfaces), watcher=ctx)
+class TapModule(Module):
+    """What pcap {} and epcap {} share: a TapSampler fed the interfaces' counters each tick."""
 
-    def reconcile(self, state: AgentState) -> None:
-        if state.changed & {"config", "interfaces"}:
-            self.sampler.update(wanted_taps(state.config, state.interfaces, state.config.pcap))
+    sampler = None
 
     def tick(self, now: float) -> None:
         self.sampler.tick(self.ctx.link_stats(list(self.sampler.tapped)))
@@ -30,4 +24,17 @@ class PcapModule(Module):
         return {"samplers": self.sampler.status()}
 
     def close(self) -> None:
-        self.sampler.close()
+        if self.sampler is not None:
+            self.sampler.close()
+
+
+@register("pcap", enabled=lambda config: bool(config.pcap),
+          privileges=lambda config: {"CAP_NET_RAW"})
+class PcapModule(TapModule):
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.sampler = ClassicBpfSampler(ctx.emit, lambda: iter(ctx.interfaces), watcher=ctx)
+
+    def reconcile(self, state: AgentState) -> None:
+        if state.changed & {"config", "interfaces"}:
+            self.sampler.update(wanted_taps(state.config, state.interfaces, state.config.pcap))

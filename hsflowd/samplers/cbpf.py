@@ -240,6 +240,10 @@ class ClassicBpfSampler(TapSampler):
         for ifindex, t in list(self.tapped.items()):
             s = stats.get(ifindex)
             if s is not None:
+                # what the ring holds was drawn from the packets counted now: frame it first
+                self._read_tap(t)
+                if ifindex not in self.tapped:
+                    continue
                 t.builder.set_pool(s.rx_packets + s.tx_packets)
             try:
                 _, drops = t.handle.statistics()

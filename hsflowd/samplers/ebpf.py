@@ -16,8 +16,9 @@ the agent every 16 samples (measured: waking on each slowed a 1-in-1 sender from
 kpps and cost 6-15 us a sample instead of 2-4); ``tick()`` drains the rest before the
 agent's once-a-second flush, so no sample waits longer than datagrams already do.
 
-sample_pool is the program's packet count (ingress + egress, all CPUs) at each tick: exactly
-the population the draw ran over.  Interface counters agree on a veth, not in general: a NIC
+sample_pool follows the program's packet count since the tap was attached (ingress + egress,
+all CPUs), read at each tick: exactly the population the draw ran over (``set_pool`` with
+``from_start``: the first count is already the pool's target, not a baseline).  Interface counters agree on a veth, not in general: a NIC
 counts wire packets before GRO and after TSO where tc sees merged skbs.  drops: records the
 program could not write to a full buffer, per interface (bcc's lost callback has no
 interface; its total is ``lost``).
@@ -373,7 +374,7 @@ class EbpfSampler(TapSampler):
 
     def _set_pool(self, t: Tapped) -> None:
         packets, t.builder.drops = self.counters(t.tap.ifindex)
-        t.builder.set_pool(packets)
+        t.builder.set_pool(packets, from_start=True)
 
     def _tick(self, stats: Dict) -> None:
         """Pools from the program's counts (``stats`` is not needed: see the module's doc)."""

@@ -285,9 +285,7 @@ class NflogSampler:
         self.header_bytes = header_bytes
         self._countdown = self._draw()
         for builder in self.builders.values():
-            if builder.sampling_rate != rate:
-                builder.set_pool(0)  # fix the pool so far at the old rate
-                builder.sampling_rate = rate
+            builder.sampling_rate = rate      # the samples that follow advance the pool by it
             builder.header_bytes = header_bytes
         if old is None or old.group != config.group or header_bytes != self._copy_range:
             self._close_socket()
