@@ -18,6 +18,7 @@ plus TIME_SLACK seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -28,8 +29,8 @@ import psutil
 import pytest
 
 import docker_tools
-from agentproc import (agents, config_text, receivers, records_by_tag,  # noqa: F401 (fixtures)
-                       samples_from, proc_cpu_seconds)
+from agentproc import (agents, config_text, proc_cpu_seconds, receivers,  # noqa: F401
+                       records_by_tag, run_hsflowd, samples_from)
 from hsflowd.sflow.flows import ExtendedEntities
 from hsflowd.sources.cgroups import parse_cpuset
 from hsflowd.virt.dsindex import preferred_ds_index
@@ -99,7 +100,8 @@ class Box:
 
 
 def _wait(receiver, until, timeout: float):
-    got = receiver.collect(timeout, until=lambda _got: until())
+    """Collect datagrams until ``until()`` holds or ``timeout`` passes; its last value."""
+    receiver.collect(timeout, until=lambda _got: until())
     return until()
 
 
@@ -238,6 +240,10 @@ def test_docker_life_of_the_module(dockerd, agents, receivers):  # noqa: F811
     assert max(records_by_tag(s)[2101].cpuTime for s in _samples(r, b.ds)) > 0
     assert _wait(r, lambda: any(records_by_tag(s)[2100].num_domains == 3
                                 for s in _samples(r, (2, 1))), POLLING + TIME_SLACK)
+    status = json.loads(run_hsflowd("status", "--json", "-p", str(agent.pidfile)).stdout)
+    figures = next(m for m in status["modules"] if m["name"] == "docker")["docker"]
+    assert (figures["connected"], figures["containers"], figures["running"]) == (True, 3, 3)
+    assert figures["api_calls"]["inspect"] == 3 and figures["api_calls"]["list"] >= 1
     assert records_by_tag(_samples(r, (2, 1))[-1])[2100].memory == _host_memory()
 
     # ---- 2. traffic between a and b, sampled on the bridge, carries both data sources

@@ -12,7 +12,7 @@ import pytest
 
 from hsflowd.modules import Context
 from hsflowd.modules.flowhooks import FlowHooks, view
-from hsflowd.sflow import FlowSample, decode_datagram
+from hsflowd.sflow import FlowSample
 from hsflowd.sflow.counters import UNKNOWN32, UNKNOWN64
 from hsflowd.sflow.flows import ExtendedEntities, SampledHeader
 from hsflowd.sources import cgroups, vnic

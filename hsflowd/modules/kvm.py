@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..sflow import Record
 from ..virt import libvirtapi as lva
@@ -232,8 +232,11 @@ class KvmModule(Module):
 
     def counters(self, due: Sequence[DataSource]) -> Dict[DataSource, List[Record]]:
         domains = [d for d in (self.book.by_ds.get(s[1]) for s in due) if d is not None]
+        if not self.connected:
+            # no fresh numbers while libvirt is away: only what is known for good (shut off)
+            domains = [d for d in domains if not d.running]
         running = [d.info for d in domains if d.running]
-        if running and self.link is not None and self.connected:
+        if running:
             try:
                 stats = self.link.stats(running)
             except Busy:
