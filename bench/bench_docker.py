@@ -139,7 +139,7 @@ def show(r: Dict) -> None:
           f"{r['calls_logged'] / minutes:5.1f}   {r['virt_samples']} container samples "
           f"({r['reported']} containers reported, ready in {r['ready_s']:.1f} s), "
           f"{r['datagrams']} datagrams, {r['threads']} threads, {r['fds']} fds"
-          + ("" if r["alive"] else "   (agent DIED)"))
+          + ("" if r["alive"] else "   (agent DIED)"), flush=True)
 
 
 def main() -> None:

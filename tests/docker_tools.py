@@ -108,6 +108,9 @@ class Dockerd:
         cmd = ["/usr/sbin/dockerd", "--iptables=false", "--ip6tables=false",
                "--ip-forward=false", "--ip-masq=false", "--userland-proxy=false",
                "--storage-driver=overlay2", f"--bridge={self.bridge}",
+               # cgroupfs, so that --cgroup-parent is a path on v1 and v2 alike (with
+               # systemd as init on v2, dockerd would pick its systemd driver and slices)
+               "--exec-opt", "native.cgroupdriver=cgroupfs",
                f"--cgroup-parent={self.cgroup_parent}",
                f"--data-root={self.dir / 'data'}", f"--exec-root={self.dir / 'exec'}",
                f"--pidfile={self.pidfile}", "-H", self.url]
@@ -254,14 +257,12 @@ class Dockerd:
             for pid in self._contained():
                 _kill(pid)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-        for hierarchy in CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir() else ():
-            parent = hierarchy / self.cgroup_parent.lstrip("/")
-            if parent.is_dir():
-                for child in sorted(parent.glob("**/"), key=lambda p: -len(p.parts)):
-                    try:
-                        child.rmdir()
-                    except OSError:
-                        pass
+        for parent in self.cgroup_dirs():
+            for child in sorted(parent.glob("**/"), key=lambda p: -len(p.parts)):
+                try:
+                    child.rmdir()
+                except OSError:
+                    pass
         if self._made_run_containerd:
             shutil.rmtree("/run/containerd", ignore_errors=True)
         if self._made_var_run_docker:
@@ -283,12 +284,29 @@ class Dockerd:
                 subprocess.run(["umount", "-l", target], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def cgroup_dirs(self) -> List[Path]:
+        """Our cgroup parent in every hierarchy: /sys/fs/cgroup/PARENT on a pure v2 host,
+        /sys/fs/cgroup/CONTROLLER/PARENT (and unified/PARENT) on a v1 or hybrid one."""
+        name = self.cgroup_parent.lstrip("/")
+        if (CGROUP_ROOT / "cgroup.controllers").exists():
+            candidates = [CGROUP_ROOT / name]
+        else:
+            candidates = [h / name for h in CGROUP_ROOT.iterdir()] if CGROUP_ROOT.is_dir() else []
+        return [p for p in candidates if p.is_dir()]
+
+    def cgroup_file(self, ident: str, v1_controller: str, v1_name: str, v2_name: str) -> Path:
+        """A container's cgroup file: the v1 controller's where there is one, else v2's."""
+        name = self.cgroup_parent.lstrip("/")
+        v1 = CGROUP_ROOT / v1_controller / name / ident / v1_name
+        if v1.exists() or not (CGROUP_ROOT / "cgroup.controllers").exists():
+            return v1
+        return CGROUP_ROOT / name / ident / v2_name
+
     def _contained(self) -> List[int]:
         """The processes in our containers' cgroups (any hierarchy that has them)."""
         pids: set = set()
-        for hierarchy in ("pids", "memory", "unified"):
-            parent = CGROUP_ROOT / hierarchy / self.cgroup_parent.lstrip("/")
-            for procs in parent.glob("**/cgroup.procs") if parent.is_dir() else ():
+        for parent in self.cgroup_dirs():
+            for procs in parent.glob("**/cgroup.procs"):
                 try:
                     pids.update(int(x) for x in procs.read_text().split())
                 except OSError:

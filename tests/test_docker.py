@@ -11,9 +11,10 @@ agent idle with its threads and descriptors back where they were, then docker {}
 out.  Another test: docker {} with no dockerd costs one log line and no thread.
 
 Tolerances (the agent reads a moment before the receiver's probe reads the same files):
-CPU time 0..CPU_MS_SLACK ms behind; memory within MEM_SLACK bytes; network counters
-0..NET_PKTS_SLACK packets (and 1500 bytes each) behind; times within a polling interval
-plus TIME_SLACK seconds.
+CPU time 0..CPU_MS_SLACK ms behind; memory within MEM_SLACK bytes; disk bytes 0..DISK_SLACK
+behind; network counters 0..NET_PKTS_SLACK packets (and 1500 bytes each) behind; times
+within a polling interval plus TIME_SLACK seconds.  The cgroup files are v1's where the host
+has them, v2's otherwise.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ FORGET = 60                  # the smallest forgetVMs hsflowd's grammar allows
 CPU_MS_SLACK = 300           # the burner is held to 0.5 CPU: 300 ms covers 600 ms of delay
 MEM_SLACK = 2 << 20
 NET_PKTS_SLACK = 10
+DISK_SLACK = 1 << 20
 TIME_SLACK = 3.0
-CGROUP = Path("/sys/fs/cgroup")
 BURN = ["sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 100000"]
 
 
@@ -77,13 +78,33 @@ class Box:
         self.ip = next((n["IPAddress"] for n in nets.values() if n.get("IPAddress")), None)
         self.mac = next((n["MacAddress"] for n in nets.values() if n.get("MacAddress")), None)
 
-    def cg(self, controller: str, name: str) -> str:
-        return (CGROUP / controller / self.d.cgroup_parent.lstrip("/") / self.id / name).read_text()
+    def cg(self, controller: str, v1_name: str, v2_name: str) -> str:
+        return self.d.cgroup_file(self.id, controller, v1_name, v2_name).read_text()
+
+    def cpus(self) -> int:
+        try:
+            return parse_cpuset(self.cg("cpuset", "cpuset.effective_cpus", "cpuset.cpus.effective"))
+        except OSError:     # no cpuset controller in this v2 subtree: every CPU
+            return os.cpu_count()
 
     def truth(self) -> Dict:
-        """What the agent should have sent, read now."""
-        out = {"cpu_ms": int(self.cg("cpuacct", "cpuacct.usage")) // 1_000_000,
-               "memory": int(self.cg("memory", "memory.usage_in_bytes"))}
+        """What the agent should have sent, read now (v1 files, or v2's)."""
+        cpu = self.cg("cpuacct", "cpuacct.usage", "cpu.stat")
+        cpu_ns = int(cpu) if cpu.strip().isdigit() else \
+            int(dict(line.split() for line in cpu.splitlines())["usage_usec"]) * 1000
+        out = {"cpu_ms": cpu_ns // 1_000_000,
+               "memory": int(self.cg("memory", "memory.usage_in_bytes", "memory.current"))}
+        disk = self.cg("blkio", "blkio.throttle.io_service_bytes_recursive", "io.stat")
+        rd = wr = 0
+        for line in disk.splitlines():
+            words = line.split()
+            if len(words) == 3 and words[1] in ("Read", "Write"):       # v1: MAJ:MIN Op N
+                rd, wr = (rd + int(words[2]), wr) if words[1] == "Read" else (rd, wr + int(words[2]))
+            for word in words[1:] if "=" in line else ():               # v2: key=N ...
+                key, _, value = word.partition("=")
+                rd += int(value) if key == "rbytes" else 0
+                wr += int(value) if key == "wbytes" else 0
+        out.update(rd_bytes=rd, wr_bytes=wr)
         devices = Path(f"/proc/{self.pid}/net/dev").read_text().splitlines()[2:]
         rx = tx = rxp = txp = 0
         for line in devices:
@@ -210,8 +231,7 @@ def test_docker_life_of_the_module(dockerd, agents, receivers):  # noqa: F811
         assert rec[2000].os_name == 2
         assert (rec[2002].container_type, rec[2002].container_index) == (2, 1)
         assert rec[2101].state == 1
-    cpus_a = parse_cpuset(a.cg("cpuset", "cpuset.effective_cpus"))
-    assert records_by_tag(_samples(r, a.ds)[-1])[2101].nrVirtCpu == cpus_a
+    assert records_by_tag(_samples(r, a.ds)[-1])[2101].nrVirtCpu == a.cpus()
     assert records_by_tag(_samples(r, b.ds)[-1])[2101].nrVirtCpu == 1          # 0.5 CPU
     assert records_by_tag(_samples(r, a.ds)[-1])[2102].maxMemory == _host_memory()
     assert records_by_tag(_samples(r, b.ds)[-1])[2102].maxMemory == 64 << 20
@@ -230,6 +250,8 @@ def test_docker_life_of_the_module(dockerd, agents, receivers):  # noqa: F811
             rec = records_by_tag(s)
             assert 0 <= truth["cpu_ms"] - rec[2101].cpuTime <= CPU_MS_SLACK, (box.name, truth)
             assert abs(truth["memory"] - rec[2102].memory) <= MEM_SLACK, (box.name, truth)
+            assert 0 <= truth["rd_bytes"] - rec[2103].rd_bytes <= DISK_SLACK, (box.name, truth)
+            assert 0 <= truth["wr_bytes"] - rec[2103].wr_bytes <= DISK_SLACK, (box.name, truth)
             net = rec[2104]
             assert 0 <= truth["rx_packets"] - net.rx_packets <= NET_PKTS_SLACK
             assert 0 <= truth["tx_packets"] - net.tx_packets <= NET_PKTS_SLACK
