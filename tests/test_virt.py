@@ -450,3 +450,18 @@ def test_mark_traffic_hook(monkeypatch):
     assert hooks.hooks == []
     module.close()
     assert len(table) == 0
+
+
+def test_ip_pair_through_vlan_tags_and_ipv6():
+    from hsflowd.virt.marks import ip_pair
+    v4 = _frame(b"\x02" * 6, b"\x04" * 6, "10.0.0.2", "10.0.0.3")
+    assert ip_pair(v4) == (ipaddress.ip_address("10.0.0.2").packed,
+                           ipaddress.ip_address("10.0.0.3").packed)
+    tagged = v4[:12] + b"\x81\x00\x00\x05" + v4[12:]
+    assert ip_pair(tagged) == ip_pair(v4)
+    src, dst = ipaddress.ip_address("2001:db8::1"), ipaddress.ip_address("2001:db8::2")
+    v6 = b"\x04" * 6 + b"\x02" * 6 + b"\x86\xdd" + struct.pack(">IHBB", 6 << 28, 0, 17, 64) \
+        + src.packed + dst.packed
+    assert ip_pair(v6) == (src.packed, dst.packed)
+    assert ip_pair(v4[:12] + b"\x08\x06" + bytes(28)) is None      # ARP
+    assert ip_pair(v4[:30]) is None                                 # cut short

@@ -27,7 +27,8 @@ DEFAULT_PATH = "/etc/hsflowd.conf"
 DEFAULT_AUTO_PATH = "/etc/hsflowd.auto"
 
 __all__ = ["AgentCidr", "AutoFile", "BLOCKS", "Collector", "Config", "ConfigError", "DockerConfig",
-           "DropmonConfig", "JsonConfig", "KvmConfig", "NflogConfig", "OvsConfig", "PcapRule", "PsampleConfig", "UlogConfig",
+           "DropmonConfig", "JsonConfig", "KvmConfig", "NflogConfig", "OvsConfig", "PcapRule",
+           "PsampleConfig", "UlogConfig",
            "app_sampling_rate", "describe", "load_config", "lookup_app", "parse_config",
            "polling_interval_for", "print_speed", "render_auto", "sampling_rate_for",
            "write_auto", "DEFAULT_PATH", "DEFAULT_AUTO_PATH"]

@@ -30,23 +30,20 @@ from __future__ import annotations
 import collections
 import os
 import platform
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from ..sflow import Record
 from ..sflow.counters import OsName
-from ..sflow.flows import ExtendedEntities
 from ..sources import cgroups, vnic
 from ..sources.identity import machine_type_of
 from ..virt import dockerapi as api
-from ..virt.dsindex import DS_CLASS
 from ..virt.guests import Guest, GuestBook
+from ..virt.marks import Marks
 from ..virt.records import (DiskIo, GuestReading, NetIo, VirState, guest_records,
                             round_half_up, virt_node)
 from . import ROOT, AgentState, DataSource, Module, register
-from .flowhooks import append_records, view
 
 RETRY_MIN, RETRY_MAX = 1.0, 10.0      # seconds between attempts to reach dockerd
 SHORT_ID = 12
@@ -149,9 +146,7 @@ class DockerModule(Module):
         self.hooked = False
         self.kvm_too = False
         self.marks_dirty = True
-        self.by_port: Dict[int, int] = {}
-        self.by_ip: Dict[bytes, int] = {}
-        self.by_mac: Dict[bytes, int] = {}
+        self.marks = Marks()
         try:
             self.mounts: Optional[cgroups.Mounts] = cgroups.read_mounts(procfs)
         except OSError as e:
@@ -433,42 +428,14 @@ class DockerModule(Module):
         return [virt_node(sum(1 for c in self.book if c.running))]
 
     # ------------------------------------------------------------ markTraffic
-    def _tables(self) -> None:
-        self.by_port, self.by_ip, self.by_mac = {}, {}, {}
-        for c in self.book:
-            if not c.running:
-                continue
-            for port in c.peers:
-                self.by_port[port] = c.ds_index
-            for ip in c.ips:
-                self.by_ip[ip] = c.ds_index
-            for mac in set(c.macs) | {m for _, m in c.adapters}:
-                self.by_mac[mac] = c.ds_index
-        self.marks_dirty = False
-
     def _mark(self, sample: bytes) -> bytes:
-        """The flow hook: extended_entities for a packet from or to a container."""
+        """The flow hook (``virt.marks``): extended_entities for a packet from or to a
+        container; the tables are rebuilt after its containers changed."""
         if self.marks_dirty:
-            self._tables()
-        if not (self.by_mac or self.by_port or self.by_ip):
-            return sample
-        v = view(sample)
-        if v is None:
-            return sample
-        src = self.by_port.get(v.input, 0)
-        dst = self.by_port.get(v.output, 0) if v.output_format == 0 else 0
-        if not (src and dst) and v.header_protocol == 1 and len(v.header) >= 14:
-            ips = _ip_pair(v.header)
-            if ips is not None:
-                src = src or self.by_ip.get(ips[0], 0)
-                dst = dst or self.by_ip.get(ips[1], 0)
-            src = src or self.by_mac.get(v.header[6:12], 0)
-            dst = dst or self.by_mac.get(v.header[0:6], 0)
-        if not (src or dst):
-            return sample
-        record = ExtendedEntities(src_dsClass=DS_CLASS if src else 0, src_dsIndex=src,
-                                  dst_dsClass=DS_CLASS if dst else 0, dst_dsIndex=dst)
-        return append_records(sample, record.encode(), 1)
+            self.marks.rebuild((c.ds_index, c.peers, c.ips, set(c.macs) | {m for _, m in c.adapters})
+                               for c in self.book if c.running)
+            self.marks_dirty = False
+        return self.marks.mark(sample)
 
     # ------------------------------------------------------------ status
     def status(self):
@@ -481,23 +448,3 @@ class DockerModule(Module):
                            "events": self.books.events, "connects": self.books.connects,
                            "api_calls": {**vars(calls), "total": calls.total()}}}
 
-
-_ETH = struct.Struct(">H")
-
-
-def _ip_pair(header: bytes) -> Optional[Tuple[bytes, bytes]]:
-    """The source and destination address of an Ethernet frame's IPv4 or IPv6 packet
-    (after up to two VLAN tags)."""
-    off = 12
-    ethertype = _ETH.unpack_from(header, off)[0]
-    for _ in range(2):
-        if ethertype not in (0x8100, 0x88A8) or len(header) < off + 6:
-            break
-        off += 4
-        ethertype = _ETH.unpack_from(header, off)[0]
-    ip = off + 2
-    if ethertype == 0x0800 and len(header) >= ip + 20:
-        return header[ip + 12:ip + 16], header[ip + 16:ip + 20]
-    if ethertype == 0x86DD and len(header) >= ip + 40:
-        return header[ip + 8:ip + 24], header[ip + 24:ip + 40]
-    return None
