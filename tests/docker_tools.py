@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 IMAGE = "hsft/busybox"
-BRIDGE_IP = "10.231.250.1/24"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -95,6 +94,8 @@ class Dockerd:
         self.proc: Optional[subprocess.Popen] = None
         self.cgroup_parent = f"/{self.tag}"
         self.bridge = f"{self.tag}br"[:15]
+        # a test-only subnet, different per run, so that two runs can share a machine
+        self.bridge_ip = f"10.231.{200 + os.getpid() % 50}.1/24"
         self.socket = self.dir / "docker.sock"
         self.url = f"unix://{self.socket}"
         self._made_run_containerd = not os.path.exists("/run/containerd")
@@ -124,7 +125,7 @@ class Dockerd:
             raise DockerUnavailable(why)
         if not os.path.exists(f"/sys/class/net/{self.bridge}"):
             for cmd in (f"ip link add {self.bridge} type bridge",
-                        f"ip addr add {BRIDGE_IP} dev {self.bridge}",
+                        f"ip addr add {self.bridge_ip} dev {self.bridge}",
                         f"ip link set {self.bridge} up"):
                 subprocess.run(cmd.split(), check=True, capture_output=True)
         # a containerd that died with its dockerd may stay a zombie here (PID 1 is not an
