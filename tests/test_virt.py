@@ -465,3 +465,28 @@ def test_ip_pair_through_vlan_tags_and_ipv6():
     assert ip_pair(v6) == (src.packed, dst.packed)
     assert ip_pair(v4[:12] + b"\x08\x06" + bytes(28)) is None      # ARP
     assert ip_pair(v4[:30]) is None                                 # cut short
+
+
+def test_container_whose_cgroup_vanished_is_stopped(tmp_path, monkeypatch):
+    """dockerd away, the container gone: its cgroup says so; the last counters stand."""
+    from hsflowd.config import parse_config
+    from hsflowd.modules import AgentState
+    from hsflowd.modules.docker import Container, DockerModule
+    table = DsIndexTable(signed_char=True)
+    monkeypatch.setattr(DockerModule, "_connect", lambda self, now: None)
+    module = DockerModule(_Ctx(FlowHooks(lambda s: None), table), procfs=str(tmp_path / "proc"))
+    module.reconcile(AgentState(config=parse_config(
+        "sflow { collector { ip=127.0.0.1 } docker { } }"), revision=1, interfaces=None))
+    _tree(tmp_path, {"cg/x/memory.current": "4096\n", "cg/x/cpu.stat": "usage_usec 7000\n"})
+    c = module.book.add(Container(key="c" * 64, uuid=b"\xcc" * 16, name="c", pid=0,
+                                  state=VirState.RUNNING, own_netns=False,
+                                  cgroup=cgroups.Cgroup({}, str(tmp_path / "cg" / "x"))))
+    first = module.counters([c.source])[c.source]
+    assert (first[3].state, first[3].cpuTime, first[4].memory) == (1, 7, 4096)
+    for f in (tmp_path / "cg" / "x").iterdir():
+        f.unlink()
+    (tmp_path / "cg" / "x").rmdir()
+    again = module.counters([c.source])[c.source]
+    assert (again[3].state, again[3].cpuTime, again[4].memory) == (VirState.SHUTDOWN, 7, 4096)
+    assert not c.running
+    module.close()

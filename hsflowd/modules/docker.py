@@ -14,8 +14,9 @@ its N hsflowd's hash of that UUID.
 
 A container that stops is still reported (state shut off, its last counters) until
 ``forgetVMs`` seconds have passed.  When the socket goes away the containers stay as they
-are (their cgroups can still be read) and the module connects again when it is back,
-re-reading the list and inspecting every running container.
+are (their cgroups can still be read; one whose cgroup disappears has stopped) and the
+module connects again when it is back, re-reading the list and inspecting every running
+container.
 
 ``markTraffic = on``: a flow hook adds extended_entities (2210) to each sampled packet
 whose source or destination is a container: by the bridge port it crossed (the host side
@@ -391,6 +392,8 @@ class DockerModule(Module):
             c = self.book.by_ds.get(source[1])
             if c is None:
                 continue
+            if c.running and c.cgroup is not None and not c.cgroup.exists():
+                self._stopped(c, VirState.SHUTDOWN)   # gone while dockerd could not say so
             if c.running:
                 if c.cgroup is not None:
                     c.counters = _merge(c.counters, c.cgroup.read())
