@@ -67,11 +67,13 @@ class MemoryTrim:
 
     A burst of interface events parses thousands of netlink messages; Python frees the
     objects, but glibc keeps the freed heap, fragmented, for the next burst (measured:
-    13 KB a veth pair, for good).  After a burst has settled, and at most once every 30 s,
-    collect cycles (pyroute2 leaves some) and return the free heap with malloc_trim."""
+    13 KB a veth pair, for good).  After a burst of hundreds of changes (or a full re-read
+    of hundreds of links), at most once every 30 s, collect cycles (pyroute2 leaves some)
+    and return the free heap with malloc_trim."""
 
     INTERVAL = 30.0
-    EVENTS = 20           # interface changes that make a burst worth a trim
+    EVENTS = 200          # interface changes that make a burst worth a trim (a collection
+                          # costs tens of milliseconds: not for a link going down and up)
 
     def __init__(self):
         self.changes = 0
@@ -194,7 +196,7 @@ class Agent:
             log.warning("re-reading the interfaces failed (%s); trying again in 10 s", e)
             self.next_refresh = now + 10
             return
-        self.memory.count(MemoryTrim.EVENTS)   # a full dump: pyroute2 leaves cycles behind
+        self.memory.count(len(self.interfaces))   # a full dump: pyroute2 leaves cycles behind
         self.runtime.interfaces_changed()
 
     def tick(self, now: float) -> None:
@@ -217,8 +219,16 @@ class Agent:
     # ------------------------------------------------------------ running
     def run(self, ready: Optional[Callable[[], None]] = None) -> int:
         """Serve until SIGTERM/SIGINT.  ``ready()`` is called once the first tick is done."""
+        def started() -> None:
+            # what start-up made (modules, libraries, tables) lives as long as the agent:
+            # out of the collector's sight, a full collection costs a fraction of it
+            gc.collect()
+            gc.freeze()
+            if ready is not None:
+                ready()
+
         try:
-            self.loop.run(self.tick, self.reload, ready)
+            self.loop.run(self.tick, self.reload, started)
         finally:
             self.shutdown()
         log.info("stopped")

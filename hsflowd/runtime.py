@@ -74,6 +74,7 @@ class Runtime:
         self._reapply = False
         old = self.config
         self.file_config = file_config
+        self.supervisor.start_sources(file_config)
         config = self._adjusted(file_config)
         self.config = config
         self.revision += 1
@@ -89,14 +90,18 @@ class Runtime:
         if old is None or _collectors_of(old) != _collectors_of(config):
             self.output.set_collectors(Collectors(Destination(
                 host=c.ip, port=c.udpport, dev=c.dev, namespace=c.namespace,
-                where=f"{config.path}:{c.line}") for c in config.collectors))
+                where=c.origin or f"{config.path}:{c.line}") for c in config.collectors))
         self.agent_ip = self._configured_agent_ip()  # resolved once per revision, not per event
         self._elect()
         self._write_auto()
         self._tell({"config", "interfaces", "agent", "targets"}, stopping)
-        log.info("configuration revision %d: %d collector(s), polling %d s, agent %s",
-                 self.revision, len(config.collectors), config.polling,
-                 self.address.ip if self.address else "none")
+        if config.suppressed:
+            log.info("configuration revision %d: no settings from DNS-SD (yet): nothing is "
+                     "sampled, polled or sent", self.revision)
+        else:
+            log.info("configuration revision %d: %d collector(s), polling %d s, agent %s",
+                     self.revision, len(config.collectors), config.polling,
+                     self.address.ip if self.address else "none")
 
     def _adjusted(self, config):
         for slot, module in self.supervisor.running():
@@ -211,11 +216,9 @@ class Runtime:
             modules.append(entry)
             if slot.module is not None:
                 figures = self.supervisor.call(slot, "status", slot.module.status, default={}) or {}
-                for tap in figures.get("samplers", ()):
-                    samplers.append({"module": slot.name, **tap})
-                # the rest is the module's own (docker {}: containers and API calls, ...)
-                entry.update({k: v for k, v in figures.items()
-                              if k != "samplers" and k not in entry})
+                for sampler in figures.get("samplers", ()):
+                    samplers.append({"module": slot.name, **sampler})
+                entry.update((k, v) for k, v in figures.items() if k != "samplers")
         collectors = self.output.collectors
         builder = self.output.builder
         return {

@@ -199,7 +199,8 @@ class Rig:
         c0, t0 = proc_cpu_seconds(pid), time.monotonic()
         time.sleep(IDLE_WINDOW)
         share = (proc_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
-        assert share < IDLE_LIMIT, f"the agent uses {share:.1%} of a core while idle"
+        assert share < IDLE_LIMIT, \
+            f"the agent uses {share:.1%} of a core while idle: {self.agent.stderr()[-1500:]}"
         return share
 
     def check_resources(self, rss_margin_kb: int = 4096, extra_fds: int = 0) -> Figures:

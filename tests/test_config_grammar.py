@@ -8,7 +8,7 @@ import re
 import pytest
 
 from hsflowd.config import (AgentCidr, Collector, ConfigError, DockerConfig, KvmConfig,
-                            NflogConfig, OvsConfig, PcapRule, parse_config)
+                            NflogConfig, OvsConfig, PcapRule, TcpConfig, parse_config)
 from hsflowd.config.grammar import Token, tokenize
 from hsflowd.config.keywords import SPEED_MAX
 from hsflowd.config.values import Bad, parse_number
@@ -156,7 +156,8 @@ def test_aliases():
         "'jsonPort' is deprecated: write json { udpport=N }",
         "'jsonFIFO' is deprecated: write json { fifo=/path }",
         "'nflogGroup' is deprecated: write nflog { group=N }",
-        "'nflogProbability' is deprecated: write nflog { probability=0.nn }"]
+        "'nflogProbability' is deprecated: write nflog { probability=0.nn }",
+        "json { fifo= } is not supported yet; ignored"]
 
 
 def test_quoted_values():
@@ -306,7 +307,9 @@ def test_unsupported_blocks_are_parsed_and_listed_in_order():
     config = with_collector("containerd { markTraffic=on }\nk8s { }\npsample { egress=on }\n"
                             "containerd { hostname=on }\nos10 { port { dev=swp1 } port { dev=swp2 } }\n"
                             "tcp { tunnel=on }\nnvml { }")
-    assert config.unsupported == ["containerd", "k8s", "psample", "os10", "tcp", "nvml"]
+    assert config.unsupported == ["containerd", "k8s", "psample", "os10", "nvml"]
+    assert config.tcp == TcpConfig(tunnel=True)
+    assert "t.conf:8: tcp { tunnel=on } is not supported yet; ignored" in config.warnings
     assert config.blocks["containerd"] == {"forgetVMs": None, "hostname": True,
                                            "markTraffic": True}
     assert config.blocks["os10"]["port"] == [{"dev": "swp1"}, {"dev": "swp2"}]
@@ -333,7 +336,7 @@ def test_legacy_flat_keys_turn_their_block_on():
     assert config.blocks["xen"]["dsk"] is False
     assert config.json.udpport == 36343
     assert config.nflog == NflogConfig(group=7)
-    assert config.unsupported == ["ulog", "xen", "json"]
+    assert config.unsupported == ["ulog", "xen"]
 
 
 def test_legacy_and_block_forms_write_the_same_setting():
@@ -346,10 +349,12 @@ def test_legacy_and_block_forms_write_the_same_setting():
 def test_dns_sd_forms():
     assert conf("dns-sd { }").dns_sd is True
     config = conf("DNSSD=on DNSSD_domain=.example.com")
-    assert (config.dns_sd, config.dns_sd_domain, config.unsupported) == (
-        True, ".example.com", ["dns-sd"])
+    assert (config.dns_sd, config.dns_sd_domain, config.dns_sd_start_delay, config.unsupported) == (
+        True, ".example.com", 30, [])
     config = conf("dns-sd { domain=.a.example DNSSD_domain=.b.example }")
     assert config.dns_sd_domain == ".b.example"
+    config = conf("dns-sd { startDelay=0 } DNSSD_domain=.c.example dns-sd { domain=.d.example }")
+    assert (config.dns_sd_domain, config.dns_sd_start_delay) == (".d.example", 0)
     assert conf("collector { ip=192.0.2.1 } dns-sd { } DNSSD=off").dns_sd is False
     assert conf("DNSSD=off dns-sd { }").dns_sd is True
 

@@ -16,7 +16,7 @@ from hsflowd.config import BLOCKS, ConfigError, parse_config
 from hsflowd.config import keywords as K
 from hsflowd.config.model import AgentCidr
 
-TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "ovs", "docker", "kvm")
+TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "tcp", "ovs", "docker", "kvm")
 COLLECTOR = "collector { ip=192.0.2.1 }"
 
 
@@ -52,7 +52,7 @@ def value_in(config, block: str, keyword: K.Keyword):
             return None if rule.speed_min is None else (rule.speed_min, rule.speed_max)
         return getattr(rule, keyword.attr)
     if block == "dns-sd":
-        return config.dns_sd_domain
+        return config.dns_sd_domain if keyword.name == "domain" else config.dns_sd_start_delay
     if block in TYPED:
         return getattr(getattr(config, block), keyword.attr)
     if block == "port":
@@ -97,7 +97,10 @@ def sample(keyword: K.Keyword):
 def test_default(block, keyword):
     config = parse_config(wrap(block, ""))
     assert value_in(config, block, keyword) == keyword.default
-    assert all("taps nothing" in w for w in config.warnings)
+    # the only warnings an empty block brings: a rule with nothing to tap, a json { }
+    # without a port, and (with dns-sd) the file's collector that DNS replaces
+    assert all(re.search("taps nothing|listens nowhere|collector is not used", w)
+               for w in config.warnings)
 
 
 @pytest.mark.parametrize("block,keyword", all_keywords(lambda k: not k.ignored))
@@ -190,7 +193,8 @@ def test_table_shape():
         spellings = [s.lower() for s in block.spellings()]
         assert len(spellings) == len(set(spellings)), block.name
     supported = sorted(b.name for b in BLOCKS.values() if b.supported)
-    assert supported == ["collector", "docker", "epcap", "kvm", "nflog", "ovs", "pcap", "sflow"]
+    assert supported == ["collector", "dns-sd", "docker", "epcap", "json", "kvm", "nflog", "ovs",
+                         "pcap", "sflow", "tcp"]
 
 
 def test_uuid_spellings():

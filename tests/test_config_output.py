@@ -138,8 +138,7 @@ def test_describe_round_trips():
     again = parse_config(text, "again.conf")
     assert again == config
     assert again.warnings == []
-    assert text.startswith("# effective configuration read from sample.conf\n"
-                           "# not supported yet: json\nsflow {\n")
+    assert text.startswith("# effective configuration read from sample.conf\nsflow {\n")
     assert "  sampling = 500\n" in text and "  # agentIP = (not set)\n" in text
     assert "  sampling.http = 50\n  polling.http = 10\n" in text
 
@@ -160,7 +159,7 @@ def test_describe_round_trips_everything():
     }''', "all.conf")
     text = describe(config)
     assert parse_config(text) == config
-    assert "# not supported yet: ulog, psample, dropmon, json, opx, xen" in text
+    assert "# not supported yet: ulog, psample, dropmon, opx, xen" in text
     assert "# warning: all.conf:12: 'loopback' is ignored\n" in text
     assert '    speed = 2500M-\n' in text
 
@@ -179,12 +178,17 @@ def test_default_config_examples_are_valid():
     examples = "\n".join(line.replace("#   ", "", 1) if line.lstrip().startswith("#   ")
                          else line for line in text.splitlines())
     config = parse_config(examples)
-    assert config.warnings == []
+    # the examples turn dns-sd on next to a collector and sampling settings, which it replaces
+    assert [w.split(": ", 1)[1].split(":")[0] for w in config.warnings] == [
+        "this collector is not used", "this collector is not used",
+        "sampling, polling, sampling.100M, sampling.1G, sampling.10G, sampling.bps_ratio, "
+        "sampling.http, polling.http not used"]
     assert [r.dev for r in config.pcap] == ["eth0", "docker0", None]
     assert config.pcap[2].speed_min == 10 ** 9 and config.pcap[2].speed_max == 10 ** 12
     assert config.epcap[0].dev == "eth0"
     assert (config.nflog.group, config.nflog.probability) == (5, 0.0025)
     assert config.ovs is not None and config.dns_sd is True
+    assert config.json.udpport == 36343 and config.tcp is not None
     assert {"100M", "1G", "10G", "bps_ratio"} <= set(config.sampling_settings)
     assert config.agent_device == "eth0" and len(config.agent_cidrs) == 2
-    assert config.unsupported == ["dns-sd"]
+    assert config.unsupported == []

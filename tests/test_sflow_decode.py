@@ -257,19 +257,19 @@ def test_unknown_sample_type_is_skipped_by_length():
         00000003                     # 3 samples
         00000063 0000000c            # sample 0:99 (unknown), length 12
         01020304 05060708 090a0b0c
-        010cc3ea 00000008            # sample 4300:1002 (InMon rtmetric, not decoded), length 8
+        010cc3e7 00000008            # sample 4300:999 (no such InMon sample), length 8
         aaaaaaaa bbbbbbbb
     """) + known.encode()
     dg = decode_datagram(data)
     assert dg.samples == [UnknownRecord(0, 99, bytes.fromhex("0102030405060708090a0b0c")),
-                          UnknownRecord(4300, 1002, bytes.fromhex("aaaaaaaabbbbbbbb")),
+                          UnknownRecord(4300, 999, bytes.fromhex("aaaaaaaabbbbbbbb")),
                           known]
     assert dg.encode() == data
 
 
 def test_unknown_flow_records_are_skipped_by_length():
     data = _flows("""
-        00000834 00000014            # flow 0:2100 extended_socket_ipv4 (not decoded here)
+        00000bb7 00000014            # flow 0:2999 (not a record this decoder knows)
         00000011 0a000001 0a000002 00000035 0000c000
         0000000d 00000000            # flow 0:13, empty body
         00000001 00000014            # sampled_header
@@ -277,7 +277,7 @@ def test_unknown_flow_records_are_skipped_by_length():
         00000413 00000008 00000000 00000001  # extended_timestamp 1
     """, 4)
     records = decode_datagram(data).samples[0].flow_records
-    assert records[0] == UnknownRecord(0, 2100, h("00000011 0a000001 0a000002 00000035 0000c000"))
+    assert records[0] == UnknownRecord(0, 2999, h("00000011 0a000001 0a000002 00000035 0000c000"))
     assert records[1] == UnknownRecord(0, 13, b"")
     assert records[2] == SampledHeader(frame_length=64, stripped=4, header=h("aabbccdd"))
     assert records[3] == ExtendedTimestamp(nanoseconds=1)

@@ -17,17 +17,21 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from hsflowd.sflow import (
-    COUNTERS, FLOWS, SAMPLES, AppResources, CountersSample, CountersSampleCompact, DatagramBuilder,
+    COUNTERS, FLOWS, SAMPLES, AppContext, AppInitiator, AppOperation, AppOperations,
+    AppParentContext, AppResources, AppStatus, AppTarget, AppWorkers, CountersSample,
+    CountersSampleCompact, DatagramBuilder,
     DecodeError, DiscardedPacket, EncodeError, EthernetCounters, ExtendedDecapsulateEgress,
     ExtendedDecapsulateIngress, ExtendedIPv4TunnelEgress, ExtendedIPv4TunnelIngress,
     ExtendedIPv6TunnelEgress, ExtendedIPv6TunnelIngress, ExtendedL2TunnelEgress,
-    ExtendedL2TunnelIngress, ExtendedLinuxReason, ExtendedRouter, ExtendedSwitch,
-    ExtendedEntities, ExtendedTcpInfo, ExtendedTimestamp, ExtendedVniEgress,
-    ExtendedVniIngress, FlowSample, FlowSampleCompact,
+    ExtendedL2TunnelIngress, ExtendedLinuxReason, ExtendedProxySocketIPv4, ExtendedProxySocketIPv6,
+    ExtendedEntities, ExtendedRouter, ExtendedSocketIPv4, ExtendedSocketIPv6, ExtendedSwitch,
+    ExtendedTcpInfo, ExtendedTimestamp, ExtendedVniEgress, ExtendedVniIngress, FlowSample,
+    FlowSampleCompact,
     HostAdapter, HostAdapters, HostCpu, HostDescr, HostDiskIo, HostMemory, HostNetIo, HostParent,
     IfCounters, LagPortStats, Mib2IcmpGroup, Mib2IpGroup, Mib2TcpGroup, Mib2UdpGroup, OfPort,
     OvsDpStats, PortName, Processor, SampledEthernet, SampledHeader, SampledIPv4, SampledIPv6,
-    Sfp, SfpLane, UnknownRecord, VirtCpu, VirtDiskIo, VirtMemory, VirtNetIo, VirtNode,
+    RtFlow, RtMetric, Sfp, SfpLane, TypedField, UnknownRecord, VirtCpu, VirtDiskIo, VirtMemory,
+    VirtNetIo, VirtNode,
     VlanCounters, decode_datagram,
 )
 from hsflowd.sflow.samples import INTERNAL, Datagram, split_interface, split_source_id
@@ -87,6 +91,25 @@ IPV6_BODY = """
 IPV6_KW = dict(length=80, protocol=17, src_ip=IPv6Address("2001:db8::1"),
                dst_ip=IPv6Address("2001:db8::2"), src_port=53, dst_port=49152, tcp_flags=0,
                priority=3)
+
+SOCKET4_KW = dict(protocol=6, local_ip=IPv4Address("10.0.0.1"), remote_ip=IPv4Address("192.0.2.7"),
+                  local_port=80, remote_port=51000)
+SOCKET4_BODY = """
+    00000006  # protocol 6 (TCP)
+    0a000001  # local_ip 10.0.0.1
+    c0000207  # remote_ip 192.0.2.7
+    00000050  # local_port 80
+    0000c738  # remote_port 51000
+"""
+SOCKET6_KW = dict(protocol=17, local_ip=IPv6Address("2001:db8::1"),
+                  remote_ip=IPv6Address("2001:db8::2"), local_port=53, remote_port=40000)
+SOCKET6_BODY = """
+    00000011                             # protocol 17 (UDP)
+    20010db8 00000000 00000000 00000001  # local_ip 2001:db8::1
+    20010db8 00000000 00000000 00000002  # remote_ip 2001:db8::2
+    00000035                             # local_port 53
+    00009c40                             # remote_port 40000
+"""
 
 FLOW_CASES = [
     ("sampled_ethernet", SampledEthernet(**ETHERNET_KW), """
@@ -190,6 +213,58 @@ FLOW_CASES = [
         00000413           # tag 0:1043
         00000008           # length 8
         01234567 89abcdef  # nanoseconds (unsigned hyper, high word first)
+    """),
+    ("extended_socket_ipv4", ExtendedSocketIPv4(**SOCKET4_KW), """
+        00000834  # tag 0:2100 extended_socket_ipv4
+        00000014  # length 20
+    """ + SOCKET4_BODY),
+    ("extended_socket_ipv6", ExtendedSocketIPv6(**SOCKET6_KW), """
+        00000835  # tag 0:2101 extended_socket_ipv6
+        0000002c  # length 44
+    """ + SOCKET6_BODY),
+    ("extended_proxy_socket_ipv4", ExtendedProxySocketIPv4(**SOCKET4_KW), """
+        00000836  # tag 0:2102
+        00000014  # length 20, extended_socket_ipv4 body
+    """ + SOCKET4_BODY),
+    ("extended_proxy_socket_ipv6", ExtendedProxySocketIPv6(**SOCKET6_KW), """
+        00000837  # tag 0:2103
+        0000002c  # length 44
+    """ + SOCKET6_BODY),
+    ("app_operation", AppOperation(
+        context=AppContext(application="payment", operation="get.balance", attributes="cc=visa"),
+        status_descr="ok", req_bytes=0x100000002, resp_bytes=3, uS=1500,
+        status=AppStatus.NOT_FOUND), """
+        0000089a           # tag 0:2202 app_operation
+        00000048           # length 72
+        00000007           # context.application: 7 bytes
+        7061796d 656e7400  # "payment" + 1 padding
+        0000000b           # context.operation: 11 bytes
+        6765742e 62616c61 6e636500  # "get.balance" + 1 padding
+        00000007           # context.attributes: 7 bytes
+        63633d76 69736100  # "cc=visa" + 1 padding
+        00000002 6f6b0000  # status_descr "ok" + 2 padding
+        00000001 00000002  # req_bytes 0x1_00000002 (u64)
+        00000000 00000003  # resp_bytes 3 (u64)
+        000005dc           # uS 1500
+        00000008           # status 8 NOT_FOUND
+    """),
+    ("app_parent_context", AppParentContext(
+        context=AppContext(application="shop", operation="checkout", attributes="")), """
+        0000089b           # tag 0:2203 app_parent_context
+        00000018           # length 24
+        00000004 73686f70  # application "shop"
+        00000008 63686563 6b6f7574  # operation "checkout"
+        00000000           # attributes ""
+    """),
+    ("app_initiator", AppInitiator(actor="user-42"), """
+        0000089c           # tag 0:2204 app_initiator
+        0000000c           # length 12
+        00000007 75736572 2d343200  # actor "user-42" + 1 padding
+    """),
+    ("app_target", AppTarget(actor="db1"), """
+        0000089d           # tag 0:2205 app_target
+        00000008           # length 8
+        00000003 64623100  # actor "db1" + 1 padding
     """),
     ("extended_tcp_info", ExtendedTcpInfo(
         dirn=2, snd_mss=1448, rcv_mss=536, unacked=3, lost=1, retrans=7, pmtu=1500,
@@ -714,6 +789,35 @@ COUNTER_CASES = [
         00000009           # conn_open
         0000000a           # conn_max
     """),
+    ("app_operations", AppOperations(application="payment", success=1, other=2, timeout=3,
+                                     internal_error=4, bad_request=5, forbidden=6, too_large=7,
+                                     not_implemented=8, not_found=9, unavailable=10,
+                                     unauthorized=11), """
+        0000089a           # tag 0:2202 app_operations
+        00000038           # length 56
+        00000007 7061796d 656e7400  # application "payment" + 1 padding
+        00000001           # success
+        00000002           # other
+        00000003           # timeout
+        00000004           # internal_error
+        00000005           # bad_request
+        00000006           # forbidden
+        00000007           # too_large
+        00000008           # not_implemented
+        00000009           # not_found
+        0000000a           # unavailable
+        0000000b           # unauthorized
+    """),
+    ("app_workers", AppWorkers(workers_active=4, workers_idle=12, workers_max=16, req_delayed=5,
+                               req_dropped=0xFFFFFFFF), """
+        0000089e  # tag 0:2206 app_workers
+        00000014  # length 20
+        00000004  # workers_active
+        0000000c  # workers_idle
+        00000010  # workers_max
+        00000005  # req_delayed
+        ffffffff  # req_dropped unknown (all ones)
+    """),
     ("ovs_dp_stats", OvsDpStats(hits=1, misses=2, lost=3, mask_hits=4, flows=5, masks=6), """
         0000089f  # tag 0:2207 ovs_dp_stats
         00000018  # length 24
@@ -956,8 +1060,100 @@ def test_counters_sample_compact():
     assert sample.annotations() == {"source_id_type": 2, "source_id_index": 1000}
 
 
+def test_rtmetric_sample():
+    sample = RtMetric(datasource="web1", metrics=[
+        TypedField("hits", 1, 777), TypedField("ver", 0, "2.1"), TypedField("load", 6, 1.5),
+        TypedField("temp", 5, 0.25), TypedField("bytes", 2, 2 ** 33), TypedField("conns", 3, 12),
+        TypedField("mem", 4, 5 << 32)])
+    want = h("""
+        010cc3ea           # sample tag 4300:1002 = 4300 << 12 | 1002, rtmetric
+        00000094           # length 148
+        00000004 77656231  # datasource "web1"
+        00000007           # 7 metrics
+        00000004 68697473  # name "hits"
+        00000001           # type 1 counter32
+        00000309           # 777
+        00000003 76657200  # name "ver" + 1 padding
+        00000000           # type 0 string
+        00000003 322e3100  # "2.1" + 1 padding
+        00000004 6c6f6164  # name "load"
+        00000006           # type 6 gaugeDouble
+        3ff80000 00000000  # 1.5 (IEEE double, big-endian)
+        00000004 74656d70  # name "temp"
+        00000005           # type 5 gaugeFloat
+        3e800000           # 0.25 (IEEE float)
+        00000005 62797465 73000000  # name "bytes" + 3 padding
+        00000002           # type 2 counter64
+        00000002 00000000  # 2**33
+        00000005 636f6e6e 73000000  # name "conns"
+        00000003           # type 3 gauge32
+        0000000c           # 12
+        00000003 6d656d00  # name "mem"
+        00000004           # type 4 gauge64
+        00000005 00000000  # 5 << 32
+    """)
+    assert sample.encode() == want
+    got, _ = Records(SAMPLES).decode(b"\x00\x00\x00\x01" + want, 0, 4 + len(want))
+    assert got == [sample]
+
+
+def test_rtflow_sample():
+    sample = RtFlow(datasource="web1", sampling_rate=100, fields=[
+        TypedField("mac", 1, bytes.fromhex("020304050607")),
+        TypedField("src", 2, IPv4Address("10.1.2.3")),
+        TypedField("dst6", 3, IPv6Address("2001:db8::9")), TypedField("n", 4, 7),
+        TypedField("big", 5, 2 ** 40), TypedField("f", 6, 2.0), TypedField("d", 7, -0.5),
+        TypedField("s", 0, "GET")])
+    want = h("""
+        010cc3eb           # sample tag 4300:1003, rtflow
+        000000b0           # length 176
+        00000004 77656231  # datasource "web1"
+        00000064           # sampling_rate 100
+        00000000           # sample_pool (reserved, 0)
+        00000008           # 8 fields
+        00000003 6d616300  # name "mac"
+        00000001           # type 1 mac
+        02030405 06070000  # 6 bytes + 2 padding
+        00000003 73726300  # name "src"
+        00000002           # type 2 ip
+        0a010203           # 10.1.2.3
+        00000004 64737436  # name "dst6"
+        00000003           # type 3 ip6
+        20010db8 00000000 00000000 00000009  # 2001:db8::9
+        00000001 6e000000  # name "n"
+        00000004           # type 4 int32
+        00000007
+        00000003 62696700  # name "big"
+        00000005           # type 5 int64
+        00000100 00000000  # 2**40
+        00000001 66000000  # name "f"
+        00000006           # type 6 float
+        40000000           # 2.0
+        00000001 64000000  # name "d"
+        00000007           # type 7 double
+        bfe00000 00000000  # -0.5
+        00000001 73000000  # name "s"
+        00000000           # type 0 string
+        00000003 47455400  # "GET" + 1 padding
+    """)
+    assert sample.encode() == want
+    got, _ = Records(SAMPLES).decode(b"\x00\x00\x00\x01" + want, 0, 4 + len(want))
+    assert got == [sample]
+
+
+def test_rt_samples_refuse_unknown_types():
+    with pytest.raises(EncodeError):
+        RtMetric(datasource="x", metrics=[TypedField("m", 7, 1)]).encode()
+    with pytest.raises(EncodeError):
+        RtFlow(datasource="x", fields=[TypedField("ip", 2, "not an address")]).encode()
+    bad = h("010cc3ea 00000010 00000000 00000001 00000001 6d000000")[8:] + h("00000009")
+    with pytest.raises(DecodeError):
+        RtMetric.decode_body(bad)
+
+
 def test_every_sample_type_has_a_byte_exact_case():
-    tested = {FlowSample, CountersSample, DiscardedPacket, FlowSampleCompact, CountersSampleCompact}
+    tested = {FlowSample, CountersSample, DiscardedPacket, FlowSampleCompact, CountersSampleCompact,
+              RtMetric, RtFlow}
     assert tested == set(SAMPLES.classes.values())
 
 

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hsflowd.sflow import COUNTERS, FLOWS, SAMPLES, UnknownRecord, decode_datagram, to_dict, to_text
+from hsflowd.sflow.custom import TypedField
 from hsflowd.sflow.samples import Datagram
 from hsflowd.sflow.tlv import Records
 
@@ -58,6 +59,8 @@ def for_codec(codec):
         return I32
     if kind == "f32":
         return F32
+    if kind == "f64":
+        return st.floats(allow_nan=False)
     if kind == "mac":
         return st.binary(min_size=6, max_size=6)
     if kind == "ipv4":
@@ -79,7 +82,17 @@ def for_codec(codec):
         return struct_of(codec.cls)
     if kind == "records":
         return st.lists(record_in(codec.table), max_size=3)
+    if kind == "typed_fields":
+        return st.lists(typed_field(codec), max_size=4)
     raise AssertionError(f"no strategy for XDR kind {kind!r}")  # a new kind needs one here
+
+
+def typed_field(codec):
+    """One custom.TypedField of a type the list knows, with a value of that type."""
+    def of(item):
+        code, (_, value_codec) = item
+        return st.builds(TypedField, _string(64), st.just(code), for_codec(value_codec))
+    return st.sampled_from(sorted(codec.types.items())).flatmap(of)
 
 
 @lru_cache(maxsize=None)
@@ -172,14 +185,17 @@ def test_strategies_cover_every_kind():
         elif codec.kind == "struct":
             for _, c in codec.fields:
                 walk(c)
+        elif codec.kind == "typed_fields":
+            for _, c in codec.types.values():
+                walk(c)
 
     for _, cls in ALL_RECORDS:
         for _, codec in cls._layout.fields:
             walk(codec)
     for _, codec in Datagram._layout.fields:
         walk(codec)
-    assert kinds == {"u32", "u64", "i32", "f32", "mac", "ipv4", "ipv6", "uuid", "string",
-                     "opaque", "address", "array", "records", "struct"}
+    assert kinds == {"u32", "u64", "i32", "f32", "f64", "mac", "ipv4", "ipv6", "uuid", "string",
+                     "opaque", "address", "array", "records", "struct", "typed_fields"}
     for _, cls in ALL_RECORDS:  # and there is a strategy for each (for_codec raises if not)
         struct_of(cls)
 

@@ -16,7 +16,8 @@ sFlowSettingsString in upstream) down to the order of the lines:
     rev_end=N
 
 A reader that sees rev_start == rev_end has a consistent copy.  While there is no agent
-address the settings are left out (upstream suppresses output then too).
+address, or DNS-SD has no settings to give, the settings are left out (upstream suppresses
+output then too).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def render_auto(config: Config, revision: int, hostname: str, agent_ip: Optional
     """The file's text.  ``agent_ip``/``agent_device`` are the agent's current address and
     device (elected, or the resolved ``agentIP=``); None while there is none."""
     lines: List[str] = [HEADER, f"rev_start={revision}"]
-    if agent_ip is not None or config.agent_ip is not None:
+    # no settings while there is no agent address, or while DNS-SD has none to give
+    # (hsflowd's suppress_sendPkt_agentAddress and suppress_sendPkt_waitConfig)
+    if (agent_ip is not None or config.agent_ip is not None) and not config.suppressed:
         lines += [f"hostname={hostname}", f"sampling={config.sampling}",
                   f"header={config.header_bytes}", f"datagram={config.datagram_bytes}",
                   f"polling={config.polling}"]

@@ -93,7 +93,8 @@ def describe(config: Config) -> str:
             if app in settings:
                 out.append(f"  {_quoted(prefix + app)} = {settings[app]}")
     if config.dns_sd:
-        out += _block("dns-sd", lambda k: config.dns_sd_domain)
+        out += _block("dns-sd", lambda k: config.dns_sd_domain if k.name == "domain"
+                      else config.dns_sd_start_delay)
     elif config.dns_sd_domain is not None:
         out += ["  DNSSD = off", f"  DNSSD_domain = {_quoted(config.dns_sd_domain)}"]
     for collector in config.collectors:
@@ -101,7 +102,7 @@ def describe(config: Config) -> str:
     for name in ("pcap", "epcap"):
         for rule in getattr(config, name):
             out += _block(name, lambda k, r=rule: _rule_value(r, k))
-    for name in ("nflog", "ulog", "psample", "dropmon", "json", "ovs", "docker", "kvm"):
+    for name in ("nflog", "ulog", "psample", "dropmon", "json", "tcp", "ovs", "docker", "kvm"):
         typed = getattr(config, name)
         if typed is not None:
             out += _block(name, lambda k, t=typed: getattr(t, k.attr))

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Tuple
 from . import keywords as K
 from .errors import ConfigError
 from .model import (Collector, Config, DockerConfig, DropmonConfig, JsonConfig, KvmConfig,
-                    NflogConfig, OvsConfig, PcapRule, PsampleConfig, UlogConfig)
+                    NflogConfig, OvsConfig, PcapRule, PsampleConfig, TcpConfig, UlogConfig)
 from .sampling import print_speed
 from .values import Bad, read_value
 
@@ -40,7 +40,7 @@ _SEPARATORS = " \t=;"
 _WORD_END = _SEPARATORS + "#{}"
 # Blocks with a class of their own; the others' settings go to Config.blocks as dicts.
 _CLASSES = {"nflog": NflogConfig, "ulog": UlogConfig, "psample": PsampleConfig,
-            "dropmon": DropmonConfig, "json": JsonConfig, "ovs": OvsConfig,
+            "dropmon": DropmonConfig, "json": JsonConfig, "tcp": TcpConfig, "ovs": OvsConfig,
             "docker": DockerConfig, "kvm": KvmConfig}
 # A deprecated spelling warns wherever it appears, inside its block too ("nflogGroup").
 _DEPRECATED = {s.lower(): k.prefer for k in K.BLOCKS["sflow"].keywords
@@ -116,6 +116,7 @@ class _Parser:
         self.app_seen: Dict[str, int] = {}
         self.app_order: List[str] = []
         self.top = _Instance(K.BLOCKS["sflow"], "sflow", 1)
+        self.dns_sd: Optional[_Instance] = None     # dns-sd { } settings other than domain
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -211,7 +212,7 @@ class _Parser:
             block, _, name = keyword.target.partition(".")
             inst = self.singleton(block, tok.line)
             keyword = inst.block.keyword(name)
-        if inst.name == "dns-sd":             # dns-sd { domain= } is DNSSD_domain
+        if inst.name == "dns-sd" and keyword.name == "domain":   # the same as DNSSD_domain
             inst, keyword = self.top, self.top.block.keyword("DNSSD_domain")
         if keyword.repeat:
             inst.values[keyword.name] = inst.values[keyword.name] + [
@@ -288,7 +289,9 @@ class _Parser:
             siblings = self.multis if parent is self.top else parent.children
             siblings.setdefault(keyword.name, []).append(inst)
         elif keyword.name == "dns-sd":      # the same switch as DNSSD=on
-            inst = _Instance(block, keyword.name, tok.line)
+            if self.dns_sd is None:
+                self.dns_sd = _Instance(block, keyword.name, tok.line)
+            inst = self.dns_sd
             self.top.values["DNSSD"] = True
             self.top.seen.pop("DNSSD", None)
         else:
@@ -343,6 +346,8 @@ class _Parser:
             enabled.add("dns-sd")
         unsupported = [name for name in self.first_seen if name in enabled
                        and not K.BLOCKS[K.BLOCKS["sflow"].keyword(name).block].supported]
+        if self.dns_sd is not None:
+            top["dns_sd_start_delay"] = self.dns_sd.values["startDelay"]
         config = Config(
             path=self.path, **top,
             sampling_settings=self.apps["sampling."], polling_settings=self.apps["polling."],
@@ -355,6 +360,7 @@ class _Parser:
         return config
 
     def check(self, config: Config, enabled: set) -> None:
+        self.notes(config)
         if config.dns_sd:
             for other in ("eapi", "sonic"):
                 if other in enabled:
@@ -371,6 +377,33 @@ class _Parser:
         if not config.collectors and not (config.dns_sd or enabled & {"eapi", "sonic"}):
             raise self.error(self.last_line, "no collector is defined: add "
                              "collector { ip=... } (or dns-sd { } to learn them from DNS)")
+
+    def notes(self, config: Config) -> None:
+        """Warnings about settings that parse but do nothing (config.warnings is the list
+        the agent logs and ``hsflowd check`` prints, so adding to it here is enough)."""
+        if config.dns_sd:
+            for collector in config.collectors:
+                self.warn(collector.line, "this collector is not used: with dns-sd on, the "
+                          "collectors come from DNS SRV records (as in hsflowd)")
+            unused = [name for name in ("sampling", "polling", "headerBytes")
+                      if name in self.top.seen] + [f"{p}{app}" for p in K.APP_PREFIXES
+                                                    for app in self.apps[p]]
+            if unused:
+                line = min([self.top.seen[n] for n in ("sampling", "polling", "headerBytes")
+                            if n in self.top.seen] + [self.app_seen[n] for n in unused
+                                                      if n in self.app_seen])
+                self.warn(line, f"{', '.join(unused)} not used: with dns-sd on, DNS TXT records "
+                          "set sampling and polling (else 400 and 30 s, as in hsflowd)")
+        if config.json is not None:
+            if config.json.fifo is not None:
+                self.warn(config.json.line, "json { fifo= } is not supported yet; ignored")
+            if not config.json.udpport:
+                self.warn(config.json.line, "json { } has no udpport=, so it listens nowhere")
+        if config.tcp is not None:
+            for name in ("tunnel", "udp"):
+                if getattr(config.tcp, name):
+                    self.warn(config.tcp.line, f"tcp {{ {name}=on }} is not supported yet; "
+                              "ignored")
 
 
 def parse_config(text: str, path: str = "<string>") -> Config:

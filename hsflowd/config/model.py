@@ -18,8 +18,8 @@ from .keywords import SPEED_MAX, default_of
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 __all__ = ["AgentCidr", "Collector", "PcapRule", "NflogConfig", "UlogConfig", "PsampleConfig",
-           "DropmonConfig", "JsonConfig", "OvsConfig", "DockerConfig", "KvmConfig", "Config",
-           "SPEED_MAX"]
+           "DropmonConfig", "JsonConfig", "TcpConfig", "OvsConfig", "DockerConfig", "KvmConfig",
+           "Config", "SPEED_MAX"]
 
 
 def _line():
@@ -39,12 +39,14 @@ class AgentCidr:
 
 @dataclass(frozen=True)
 class Collector:
-    """One ``collector { }``.  ``ip`` may be a host name: it is resolved when the socket opens."""
+    """One ``collector { }``.  ``ip`` may be a host name: it is resolved when the socket opens.
+    ``origin`` says where a collector that is not in the file came from ("DNS-SD ...")."""
     ip: str
     udpport: int = default_of("collector", "udpport")
     dev: Optional[str] = None
     namespace: Optional[str] = None
     line: int = _line()
+    origin: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,17 @@ class DropmonConfig:
 
 @dataclass(frozen=True)
 class JsonConfig:
+    """``json { }``: applications send JSON messages to ``udpport`` on 127.0.0.1 and ::1."""
     udpport: Optional[int] = None
     fifo: Optional[str] = None
+    line: int = _line()
+
+
+@dataclass(frozen=True)
+class TcpConfig:
+    """``tcp { }``: extended_tcp_info on samples of this host's TCP connections."""
+    tunnel: bool = default_of("tcp", "tunnel")
+    udp: bool = default_of("tcp", "udp")
     line: int = _line()
 
 
@@ -191,6 +202,7 @@ class Config:
     modules_dir: str = _sflow("modules")
     dns_sd: bool = _sflow("DNSSD")
     dns_sd_domain: Optional[str] = None
+    dns_sd_start_delay: int = default_of("dns-sd", "startDelay")
     refresh_adaptors: int = _sflow("refreshAdaptors")
     check_adaptors: int = _sflow("checkAdaptors")
     refresh_vms: int = _sflow("refreshVMs")
@@ -203,9 +215,13 @@ class Config:
     psample: Optional[PsampleConfig] = None
     dropmon: Optional[DropmonConfig] = None
     json: Optional[JsonConfig] = None
+    tcp: Optional[TcpConfig] = None
     ovs: Optional[OvsConfig] = None
     docker: Optional[DockerConfig] = None
     kvm: Optional[KvmConfig] = None
     blocks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # a source of settings (DNS-SD) has none to give yet, or its answer turned monitoring
+    # off: nothing is sampled, polled or sent, and the .auto file holds no settings
+    suppressed: bool = False
     unsupported: List[str] = field(default_factory=list, compare=False)
     warnings: List[str] = field(default_factory=list, compare=False)

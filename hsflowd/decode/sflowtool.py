@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from ..sflow import counters as C
 from ..sflow import flows as F
 from ..sflow import samples as S
+from ..sflow.custom import RTFLOW_TYPES, RTMETRIC_TYPES, RtFlow, RtMetric
 from ..sflow.drops import drop_reason_name
 from ..sflow.tlv import SAMPLES, UnknownRecord
 from ..sflow.xdr import Address, DecodeError, read_u32
@@ -320,10 +321,42 @@ def _discard_sample(p: Printer, sample: S.DiscardedPacket, body: bytes) -> None:
     p.prefix = ""
 
 
+def _typed_fields(p: Printer, prefix: str, fields, types) -> None:
+    """rtmetric's and rtflow's fields: <prefix><type>_<name> <value>, as sflowtool prints."""
+    for f in fields:
+        type_name = types[f.type][0]
+        value = f.value
+        if type_name == "string":
+            value = fmt_string(value, 255)
+        elif type_name == "mac":
+            value = value.hex()
+        elif type_name in ("ip", "ip6"):
+            value = fmt_address(value)
+        elif type_name in ("gaugeFloat", "gaugeDouble", "float", "double"):
+            value = f"{value:.3f}"
+        p.field(f"{prefix}{type_name}_{fmt_string(f.name, 64)}", value)
+
+
+def _rtmetric(p: Printer, sample, body: bytes) -> None:
+    p.field("sampleType", "RTMETRIC")
+    if sample.datasource:
+        p.field("rtmetric_datasource_name", fmt_string(sample.datasource, 64))
+    _typed_fields(p, "rtmetric_", sample.metrics, RTMETRIC_TYPES)
+
+
+def _rtflow(p: Printer, sample, body: bytes) -> None:
+    p.field("sampleType", "RTFLOW")
+    if sample.datasource:
+        p.field("rtflow_datasource_name", fmt_string(sample.datasource, 64))
+    p.field("rtflow_sampling_rate", sample.sampling_rate)
+    p.field("rtflow_sample_pool", sample.sample_pool)
+    _typed_fields(p, "rtflow_", sample.fields, RTFLOW_TYPES)
+
+
 _SAMPLE_WRITERS: Dict[type, Callable] = {
     S.FlowSample: _flow_sample, S.FlowSampleCompact: _flow_sample,
     S.CountersSample: _counters_sample, S.CountersSampleCompact: _counters_sample,
-    S.DiscardedPacket: _discard_sample,
+    S.DiscardedPacket: _discard_sample, RtMetric: _rtmetric, RtFlow: _rtflow,
 }
 
 
@@ -475,6 +508,68 @@ def _timestamp(p: Printer, r: F.ExtendedTimestamp) -> None:
     p.field("timestamp_nS", r.nanoseconds)
 
 
+def _socket(prefix: str) -> Callable:
+    """extended_socket_ipv4/6 and the proxy ones; the plain ones are the FLOW line's IPs."""
+    def write(p: Printer, r) -> None:
+        p.field("extendedType", prefix)
+        p.field(f"{prefix}_ip_protocol", r.protocol)
+        if not prefix.startswith("proxy"):
+            p.s.ip_src, p.s.ip_dst = r.local_ip, r.remote_ip
+        p.field(f"{prefix}_local_ip", fmt_address(r.local_ip))
+        p.field(f"{prefix}_remote_ip", fmt_address(r.remote_ip))
+        p.field(f"{prefix}_local_port", r.local_port)
+        p.field(f"{prefix}_remote_port", r.remote_port)
+    return write
+
+
+def _text_fields(p: Printer, pairs) -> None:
+    """Strings sflowtool prints only when they are not empty (name, value, its buffer)."""
+    for name, value, size in pairs:
+        if value:
+            p.field(name, fmt_string(value, size))
+
+
+_APP_STATUS = ("SUCCESS", "OTHER", "TIMEOUT", "INTERNAL_ERROR", "BAD_REQUEST", "FORBIDDEN",
+               "TOO_LARGE", "NOT_IMPLEMENTED", "NOT_FOUND", "UNAVAILABLE",
+               "UNATHORIZED")   # sic: sflowtool's spelling
+
+
+def _app_operation(p: Printer, r: F.AppOperation) -> None:
+    p.field("flowSampleType", "applicationOperation")
+    c = r.context
+    _text_fields(p, (("application", c.application, 32), ("operation", c.operation, 32),
+                     ("attributes", c.attributes, 255), ("status_descr", r.status_descr, 32)))
+    p.field("request_bytes", r.req_bytes)
+    p.field("response_bytes", r.resp_bytes)
+    p.field("duration_uS", r.uS)
+    p.field("status", _APP_STATUS[r.status] if r.status < len(_APP_STATUS)
+            else f"<out-of-range={r.status}>")
+
+
+def _app_parent(p: Printer, r: F.AppParentContext) -> None:
+    c = r.context
+    _text_fields(p, (("server_context_application", c.application, 32),
+                     ("server_context_operation", c.operation, 32),
+                     ("server_context_attributes", c.attributes, 255)))
+
+
+def _tcp_info(p: Printer, r: F.ExtendedTcpInfo) -> None:
+    p.field("tcpinfo_direction", {0: "unknown", 1: "received", 2: "sent"}.get(r.dirn,
+                                                                              "<bad value>"))
+    p.fields(r, [("snd_mss", "tcpinfo_send_mss"), ("rcv_mss", "tcpinfo_receive_mss"),
+                 ("unacked", "tcpinfo_unacked_pkts"), ("lost", "tcpinfo_lost_pkts"),
+                 ("retrans", "tcpinfo_retrans_pkts"), ("pmtu", "tcpinfo_path_mtu"),
+                 ("rtt", "tcpinfo_rtt_uS"), ("rttvar", "tcpinfo_rtt_uS_var"),
+                 ("snd_cwnd", "tcpinfo_send_congestion_win"),
+                 ("reordering", "tcpinfo_reordering"), ("min_rtt", "tcpinfo_rtt_uS_min")])
+
+
+def _entities(p: Printer, r: F.ExtendedEntities) -> None:
+    p.field("extendedType", "entities")
+    p.fields(r, [("src_dsClass", "entities_src_class"), ("src_dsIndex", "entities_src_index"),
+                 ("dst_dsClass", "entities_dst_class"), ("dst_dsIndex", "entities_dst_index")])
+
+
 _FLOW_WRITERS: Dict[type, Callable] = {
     F.SampledHeader: _sampled_header,
     F.SampledEthernet: _sampled_ethernet,
@@ -494,6 +589,16 @@ _FLOW_WRITERS: Dict[type, Callable] = {
     F.ExtendedVniIngress: _prefixed("VNI", lambda r: r.vni, "in_"),
     F.ExtendedLinuxReason: _linux_reason,
     F.ExtendedTimestamp: _timestamp,
+    F.ExtendedSocketIPv4: _socket("socket4"),
+    F.ExtendedSocketIPv6: _socket("socket6"),
+    F.ExtendedProxySocketIPv4: _socket("proxy_socket4"),
+    F.ExtendedProxySocketIPv6: _socket("proxy_socket6"),
+    F.AppOperation: _app_operation,
+    F.AppParentContext: _app_parent,
+    F.AppInitiator: lambda p, r: _text_fields(p, (("actor_initiator", r.actor, 64),)),
+    F.AppTarget: lambda p, r: _text_fields(p, (("actor_target", r.actor, 64),)),
+    F.ExtendedTcpInfo: _tcp_info,
+    F.ExtendedEntities: _entities,
 }
 
 
@@ -609,6 +714,13 @@ def _all_fields(prefix: str, renames: Dict[str, str] = None) -> Callable:
     return write
 
 
+def _app_operations(p: Printer, r: C.AppOperations) -> None:
+    _text_fields(p, (("application", r.application, 32),))
+    p.fields(r, [("success", "status_OK")] + [(name, "errors_" + name.upper()) for name in (
+        "other", "timeout", "internal_error", "bad_request", "forbidden", "too_large",
+        "not_implemented", "not_found", "unavailable", "unauthorized")])
+
+
 _NET_IO = _all_fields("nio_")
 _COUNTER_WRITERS: Dict[type, Callable] = {
     C.IfCounters: _if_counters,
@@ -645,4 +757,8 @@ _COUNTER_WRITERS: Dict[type, Callable] = {
                             ("conn_open", "connections_open"),
                             ("conn_max", "connections_max")]),
     C.OvsDpStats: _all_fields("OVS_dp_"),
+    C.AppOperations: _app_operations,
+    C.AppWorkers: _table([("workers_active", "workers_active"), ("workers_idle", "workers_idle"),
+                          ("workers_max", "workers_max"), ("req_delayed", "requests_delayed"),
+                          ("req_dropped", "requests_dropped")]),
 }

@@ -123,6 +123,9 @@ class Module:
     """The interface; every method has a do-nothing default."""
 
     name: ClassVar[str] = ""
+    # a source of settings (adjust_config): started before each revision is made from the
+    # file, so what it says applies from the first revision on (Supervisor.start_sources)
+    adjusts_config: ClassVar[bool] = False
 
     def __init__(self, ctx: Context):
         self.ctx = ctx
@@ -147,9 +150,9 @@ class Module:
         return []
 
     def adjust_config(self, config: Any) -> Any:
-        """For a module that is a source of configuration (DNS-SD): the running
-        configuration made from ``config`` (what the file says).  When its answer would
-        change, the module calls ``ctx.config_changed()`` and is asked again."""
+        """For a module that is a source of configuration (DNS-SD, ``adjusts_config``): the
+        running configuration made from ``config`` (what the file says).  When its answer
+        would change, the module calls ``ctx.config_changed()`` and is asked again."""
         return config
 
     def status(self) -> Dict[str, Any]:
@@ -215,7 +218,8 @@ def _load_all() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from . import host, interfaces, pcap, epcap, nflog, ovs, docker, kvm  # noqa: F401
+    from . import (host, interfaces, pcap, epcap, nflog, ovs, dnssd, jsonapp, tcp,  # noqa: F401
+                   docker, kvm)
 
 
 @dataclass

@@ -13,12 +13,13 @@ from . import AgentState, Module, register
 
 
 class TapModule(Module):
-    """What pcap {} and epcap {} share: a TapSampler fed the interfaces' counters each tick."""
+    """What pcap {} and epcap {} share: a TapSampler fed the interfaces' packet counts (for
+    the sample pools) each tick."""
 
     sampler = None
 
     def tick(self, now: float) -> None:
-        self.sampler.tick(self.ctx.link_stats(list(self.sampler.tapped)))
+        self.sampler.tick(self.ctx.interfaces.read_packet_counts(list(self.sampler.tapped)))
 
     def status(self):
         return {"samplers": self.sampler.status()}

@@ -82,7 +82,22 @@ class Supervisor:
             elif slot.module is not None:
                 self.call(slot, "reconcile", slot.module.reconcile, state)
 
-    def _start(self, slot: Slot, state: AgentState) -> None:
+    def start_sources(self, file_config) -> None:
+        """Before a revision is made from ``file_config``: start the sources of settings it
+        enables (``Module.adjusts_config``) and stop those it no longer enables, so that
+        the revision is theirs from the start (DNS-SD: nothing goes out before DNS answers)
+        and a reload that drops one is not adjusted by it any more.  They are told the
+        state with the others, once the revision is made."""
+        wanted = {s.name: s for s in enabled_specs(file_config) if s.cls.adjusts_config}
+        for name in [n for n, slot in self.slots.items()
+                     if slot.spec.cls.adjusts_config and n not in wanted]:
+            self._stop(self.slots.pop(name))
+        for spec in wanted.values():
+            if spec.name not in self.slots:
+                slot = self.slots[spec.name] = Slot(spec)
+                self._start(slot, None)
+
+    def _start(self, slot: Slot, state: Optional[AgentState]) -> None:
         ctx = Context(slot.name, self._watch, self.loop.unwatch, self.flow_hooks.emit, self.send,
                       self.link_stats, self.interfaces, self.flow_hooks, self.config_changed,
                       self.ds_indexes)
@@ -92,7 +107,8 @@ class Supervisor:
         if module is None:
             return
         slot.module = module
-        self.call(slot, "reconcile", module.reconcile, state)
+        if state is not None:
+            self.call(slot, "reconcile", module.reconcile, state)
 
     def _stop(self, slot: Slot) -> None:
         module, slot.module = slot.module, None

@@ -66,8 +66,8 @@ class Sampler(Protocol):
     def read(self, fd: int) -> int:
         """Handle what is ready on ``fd``; returns the number of samples emitted."""
 
-    def tick(self, stats: Dict) -> None:
-        """Once a second: interface counters (ifindex -> LinkStats) for the sample pools."""
+    def tick(self, counts: Dict[int, int]) -> None:
+        """Once a second: the interfaces' packet counts (ifindex -> rx+tx) for the pools."""
 
     def close(self) -> None:
         """Release everything (sockets, programs, rules)."""

@@ -236,15 +236,15 @@ class ClassicBpfSampler(TapSampler):
                                hatype in ETHERNET_LINK_TYPES)
         return n
 
-    def _tick(self, stats: Dict) -> None:
+    def _tick(self, counts: Dict[int, int]) -> None:
         for ifindex, t in list(self.tapped.items()):
-            s = stats.get(ifindex)
-            if s is not None:
+            packets = counts.get(ifindex)
+            if packets is not None:
                 # what the ring holds was drawn from the packets counted now: frame it first
                 self._read_tap(t)
                 if ifindex not in self.tapped:
                     continue
-                t.builder.set_pool(s.rx_packets + s.tx_packets)
+                t.builder.set_pool(packets)
             try:
                 _, drops = t.handle.statistics()
             except OSError:

@@ -376,8 +376,8 @@ class EbpfSampler(TapSampler):
         packets, t.builder.drops = self.counters(t.tap.ifindex)
         t.builder.set_pool(packets, from_start=True)
 
-    def _tick(self, stats: Dict) -> None:
-        """Pools from the program's counts (``stats`` is not needed: see the module's doc)."""
+    def _tick(self, counts: Dict) -> None:
+        """Pools from the program's counts (``counts`` are not needed: see the module's doc)."""
         self._drain(self.readers.values())  # samples short of a wakeup go out with this second
         self.clock_offset = time.time_ns() - time.monotonic_ns()
         for t in list(self.tapped.values()):

@@ -76,8 +76,8 @@ class TapSampler:
     def _close(self, t: Tapped) -> None:
         raise NotImplementedError
 
-    def _tick(self, stats: Dict) -> None:
-        """Once a second: sample pools and drops."""
+    def _tick(self, counts: Dict[int, int]) -> None:
+        """Once a second: sample pools (``counts``: ifindex -> rx+tx packets) and drops."""
 
     # ------------------------------------------------------------ the life cycle
     def update(self, taps: Dict[int, Tap]) -> None:
@@ -136,7 +136,7 @@ class TapSampler:
         self._start(t.tap)
         self.ports.interfaces_changed(self.interfaces(), (x.tap for x in self.tapped.values()))
 
-    def tick(self, stats: Dict) -> None:
+    def tick(self, counts: Dict[int, int]) -> None:
         now = self.clock()
         retried = False
         for ifindex, failure in list(self.failed.items()):
@@ -145,7 +145,7 @@ class TapSampler:
                 retried = True
         if retried:
             self.ports.interfaces_changed(self.interfaces(), (t.tap for t in self.tapped.values()))
-        self._tick(stats)
+        self._tick(counts)
         if self.tapped or self.ports.stale:
             self.ports.tick(self.interfaces())
 

@@ -412,11 +412,29 @@ class VirtNetIo(Record):
     tx_drop: u32
 
 
-# ---------------------------------------------------------------- application (decoded for OVS)
+# ---------------------------------------------------------------- sflow_application.txt
+
+@COUNTERS.register(2202, "app_operations")
+class AppOperations(Record):
+    """Transactions of one application by status (flows.AppStatus order), cumulative."""
+
+    application: string(32)
+    success: u32
+    other: u32
+    timeout: u32
+    internal_error: u32
+    bad_request: u32
+    forbidden: u32
+    too_large: u32
+    not_implemented: u32
+    not_found: u32
+    unavailable: u32
+    unauthorized: u32
+
 
 @COUNTERS.register(2203, "app_resources")
 class AppResources(Record):
-    """Process resources (sflow_application.txt); Open vSwitch sends it for ovs-vswitchd."""
+    """Process resources of an application; Open vSwitch sends it for ovs-vswitchd."""
 
     user_time: u32
     system_time: u32
@@ -426,6 +444,17 @@ class AppResources(Record):
     fd_max: u32
     conn_open: u32
     conn_max: u32
+
+
+@COUNTERS.register(2206, "app_workers")
+class AppWorkers(Record):
+    """An application's worker pool: gauges, then requests delayed and dropped (counters)."""
+
+    workers_active: u32
+    workers_idle: u32
+    workers_max: u32
+    req_delayed: u32
+    req_dropped: u32
 
 
 @COUNTERS.register(2207, "ovs_dp_stats")

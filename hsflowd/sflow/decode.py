@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterator
 
-from . import counters, flows  # noqa: F401 - importing registers the records
+from . import counters, custom, flows  # noqa: F401 - importing registers the records
 from .samples import Datagram
 from .tlv import UnknownRecord, split_tag
 from .xdr import DecodeError, Layout
@@ -45,6 +45,9 @@ def _plain(value: Any, codec: Any) -> Any:
         return [_plain(v, codec.element) for v in value]
     if kind == "struct":
         return _fields(value, codec)
+    plain = getattr(codec, "plain", None)   # a codec with a form of its own (custom.TypedFields)
+    if plain is not None:
+        return plain(value)
     return value
 
 

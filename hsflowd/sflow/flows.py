@@ -6,10 +6,12 @@ sflow_drops.txt, sflow_host.txt).
 
 from __future__ import annotations
 
+import dataclasses
 from enum import IntEnum
+from typing import Annotated
 
 from .tlv import FLOWS, Record
-from .xdr import address, ipv4, ipv6, mac, opaque, string, u32, u64
+from .xdr import address, ipv4, ipv6, layout_of, mac, opaque, string, u32, u64, xdr_struct
 
 
 class HeaderProtocol(IntEnum):
@@ -161,6 +163,100 @@ class ExtendedTimestamp(Record):
     """When the packet was sampled, in nanoseconds since the Unix epoch (hsflowd 2.1 sends it)."""
 
     nanoseconds: u64
+
+
+@FLOWS.register(2100, "extended_socket_ipv4")
+class ExtendedSocketIPv4(Record):
+    """The local socket a sampled packet or transaction belongs to (sflow_host.txt)."""
+
+    protocol: u32
+    local_ip: ipv4
+    remote_ip: ipv4
+    local_port: u32
+    remote_port: u32
+
+
+@FLOWS.register(2101, "extended_socket_ipv6")
+class ExtendedSocketIPv6(Record):
+    protocol: u32
+    local_ip: ipv6
+    remote_ip: ipv6
+    local_port: u32
+    remote_port: u32
+
+
+@FLOWS.register(2102, "extended_proxy_socket_ipv4")
+class ExtendedProxySocketIPv4(ExtendedSocketIPv4):
+    """The back-end socket of a proxied connection."""
+
+
+@FLOWS.register(2103, "extended_proxy_socket_ipv6")
+class ExtendedProxySocketIPv6(ExtendedSocketIPv6):
+    pass
+
+
+# ---------------------------------------------------------------- sflow_application.txt
+
+class AppStatus(IntEnum):
+    """app_operation.status; the counters of app_operations (2202) follow this order."""
+
+    SUCCESS = 0
+    OTHER = 1
+    TIMEOUT = 2
+    INTERNAL_ERROR = 3
+    BAD_REQUEST = 4
+    FORBIDDEN = 5
+    TOO_LARGE = 6
+    NOT_IMPLEMENTED = 7
+    NOT_FOUND = 8
+    UNAVAILABLE = 9
+    UNAUTHORIZED = 10
+
+
+@xdr_struct
+class AppContext:
+    """What an operation was: application, operation, attributes (e.g. "payment",
+    "get.balance", "cc=visa").  Longer strings are clipped, as hsflowd does."""
+
+    application: string(32)
+    operation: string(32)
+    attributes: string(255)
+
+
+_CONTEXT = Annotated[AppContext, layout_of(AppContext)]
+
+
+@FLOWS.register(2202, "app_operation")
+class AppOperation(Record):
+    """One sampled application transaction.  uS: its duration in microseconds."""
+
+    context: _CONTEXT = dataclasses.field(default_factory=AppContext)
+    status_descr: string(32)
+    req_bytes: u64
+    resp_bytes: u64
+    uS: u32
+    status: u32 = AppStatus.SUCCESS
+
+
+@FLOWS.register(2203, "app_parent_context")
+class AppParentContext(Record):
+    """The operation this transaction was made for (a server's enclosing operation)."""
+
+    context: _CONTEXT = dataclasses.field(default_factory=AppContext)
+
+
+@FLOWS.register(2204, "app_initiator")
+class AppInitiator(Record):
+    """Who asked for the operation (e.g. a customer id)."""
+
+    actor: string(64)
+
+
+@FLOWS.register(2205, "app_target")
+class AppTarget(Record):
+    """Who the operation was for."""
+
+    actor: string(64)
 
 
 @FLOWS.register(2209, "extended_tcp_info")

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Callable, ClassVar, List, Optional, Tuple, Un
 
 __all__ = [
     "DecodeError", "EncodeError", "Layout", "xdr_struct", "layout_of",
-    "u32", "u64", "i32", "f32", "mac", "ipv4", "ipv6", "uuid16",
+    "u32", "u64", "i32", "f32", "f64", "mac", "ipv4", "ipv6", "uuid16",
     "string", "opaque", "address", "array", "Fixed", "Variable",
 ]
 
@@ -83,6 +83,7 @@ U32 = Fixed("I", 0, "u32")
 U64 = Fixed("Q", 0, "u64")
 I32 = Fixed("i", 0, "i32")
 F32 = Fixed("f", 0.0, "f32")
+F64 = Fixed("d", 0.0, "f64")
 # mac is opaque[6]: six bytes then two bytes of XDR padding.
 MAC = Fixed("6s2x", bytes(6), "mac", _mac_to_wire)
 IPV4 = Fixed("4s", IPv4Address(0), "ipv4", _ip4_to_wire, IPv4Address)
@@ -241,6 +242,7 @@ u32 = Annotated[int, U32]
 u64 = Annotated[int, U64]
 i32 = Annotated[int, I32]
 f32 = Annotated[float, F32]
+f64 = Annotated[float, F64]
 mac = Annotated[bytes, MAC]
 ipv4 = Annotated[IPv4Address, IPV4]
 ipv6 = Annotated[IPv6Address, IPV6]
