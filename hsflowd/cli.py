@@ -190,6 +190,10 @@ def describe_status(s: dict) -> str:
         state = "running" if m.get("running") else "waiting to start again"
         err = f" (last error: {m['error']})" if m.get("error") else ""
         lines.append(f"  module {m['name']}: {state}{err}")
+        for key, value in m.items():
+            if isinstance(value, dict):     # the module's own figures
+                lines.append("    " + key + ": " + ", ".join(
+                    f"{k} {v}" for k, v in value.items() if not isinstance(v, dict)))
     return "\n".join(lines)
 
 

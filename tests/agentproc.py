@@ -87,7 +87,7 @@ class AgentProcess:
 
     def __init__(self, workdir: Union[str, Path], config: str, name: str = "agent",
                  netns: Optional[str] = None, args: Sequence[str] = ("-d",),
-                 auto: bool = True):
+                 auto: bool = True, env: Optional[dict] = None):
         self.dir = Path(workdir)
         self.name = name
         self.netns = netns
@@ -97,6 +97,7 @@ class AgentProcess:
         self.auto_path = self.dir / f"{name}.auto"
         self.stderr_path = self.dir / f"{name}.stderr"
         self.use_auto = auto
+        self.env = env or {}          # added to agent_env() (e.g. DOCKER_HOST)
         self.proc: Optional[subprocess.Popen] = None
         self.started = 0.0          # time.monotonic() just before the process was created
         self.write_config(config)
@@ -123,7 +124,8 @@ class AgentProcess:
         try:
             self.started = time.monotonic()
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err, env=agent_env())
+                                         stdout=subprocess.DEVNULL, stderr=err,
+                                         env={**agent_env(), **self.env})
         finally:
             err.close()
         return self

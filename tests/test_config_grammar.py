@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from hsflowd.config import (AgentCidr, Collector, ConfigError, NflogConfig, OvsConfig, TcpConfig,
-                            PcapRule, parse_config)
+from hsflowd.config import (AgentCidr, Collector, ConfigError, DockerConfig, KvmConfig,
+                            NflogConfig, OvsConfig, PcapRule, TcpConfig, parse_config)
 from hsflowd.config.grammar import Token, tokenize
 from hsflowd.config.keywords import SPEED_MAX
 from hsflowd.config.values import Bad, parse_number
@@ -304,18 +304,29 @@ def test_pcap_rule_warnings():
 # -- blocks hsflowd has but this agent does not (yet) ----------------------------------
 
 def test_unsupported_blocks_are_parsed_and_listed_in_order():
-    config = with_collector("docker { markTraffic=on }\nkvm { }\npsample { egress=on }\n"
-                            "docker { hostname=on }\nos10 { port { dev=swp1 } port { dev=swp2 } }\n"
+    config = with_collector("containerd { markTraffic=on }\nk8s { }\npsample { egress=on }\n"
+                            "containerd { hostname=on }\nos10 { port { dev=swp1 } port { dev=swp2 } }\n"
                             "tcp { tunnel=on }\nnvml { }")
-    assert config.unsupported == ["docker", "kvm", "psample", "os10", "nvml"]
+    assert config.unsupported == ["containerd", "k8s", "psample", "os10", "nvml"]
     assert config.tcp == TcpConfig(tunnel=True)
     assert "t.conf:8: tcp { tunnel=on } is not supported yet; ignored" in config.warnings
-    assert config.blocks["docker"] == {"refreshVMs": None, "forgetVMs": None,
-                                       "hostname": True, "markTraffic": True}
+    assert config.blocks["containerd"] == {"forgetVMs": None, "hostname": True,
+                                           "markTraffic": True}
     assert config.blocks["os10"]["port"] == [{"dev": "swp1"}, {"dev": "swp2"}]
-    assert config.blocks["kvm"] == {"refreshVMs": None, "forgetVMs": None}
+    assert config.blocks["k8s"]["markTraffic"] is None
     assert config.psample.egress is True and config.psample.ingress is True
     assert "nflog" not in config.unsupported
+
+
+def test_docker_and_kvm_blocks_are_typed_and_supported():
+    config = with_collector("docker { markTraffic=on }\nkvm { uri=test:///default }\n"
+                            "docker { hostname=on forgetVMs=120 }")
+    assert config.unsupported == []
+    assert config.docker == DockerConfig(refresh_vms=None, forget_vms=120, hostname=True,
+                                         mark_traffic=True)
+    assert config.kvm == KvmConfig(uri="test:///default")
+    assert "docker" not in config.blocks and "kvm" not in config.blocks
+    assert with_collector("").docker is None
 
 
 def test_legacy_flat_keys_turn_their_block_on():

@@ -16,7 +16,7 @@ from hsflowd.config import BLOCKS, ConfigError, parse_config
 from hsflowd.config import keywords as K
 from hsflowd.config.model import AgentCidr
 
-TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "tcp", "ovs")
+TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "tcp", "ovs", "docker", "kvm")
 COLLECTOR = "collector { ip=192.0.2.1 }"
 
 
@@ -193,8 +193,8 @@ def test_table_shape():
         spellings = [s.lower() for s in block.spellings()]
         assert len(spellings) == len(set(spellings)), block.name
     supported = sorted(b.name for b in BLOCKS.values() if b.supported)
-    assert supported == ["collector", "dns-sd", "epcap", "json", "nflog", "ovs", "pcap", "sflow",
-                         "tcp"]
+    assert supported == ["collector", "dns-sd", "docker", "epcap", "json", "kvm", "nflog", "ovs",
+                         "pcap", "sflow", "tcp"]
 
 
 def test_uuid_spellings():

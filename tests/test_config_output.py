@@ -159,7 +159,7 @@ def test_describe_round_trips_everything():
     }''', "all.conf")
     text = describe(config)
     assert parse_config(text) == config
-    assert "# not supported yet: ulog, psample, dropmon, docker, opx, xen" in text
+    assert "# not supported yet: ulog, psample, dropmon, opx, xen" in text
     assert "# warning: all.conf:12: 'loopback' is ignored\n" in text
     assert '    speed = 2500M-\n' in text
 

@@ -566,12 +566,13 @@ def test_the_decoder_shows_the_records_and_survives_any_damage_to_them(tmp_path)
 
 def test_the_hook_runs_before_tcps():
     """tcp's hook keeps samples and sends them later past the hooks after it: tunnels'
-    records must already be on them.  Hooks run in registry order, which is _load_all's
+    records and docker's entities must already be on them.  Hooks run in registry order, which is _load_all's
     import order in the agent (a fresh interpreter: here other tests import modules first)."""
     import subprocess
     import sys
     code = ("from hsflowd.modules import REGISTRY, _load_all; _load_all(); "
-            "print(REGISTRY['tunnels'].order < REGISTRY['tcp'].order)")
+            "print(REGISTRY['tunnels'].order < REGISTRY['tcp'].order "
+            "and REGISTRY['docker'].order < REGISTRY['tcp'].order)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
     assert out.stdout.strip() == "True", out.stderr

@@ -172,7 +172,9 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _opens("json", help="accept JSON-encoded application metrics"),
        _opens("tcp", help="add the kernel's TCP state to samples of local connections"),
        _opens("ulog"), _opens("psample"), _opens("dropmon"),
-       _opens("docker"), _opens("containerd"), _opens("k8s"), _opens("kvm"), _opens("xen"),
+       _opens("docker", help="report every container as a data source (3:N)"),
+       _opens("containerd"), _opens("k8s"),
+       _opens("kvm", help="report every libvirt domain as a data source (3:N)"), _opens("xen"),
        _opens("systemd"), _opens("nvml"), _opens("dbus"), _opens("eapi"), _opens("nlroute"),
        _opens("vpp"), _opens("cumulus"), _opens("dent"), _opens("opx"),
        _opens("os10", block="opx"), _opens("sonic"),
@@ -247,15 +249,29 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _k("dump", ONOFF, False, None, "no effect: sockets are always found by a filtered dump",
           ignored=True),
        supported=True),
-    _b("docker", _REFRESH_VMS, _FORGET_VMS,
-       _k("hostname", ONOFF, None, None, "report container hostnames"), _MARK),
+    _b("docker",
+       _k("refreshVMs", INT, None, (60, 3600), "seconds between full container list reads "
+          "(default: sflow's refreshVMs)"),
+       _k("forgetVMs", INT, None, (60, U32_MAX), "seconds a stopped container is still "
+          "reported (default: sflow's forgetVMs)"),
+       _k("hostname", ONOFF, False, None, "name each container by its hostname, not its name"),
+       _k("markTraffic", ONOFF, False, None, "add the containers' data sources to sampled "
+          "packets (extended_entities)"),
+       supported=True),
     _b("containerd", _FORGET_VMS, _k("hostname", ONOFF, None, None, "report hostnames"), _MARK),
     _b("k8s", _MARK,
        _k("eof", ONOFF, None, None),
        _k("setIfAlias", ONOFF, None, None),
        _k("setIfName", ONOFF, None, None),
        _k("unixsock", STRING, None, None, "helper socket path")),
-    _b("kvm", _REFRESH_VMS, _FORGET_VMS),
+    _b("kvm",
+       _k("refreshVMs", INT, None, (60, 3600), "seconds between domain list reads "
+          "(default: sflow's refreshVMs)"),
+       _k("forgetVMs", INT, None, (60, U32_MAX), "seconds a vanished domain is still "
+          "reported (default: sflow's forgetVMs)"),
+       _k("uri", STRING, None, None, "new: the libvirt URI, opened read-only (default "
+          "qemu:///system)"),
+       supported=True),
     _b("xen",
        _k("update.dominfo", ONOFF, False, None, aliases=("xen.update.dominfo",)),
        _k("dsk", ONOFF, True, None, "disk counters", aliases=("xen.dsk",)),

@@ -18,7 +18,8 @@ from .keywords import SPEED_MAX, default_of
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 __all__ = ["AgentCidr", "Collector", "PcapRule", "NflogConfig", "UlogConfig", "PsampleConfig",
-           "DropmonConfig", "JsonConfig", "TcpConfig", "OvsConfig", "Config", "SPEED_MAX"]
+           "DropmonConfig", "JsonConfig", "TcpConfig", "OvsConfig", "DockerConfig", "KvmConfig",
+           "Config", "SPEED_MAX"]
 
 
 def _line():
@@ -149,6 +150,27 @@ class OvsConfig:
     line: int = _line()
 
 
+@dataclass(frozen=True)
+class DockerConfig:
+    """``docker { }``: every container is a data source (3:N).  ``refresh_vms`` and
+    ``forget_vms`` None mean the top level's refreshVMs and forgetVMs (``VirtTimers``)."""
+    refresh_vms: Optional[int] = None
+    forget_vms: Optional[int] = None
+    hostname: bool = default_of("docker", "hostname")
+    mark_traffic: bool = default_of("docker", "markTraffic")
+    line: int = _line()
+
+
+@dataclass(frozen=True)
+class KvmConfig:
+    """``kvm { }``: every libvirt domain is a data source (3:N).  ``uri`` (new in this
+    agent) is opened read-only; None means qemu:///system."""
+    refresh_vms: Optional[int] = None
+    forget_vms: Optional[int] = None
+    uri: Optional[str] = None
+    line: int = _line()
+
+
 def _sflow(keyword: str) -> Any:
     return default_of("sflow", keyword)
 
@@ -160,7 +182,7 @@ class Config:
     ``sampling_settings`` and ``polling_settings`` hold the ``sampling.<x>`` and
     ``polling.<x>`` keys, keyed by <x> as written ("1G", "bps_ratio", "http", "app.foo");
     ``app_order`` lists every <x> in the order first written (the .auto file needs it).
-    ``blocks`` holds the settings of blocks that have no class of their own (docker, kvm,
+    ``blocks`` holds the settings of blocks that have no class of their own (xen, k8s,
     sonic...), keyed by block name, then by keyword name.  ``unsupported`` names, in order
     of first appearance, each feature this agent does not implement yet.
     """
@@ -195,6 +217,8 @@ class Config:
     json: Optional[JsonConfig] = None
     tcp: Optional[TcpConfig] = None
     ovs: Optional[OvsConfig] = None
+    docker: Optional[DockerConfig] = None
+    kvm: Optional[KvmConfig] = None
     blocks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     # a source of settings (DNS-SD) has none to give yet, or its answer turned monitoring
     # off: nothing is sampled, polled or sent, and the .auto file holds no settings

@@ -8,7 +8,9 @@ internals, and no module reaches into another's state.
 What a module is given (``Context``): ``watch(fd, callback)`` for the descriptors it reads,
 ``emit(sample)`` for encoded flow samples, ``link_stats(ifindexes)`` for interface counters
 read once per tick, the interface table, ``add_flow_hook`` to add records to other modules'
-flow samples (``flowhooks``), and ``config_changed()`` for a source of settings.  What it is asked (``Module``):
+flow samples (``flowhooks``), ``claim_ds_index`` for a container's or VM's data source 3:N
+(one table for every module, ``virt.dsindex``), and ``config_changed()`` for a source of
+settings.  What it is asked (``Module``):
 
 - ``reconcile(state)``: the configuration, the interfaces, the agent address or the
   collectors changed (``state.changed`` says which); bring what it runs in line.
@@ -59,7 +61,8 @@ class Context:
 
     def __init__(self, name: str, watch: Callable, unwatch: Callable, emit: Callable[[bytes], None],
                  send: Callable[[bytes], None], link_stats: Callable, interfaces: Any,
-                 flow_hooks: Any = None, config_changed: Callable[[], None] = lambda: None):
+                 flow_hooks: Any = None, config_changed: Callable[[], None] = lambda: None,
+                 ds_indexes: Any = None):
         self.name = name
         self.log = logging.getLogger(f"hsflowd.{name}")
         self._watch, self._unwatch = watch, unwatch
@@ -69,6 +72,7 @@ class Context:
         self.interfaces = interfaces
         self.config_changed = config_changed
         self._flow_hooks = flow_hooks
+        self._ds_indexes = ds_indexes
         self.watches: List[Any] = []
 
     def watch(self, fd: int, callback: Callable[[], Any]):
@@ -90,13 +94,29 @@ class Context:
         """See ``flowhooks``: ``hook(sample)`` sees every flow sample on its way out."""
         self._flow_hooks.add(self.name, hook)
 
+    def remove_flow_hooks(self) -> None:
+        """Take back every flow hook this module added."""
+        if self._flow_hooks is not None:
+            self._flow_hooks.remove(self.name)
+
+    def claim_ds_index(self, uuid16: bytes) -> int:
+        """The data source index N (3:N) of the guest with this UUID: hsflowd's
+        100000 + hash mod 50000 with linear probing, the same while it is held; 0 if
+        none is free."""
+        return self._ds_indexes.claim(bytes(uuid16), self.name)
+
+    def release_ds_index(self, uuid16: bytes) -> None:
+        self._ds_indexes.release(bytes(uuid16))
+
     def release(self) -> None:
-        """Undo every watch and hook (the module is closed or failed)."""
+        """Undo every watch, hook and data source claim (the module is closed or failed)."""
         for token in self.watches:
             self._unwatch(token)
         self.watches.clear()
         if self._flow_hooks is not None:
             self._flow_hooks.remove(self.name)
+        if self._ds_indexes is not None:
+            self._ds_indexes.release_owner(self.name)
 
 
 class Module:
@@ -198,9 +218,10 @@ def _load_all() -> None:
     if _LOADED:
         return
     _LOADED = True
-    # the order their flow hooks run in: tunnels before tcp, whose hook keeps samples and
-    # sends them later past the hooks after it
-    from . import host, interfaces, pcap, epcap, nflog, ovs, tunnels, dnssd, jsonapp, tcp  # noqa: F401
+    # the order their flow hooks run in: tunnels and docker's marks before tcp, whose hook
+    # keeps samples and sends them later past the hooks after it
+    from . import (host, interfaces, pcap, epcap, nflog, ovs, tunnels, docker, kvm,  # noqa: F401
+                   dnssd, jsonapp, tcp)
 
 
 @dataclass

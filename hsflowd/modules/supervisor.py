@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import AgentState, Context, Module, ModuleSpec, enabled_specs
+from ..virt.dsindex import DsIndexTable
 from .flowhooks import FlowHooks
 
 log = logging.getLogger("hsflowd")
@@ -54,6 +55,7 @@ class Supervisor:
         self.loop = loop
         self.send = send
         self.flow_hooks = FlowHooks(send, self._call_hook)
+        self.ds_indexes = DsIndexTable()      # 3:N for every module's containers and VMs
         self.link_stats = link_stats
         self.interfaces = interfaces
         self.config_changed = config_changed
@@ -97,7 +99,8 @@ class Supervisor:
 
     def _start(self, slot: Slot, state: Optional[AgentState]) -> None:
         ctx = Context(slot.name, self._watch, self.loop.unwatch, self.flow_hooks.emit, self.send,
-                      self.link_stats, self.interfaces, self.flow_hooks, self.config_changed)
+                      self.link_stats, self.interfaces, self.flow_hooks, self.config_changed,
+                      self.ds_indexes)
         slot.ctx = ctx
         slot.started_at = self.clock()
         module = self.call(slot, "start", slot.spec.cls, ctx)

@@ -1,0 +1,453 @@
+"""``docker {}``: every container is a data source (3:N), as in hsflowd's mod_docker.
+
+Which containers: the Docker Engine API (``virt.dockerapi``, off the loop's thread).  The
+event stream says when one starts, stops, dies, pauses or is renamed; a start is followed
+by one inspect (name, hostname, PID, limits, MACs and addresses).  The whole list is read
+when the connection is made and every ``refreshVMs`` seconds, to catch what an event
+stream cannot (a connection made after the fact).  No API call is made per poll.
+
+The counters: the container's cgroup (``sources.cgroups``: CPU time and limit, memory
+used and limit, block I/O; v1 and v2) and its network namespace (``sources.vnic``:
+/proc/PID/net/dev for virt_net_io, and, when its devices change, the links for
+host_adapters and the host side of its veth).  Its UUID is the first 16 bytes of its id,
+its N hsflowd's hash of that UUID.
+
+A container that stops is still reported (state shut off, its last counters) until
+``forgetVMs`` seconds have passed.  When the socket goes away the containers stay as they
+are (their cgroups can still be read; one whose cgroup disappears has stopped) and the
+module connects again when it is back, re-reading the list and inspecting every running
+container.
+
+``markTraffic = on``: a flow hook adds extended_entities (2210) to each sampled packet
+whose source or destination is a container: by the bridge port it crossed (the host side
+of the container's veth), else its IP address, else its MAC.
+
+It keeps root, as hsflowd's mod_docker does: the socket belongs to root (or the docker
+group), and entering a container's network namespace needs CAP_SYS_ADMIN.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+from ..sflow import Record
+from ..sflow.counters import OsName
+from ..sources import cgroups, vnic
+from ..sources.identity import machine_type_of
+from ..virt import dockerapi as api
+from ..virt.guests import Guest, GuestBook
+from ..virt.marks import Marks
+from ..virt.records import (DiskIo, GuestReading, NetIo, VirState, guest_records,
+                            round_half_up, virt_node)
+from . import ROOT, AgentState, DataSource, Module, register
+
+RETRY_MIN, RETRY_MAX = 1.0, 10.0      # seconds between attempts to reach dockerd
+SHORT_ID = 12
+
+# Docker's state words and events, as virt_cpu's state (hsflowd's mapping)
+STATES = {"running": VirState.RUNNING, "paused": VirState.PAUSED, "created": VirState.NOSTATE,
+          "exited": VirState.SHUTDOWN, "dead": VirState.SHUTDOWN,
+          "removing": VirState.SHUTDOWN, "restarting": VirState.NOSTATE}
+STOP_EVENTS = {"die": VirState.SHUTDOWN, "stop": VirState.SHUTOFF,
+               "destroy": VirState.SHUTDOWN}
+START_EVENTS = ("start", "restart", "unpause")
+
+
+@dataclass
+class Container(Guest):
+    """One container the module reports (key: its id)."""
+
+    name: str = ""
+    hostname: str = ""
+    pid: int = 0
+    state: int = VirState.NOSTATE
+    memory_limit: int = 0                      # from inspect, if the cgroup has none
+    cgroup: Optional[cgroups.Cgroup] = None
+    counters: cgroups.CgroupCounters = cgroups.CgroupCounters()
+    net: Optional[vnic.NetDevCounters] = None  # None: no namespace of its own
+    own_netns: bool = True
+    devices: FrozenSet[str] = frozenset()      # its net/dev names when the links were read
+    adapters: Tuple[Tuple[int, bytes], ...] = ()
+    peers: Tuple[int, ...] = ()                # host side of its veths
+    macs: Tuple[bytes, ...] = ()
+    ips: Tuple[bytes, ...] = ()
+
+
+@dataclass
+class Settings:
+    refresh: int = 60
+    forget: int = 180
+    hostname: bool = False
+    mark: bool = False
+
+
+@dataclass
+class Books:
+    """Figures for ``hsflowd status`` and the benchmark."""
+
+    calls: api.CallCounts = field(default_factory=api.CallCounts)
+    events: int = 0
+    connects: int = 0
+
+
+def settings_of(config) -> Settings:
+    d = config.docker
+    return Settings(refresh=d.refresh_vms or config.refresh_vms,
+                    forget=d.forget_vms or config.forget_vms,
+                    hostname=d.hostname, mark=d.mark_traffic)
+
+
+def uuid_of(container_id: str) -> bytes:
+    """hsflowd's container UUID: the first 16 bytes of the 64-hex-digit id."""
+    return bytes.fromhex(container_id[:32])
+
+
+def vcpus_of(c: cgroups.CgroupCounters, host_cpus: int) -> int:
+    """virt_cpu's nrVirtCpu: the CPU quota rounded as C's round() (0.5 CPU -> 1, as
+    hsflowd's NanoCpus/1e9), at least 1; without a quota, the CPUs it may run on."""
+    if c.cpu_limit:
+        return max(1, round_half_up(c.cpu_limit))
+    return c.cpus_allowed or host_cpus
+
+
+def _merge(old: cgroups.CgroupCounters, new: cgroups.CgroupCounters) -> cgroups.CgroupCounters:
+    """The new reading, the old value wherever the new one is missing (a group that went
+    away between the event and the poll keeps its last counters)."""
+    return cgroups.CgroupCounters(*(n if n is not None else o for o, n in zip(old, new)))
+
+
+@register("docker", enabled=lambda config: config.docker is not None,
+          privileges=lambda config: {ROOT})
+class DockerModule(Module):
+    def __init__(self, ctx, url: Optional[str] = None, clock=time.monotonic,
+                 procfs: str = "/proc"):
+        super().__init__(ctx)
+        self.url = url or api.docker_url()
+        self.clock = clock
+        self.procfs = procfs
+        self.settings = Settings()
+        self.book: GuestBook[Container] = GuestBook(ctx.claim_ds_index, ctx.release_ds_index,
+                                                    clock)
+        self.link: Optional[api.DockerLink] = None
+        self.watch = None
+        self.connected = False
+        self.resync = False
+        self.retry_at = 0.0
+        self.retry = RETRY_MIN
+        self.next_list = 0.0
+        self.tickets: Dict[str, int] = {}     # events seen per id: an older inspect loses
+        self.books = Books()
+        self.said: set = set()
+        self.unavailable: Optional[str] = None
+        self.hooked = False
+        self.kvm_too = False
+        self.marks_dirty = True
+        self.marks = Marks()
+        try:
+            self.mounts: Optional[cgroups.Mounts] = cgroups.read_mounts(procfs)
+        except OSError as e:
+            self.mounts = None
+            self._once("mounts", "cannot read the cgroup mounts (%s): containers are "
+                       "reported without CPU, memory and disk counters", e)
+        import psutil
+        self.host_memory = psutil.virtual_memory().total
+        self.host_cpus = psutil.cpu_count() or 1
+        self.machine_type = int(machine_type_of(platform.machine()))
+        self.os_release = os.uname().release
+
+    # ------------------------------------------------------------ life cycle
+    def reconcile(self, state: AgentState) -> None:
+        if "config" not in state.changed:
+            return
+        old, self.settings = self.settings, settings_of(state.config)
+        self.kvm_too = state.config.kvm is not None
+        if self.settings.refresh != old.refresh and self.connected:
+            self.next_list = min(self.next_list, self.clock() + self.settings.refresh)
+        if self.settings.mark and not self.hooked:
+            self.ctx.add_flow_hook(self._mark)
+            self.hooked = True
+            self.marks_dirty = True
+        elif not self.settings.mark and self.hooked:
+            self.ctx.remove_flow_hooks()
+            self.hooked = False
+
+    def tick(self, now: float) -> None:
+        if self.link is None:
+            if now >= self.retry_at and self.unavailable is None:
+                self._connect(now)
+        elif self.connected and now >= self.next_list:
+            self.link.list()
+            self.next_list = now + self.settings.refresh
+        for gone in self.book.expire(self.settings.forget):
+            self.tickets.pop(gone.key, None)
+            self.marks_dirty = True
+            self.log.info("container %s forgotten (stopped %d s ago)", gone.name,
+                          self.settings.forget)
+
+    def close(self) -> None:
+        self._drop_link()
+        self.book.clear()
+
+    # ------------------------------------------------------------ the connection
+    def _once(self, key: str, message: str, *args) -> None:
+        if key not in self.said:
+            self.said.add(key)
+            self.log.warning(message, *args)
+
+    def _connect(self, now: float) -> None:
+        try:
+            import docker  # noqa: F401  (the maintained client; only with docker {})
+        except ImportError:
+            self.unavailable = "no docker package"
+            self.log.warning("docker {}: the Python package 'docker' is not installed "
+                             "(pip install docker, or apt install python3-docker); "
+                             "containers are not reported")
+            return
+        path = api.socket_path(self.url)
+        if path is not None and not os.path.exists(path):
+            self._once("absent", "docker {}: no Docker socket at %s; containers will be "
+                       "reported once dockerd is there", path)
+            self.retry_at = now + RETRY_MAX
+            return
+        self.link = api.DockerLink(self.url).start()
+        self.watch = self.ctx.watch(self.link.fileno(), self._on_link)
+
+    def _drop_link(self) -> None:
+        if self.link is not None:
+            self.ctx.unwatch(self.watch)
+            self.watch = None
+            self.link.close()
+            self._add_calls(self.link.calls)
+            self.link = None
+        self.connected = False
+
+    def _add_calls(self, calls: api.CallCounts) -> None:
+        total = self.books.calls
+        for name in ("version", "events", "list", "inspect"):
+            setattr(total, name, getattr(total, name) + getattr(calls, name))
+
+    def _lost(self, reason: str) -> None:
+        was = self.connected
+        self._drop_link()
+        now = self.clock()
+        if was:
+            self.log.warning("docker {}: lost dockerd (%s); trying again", reason)
+            self.said.discard("unreachable")
+            self.retry = RETRY_MIN
+        else:
+            self._once("unreachable", "docker {}: cannot reach dockerd at %s (%s); "
+                       "trying again every %d s", self.url, reason, int(RETRY_MAX))
+        self.retry_at = now + self.retry
+        self.retry = min(RETRY_MAX, self.retry * 2)
+
+    def _on_link(self) -> None:
+        link = self.link
+        if link is None:
+            return
+        for message in link.drain():
+            if self.link is not link:
+                return      # lost: the rest is from the old connection
+            self._handle(message)
+
+    def _handle(self, m) -> None:
+        if isinstance(m, api.Event):
+            self.books.events += 1
+            self._event(m)
+        elif isinstance(m, api.Inspected):
+            self._inspected(m.info, m.ticket)
+        elif isinstance(m, api.Listed):
+            self._listed(m)
+        elif isinstance(m, api.Connected):
+            self.connected = True
+            self.resync = True
+            self.books.connects += 1
+            self.said.discard("absent")
+            self.said.discard("unreachable")
+            self.retry = RETRY_MIN
+            self.log.info("docker {}: connected to dockerd (API %s)", m.api_version)
+            self.link.list()
+            self.next_list = self.clock() + self.settings.refresh
+        elif isinstance(m, api.Gone):
+            c = self.book.get(m.id)
+            if c is not None and m.ticket == self.tickets.get(m.id, 0):
+                self._stopped(c, VirState.SHUTDOWN)
+        elif isinstance(m, api.Lost):
+            self._lost(m.reason)
+        elif isinstance(m, api.CallFailed):
+            self.log.debug("docker {}: %s failed: %s", m.what, m.reason)
+
+    # ------------------------------------------------------------ what dockerd says
+    def _inspect(self, ident: str) -> None:
+        self.link.inspect(ident, self.tickets.get(ident, 0))
+
+    def _event(self, e: api.Event) -> None:
+        c = self.book.get(e.id)
+        if e.action in START_EVENTS:
+            self.tickets[e.id] = self.tickets.get(e.id, 0) + 1
+            self._inspect(e.id)
+        elif e.action in STOP_EVENTS:
+            self.tickets[e.id] = self.tickets.get(e.id, 0) + 1
+            if c is not None:
+                self._stopped(c, STOP_EVENTS[e.action])
+            elif e.action == "destroy":
+                self.tickets.pop(e.id, None)
+        elif e.action == "pause" and c is not None:
+            c.state = VirState.PAUSED
+        elif e.action == "rename" and c is not None and e.name:
+            c.name = e.name.lstrip("/")
+
+    def _listed(self, listed: api.Listed) -> None:
+        running = {ident for ident, _name, status in listed.containers}
+        for ident in running:
+            c = self.book.get(ident)
+            if c is None or not c.running or self.resync:
+                self._inspect(ident)
+        for c in self.book:
+            if c.running and c.key not in running:
+                self._stopped(c, VirState.SHUTDOWN)     # its events were missed
+        self.resync = False
+
+    def _inspected(self, info: api.ContainerInfo, ticket: int) -> None:
+        c = self.book.get(info.id)
+        current = ticket == self.tickets.get(info.id, 0)
+        if c is None:
+            if not current or info.status not in ("running", "paused") or not info.pid:
+                return
+            c = self.book.add(Container(key=info.id, uuid=uuid_of(info.id)))
+            if c is None:
+                self._once("full", "docker {}: every data source number is taken; "
+                           "container %s is not reported", info.name)
+                return
+            self.log.info("container %s: data source 3:%d", info.name, c.ds_index)
+        c.name, c.hostname = info.name, info.hostname
+        c.memory_limit, c.macs, c.ips = info.memory_limit, info.macs, info.ips
+        self.marks_dirty = True
+        if not current:
+            return          # an event came after this answer was asked for: it says more
+        if info.status in ("running", "paused") and info.pid:
+            self.book.started(c)
+            c.state = STATES[info.status]
+            if info.pid != c.pid or c.cgroup is None:
+                c.pid = info.pid
+                self._attach(c)
+        else:
+            self._stopped(c, STATES.get(info.status, VirState.SHUTDOWN))
+
+    def _stopped(self, c: Container, state: int) -> None:
+        c.state = state
+        self.book.stopped(c)
+        self.marks_dirty = True
+
+    # ------------------------------------------------------------ its cgroup and namespace
+    def _attach(self, c: Container) -> None:
+        """Find the groups and the links of the container's (new) process."""
+        c.cgroup = None
+        if self.mounts is not None:
+            try:
+                c.cgroup = cgroups.Cgroup.of_process(c.pid, self.mounts, self.procfs)
+            except OSError as e:
+                self.log.debug("container %s: no cgroup (%s)", c.name, e)
+        c.own_netns = not vnic.same_netns(c.pid, self.procfs)
+        c.devices = frozenset()
+        if not c.own_netns:
+            c.net, c.adapters, c.peers = None, (), ()
+        else:
+            self._read_net(c)
+
+    def _read_links(self, c: Container, names: FrozenSet[str]) -> None:
+        c.devices = names
+        try:
+            links = vnic.read_links(c.pid, self.procfs)
+        except OSError as e:
+            self.log.debug("container %s: links not read (%s)", c.name, e)
+            return
+        adapters = vnic.container_adapters(links)
+        c.adapters = tuple((i.ifindex, i.mac) for i in adapters)
+        c.peers = tuple(p for p in (vnic.peer_ifindex(i) for i in adapters) if p)
+        self.marks_dirty = True
+
+    def _read_net(self, c: Container) -> None:
+        try:
+            devices = vnic.read_net_dev(c.pid, self.procfs)
+        except OSError:
+            return          # it stopped: the last counters stand
+        names = frozenset(devices)
+        if names != c.devices:
+            self._read_links(c, names)
+        c.net = vnic.sum_net_dev(devices)
+
+    # ------------------------------------------------------------ counters
+    def counter_sources(self):
+        return self.book.sources()
+
+    def counters(self, due: Sequence[DataSource]) -> Dict[DataSource, List[Record]]:
+        names = self._names()
+        out: Dict[DataSource, List[Record]] = {}
+        for source in due:
+            c = self.book.by_ds.get(source[1])
+            if c is None:
+                continue
+            if c.running and c.cgroup is not None and not c.cgroup.exists():
+                self._stopped(c, VirState.SHUTDOWN)   # gone while dockerd could not say so
+            if c.running:
+                if c.cgroup is not None:
+                    c.counters = _merge(c.counters, c.cgroup.read())
+                if c.own_netns and c.pid:
+                    self._read_net(c)
+            out[source] = guest_records(self._reading(c, names[c.key]))
+        return out
+
+    def _names(self) -> Dict[str, str]:
+        """What each container is called in host_descr: its name, or its hostname with
+        hostname = on; one used twice gets ".<short id>" (as hsflowd)."""
+        base = {c.key: (c.hostname if self.settings.hostname else c.name) or c.key[:SHORT_ID]
+                for c in self.book}
+        counts = collections.Counter(base.values())
+        return {key: f"{name}.{key[:SHORT_ID]}" if counts[name] > 1 else name
+                for key, name in base.items()}
+
+    def _reading(self, c: Container, name: str) -> GuestReading:
+        k = c.counters
+        limit = k.memory_limit or c.memory_limit or self.host_memory
+        net = NetIo(**c.net._asdict()) if c.net is not None else NetIo()
+        return GuestReading(
+            hostname=name, uuid=c.uuid, state=c.state, cpu_ns=k.cpu_ns,
+            vcpus=vcpus_of(k, self.host_cpus), memory=k.memory or 0,
+            max_memory=min(limit, self.host_memory),
+            disk=DiskIo(rd_req=k.rd_req, rd_bytes=k.rd_bytes, wr_req=k.wr_req,
+                        wr_bytes=k.wr_bytes),
+            net=net, adapters=c.adapters, machine_type=self.machine_type,
+            os_name=int(OsName.LINUX), os_release=self.os_release)
+
+    def host_records(self) -> List[Record]:
+        # one module sends virt_node; with kvm {} as well, kvm does (hsflowd's VNode role)
+        if self.kvm_too:
+            return []
+        return [virt_node(sum(1 for c in self.book if c.running))]
+
+    # ------------------------------------------------------------ markTraffic
+    def _mark(self, sample: bytes) -> bytes:
+        """The flow hook (``virt.marks``): extended_entities for a packet from or to a
+        container; the tables are rebuilt after its containers changed."""
+        if self.marks_dirty:
+            self.marks.rebuild((c.ds_index, c.peers, c.ips, set(c.macs) | {m for _, m in c.adapters})
+                               for c in self.book if c.running)
+            self.marks_dirty = False
+        return self.marks.mark(sample)
+
+    # ------------------------------------------------------------ status
+    def status(self):
+        calls = api.CallCounts(**vars(self.books.calls))
+        if self.link is not None:
+            for name in vars(calls):
+                setattr(calls, name, getattr(calls, name) + getattr(self.link.calls, name))
+        return {"docker": {"connected": self.connected, "containers": len(self.book),
+                           "running": sum(1 for c in self.book if c.running),
+                           "events": self.books.events, "connects": self.books.connects,
+                           "api_calls": {**vars(calls), "total": calls.total()}}}
+

@@ -1,0 +1,273 @@
+"""``kvm {}``: every libvirt domain is a data source (3:N), as in hsflowd's mod_kvm.
+
+The connection is read-only, to ``uri`` (new in this agent; qemu:///system by default), and
+is made off the loop's thread (``virt.libvirtapi``).  The active domains are listed when
+it is made, every ``refreshVMs`` seconds, and when a lifecycle event says one started;
+each domain's XML gives its interfaces (the host's tap device and the guest's MAC) and
+disks.  A poll asks libvirt for the due domains' statistics in one call (state, CPU time,
+vCPUs, balloon, interfaces, disks), and waits for them half a second at most.
+
+The records are hsflowd's: host_descr with the domain's name and UUID, host_parent (2:1),
+virt_net_io summed over its interfaces as the guest sees them (libvirt swaps a tap's
+counters), virt_cpu, virt_memory (balloon current and maximum), virt_disk_io (capacity and
+allocation, requests and bytes) and host_adapters (the tap's ifIndex here, the guest's
+MAC).  A domain that stops is still reported, shut off, until ``forgetVMs`` has passed.
+
+Privileges: libvirtd lets an unprivileged client open its read-only socket only after
+polkit says yes, over D-Bus, which a host without a system bus (a container, this agent's
+test machines) does not have; so, as hsflowd's mod_kvm, the module keeps root.  The test
+driver (``test:///...``) runs inside the agent and needs nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..sflow import Record
+from ..virt import libvirtapi as lva
+from ..virt.guests import Guest, GuestBook
+from ..virt.handover import Busy
+from ..virt.records import DiskIo, GuestReading, NetIo, VirState, guest_records, virt_node
+from . import ROOT, AgentState, DataSource, Module, register
+
+RETRY_MIN, RETRY_MAX = 2.0, 60.0
+NET_FIELDS = ("rx.bytes", "rx.pkts", "rx.errs", "rx.drop", "tx.bytes", "tx.pkts", "tx.errs",
+              "tx.drop")
+BLOCK_FIELDS = ("rd.reqs", "rd.bytes", "wr.reqs", "wr.bytes", "errors", "capacity",
+                "allocation")
+
+
+def uri_of(config) -> str:
+    return config.kvm.uri or lva.DEFAULT_URI
+
+
+def _privileges(config):
+    return set() if uri_of(config).startswith("test:") else {ROOT}
+
+
+@dataclass
+class Domain(Guest):
+    """One domain the module reports (key: its UUID as text)."""
+
+    info: Optional[lva.DomainInfo] = None      # name and devices, from the list
+    stats: Optional[Dict[str, Any]] = None     # the last statistics libvirt gave
+
+    @property
+    def name(self) -> str:
+        return self.info.name if self.info is not None else self.key
+
+
+def reading_of(d: Domain, ifindex_of) -> GuestReading:
+    """A domain's last statistics as the records' values."""
+    s = d.stats or {}
+    net = lva.sum_prefixed(s, "net", NET_FIELDS)
+    blk = lva.sum_prefixed(s, "block", BLOCK_FIELDS)
+    state = s.get("state.state", VirState.NOSTATE) if d.running else VirState.SHUTOFF
+    capacity, allocation = blk["capacity"] or 0, blk["allocation"] or 0
+    return GuestReading(
+        hostname=d.name, uuid=d.uuid, state=int(state),
+        cpu_ns=s.get("cpu.time"), vcpus=int(s.get("vcpu.current", 0) or 0),
+        memory=int(s.get("balloon.current", 0) or 0) * 1024,
+        max_memory=int(s.get("balloon.maximum", 0) or 0) * 1024,
+        disk=DiskIo(capacity=capacity, allocation=allocation,
+                    available=max(capacity - allocation, 0),
+                    rd_req=blk["rd.reqs"], rd_bytes=blk["rd.bytes"], wr_req=blk["wr.reqs"],
+                    wr_bytes=blk["wr.bytes"], errs=blk["errors"]),
+        net=NetIo(rx_bytes=net["rx.bytes"], rx_packets=net["rx.pkts"], rx_errs=net["rx.errs"],
+                  rx_drop=net["rx.drop"], tx_bytes=net["tx.bytes"], tx_packets=net["tx.pkts"],
+                  tx_errs=net["tx.errs"], tx_drop=net["tx.drop"]),
+        adapters=tuple((ifindex_of(dev), mac) for dev, mac in d.info.interfaces))
+
+
+@register("kvm", enabled=lambda config: config.kvm is not None, privileges=_privileges)
+class KvmModule(Module):
+    def __init__(self, ctx, clock=time.monotonic):
+        super().__init__(ctx)
+        self.clock = clock
+        self.uri: Optional[str] = None
+        self.refresh = 60
+        self.forget = 180
+        self.book: GuestBook[Domain] = GuestBook(ctx.claim_ds_index, ctx.release_ds_index,
+                                                 clock)
+        self.libvirt = None
+        self.link: Optional[lva.LibvirtLink] = None
+        self.watch = None
+        self.connected = False
+        self.retry_at = 0.0
+        self.retry = RETRY_MIN
+        self.next_list = 0.0
+        self.said: set = set()
+        self.unavailable: Optional[str] = None
+        self.skipped_polls = 0
+
+    # ------------------------------------------------------------ life cycle
+    def reconcile(self, state: AgentState) -> None:
+        if "config" not in state.changed:
+            return
+        c = state.config
+        self.refresh = c.kvm.refresh_vms or c.refresh_vms
+        self.forget = c.kvm.forget_vms or c.forget_vms
+        uri = uri_of(c)
+        if uri != self.uri:
+            if self.uri is not None:
+                self.log.info("kvm {}: uri changed to %s", uri)
+                self._drop_link()
+                self.book.clear()
+                self.said.clear()
+                self.retry_at = 0.0
+            self.uri = uri
+
+    def tick(self, now: float) -> None:
+        if self.link is None:
+            if now >= self.retry_at and self.unavailable is None:
+                self._connect(now)
+        elif self.connected and now >= self.next_list:
+            self.link.list()
+            self.next_list = now + self.refresh
+        for gone in self.book.expire(self.forget):
+            self.log.info("domain %s forgotten (stopped %d s ago)", gone.name, self.forget)
+
+    def close(self) -> None:
+        self._drop_link()
+        self.book.clear()
+
+    # ------------------------------------------------------------ the connection
+    def _once(self, key: str, message: str, *args) -> None:
+        if key not in self.said:
+            self.said.add(key)
+            self.log.warning(message, *args)
+
+    def _connect(self, now: float) -> None:
+        if self.libvirt is None:
+            try:
+                self.libvirt = lva.load_libvirt()
+            except lva.LibvirtUnavailable as e:
+                self.unavailable = str(e)
+                self.log.warning("kvm {}: %s; domains are not reported", e)
+                return
+        self.retry_at = now + self.retry     # until Connected says otherwise
+        self.link = lva.LibvirtLink(self.libvirt, self.uri).start()
+        self.watch = self.ctx.watch(self.link.fileno(), self._on_link)
+
+    def _drop_link(self) -> None:
+        if self.link is not None:
+            self.ctx.unwatch(self.watch)
+            self.watch = None
+            self.link.close()
+            self.link = None
+        self.connected = False
+
+    def _lost(self, reason: str) -> None:
+        was = self.connected
+        self._drop_link()
+        if was:
+            self.log.warning("kvm {}: lost libvirt at %s (%s); trying again", self.uri, reason)
+            self.said.discard("unreachable")
+            self.retry = RETRY_MIN
+        else:
+            self._once("unreachable", "kvm {}: cannot open %s read-only (%s); trying again "
+                       "every %d s", self.uri, reason, int(RETRY_MAX))
+        self.retry_at = self.clock() + self.retry
+        self.retry = min(RETRY_MAX, self.retry * 2)
+
+    def _on_link(self) -> None:
+        link = self.link
+        if link is None:
+            return
+        for m in link.drain():
+            if self.link is not link:
+                return
+            if isinstance(m, lva.Domains):
+                self._listed(m)
+            elif isinstance(m, lva.Lifecycle):
+                self._lifecycle(m)
+            elif isinstance(m, lva.Connected):
+                self.connected = True
+                self.retry = RETRY_MIN
+                self.said.discard("unreachable")
+                self.log.info("kvm {}: connected to %s (libvirt %s)", self.uri, m.version)
+                link.list()
+                self.next_list = self.clock() + self.refresh
+            elif isinstance(m, lva.Lost):
+                self._lost(m.reason)
+            elif isinstance(m, lva.CallFailed):
+                self.log.debug("kvm {}: %s failed: %s", m.what, m.reason)
+
+    def _listed(self, listed: lva.Domains) -> None:
+        active = set()
+        for info in listed.domains:
+            key = _key(info.uuid)
+            active.add(key)
+            d = self.book.get(key)
+            if d is None:
+                d = self.book.add(Domain(key=key, uuid=info.uuid))
+                if d is None:
+                    self._once("full", "kvm {}: every data source number is taken; domain "
+                               "%s is not reported", info.name)
+                    continue
+                self.log.info("domain %s: data source 3:%d", info.name, d.ds_index)
+            d.info = info
+            self.book.started(d)
+        for d in self.book:
+            if d.running and d.key not in active:
+                self.book.stopped(d)
+
+    def _lifecycle(self, e: lva.Lifecycle) -> None:
+        d = self.book.get(_key(e.uuid))
+        if e.event in (lva.EVENT_STARTED, lva.EVENT_RESUMED) and (d is None or not d.running):
+            self.link.list()         # a new domain, or one back: its devices may be new too
+        elif e.event in (lva.EVENT_STOPPED, lva.EVENT_CRASHED) and d is not None:
+            self.book.stopped(d)
+        if d is not None and d.stats is not None:
+            if e.event == lva.EVENT_SUSPENDED:
+                d.stats["state.state"] = VirState.PAUSED
+            elif e.event == lva.EVENT_RESUMED:
+                d.stats["state.state"] = VirState.RUNNING
+
+    # ------------------------------------------------------------ counters
+    def counter_sources(self):
+        return self.book.sources()
+
+    def counters(self, due: Sequence[DataSource]) -> Dict[DataSource, List[Record]]:
+        domains = [d for d in (self.book.by_ds.get(s[1]) for s in due) if d is not None]
+        if not self.connected:
+            # no fresh numbers while libvirt is away: only what is known for good (shut off)
+            domains = [d for d in domains if not d.running]
+        running = [d.info for d in domains if d.running]
+        if running:
+            try:
+                stats = self.link.stats(running)
+            except Busy:
+                self.skipped_polls += 1
+                self.log.debug("kvm {}: libvirt did not answer in time; this poll skipped")
+                return {}
+            except Exception as e:      # a libvirt error: this poll only
+                self.log.debug("kvm {}: statistics failed: %s", e)
+                return {}
+            for d in domains:
+                if d.uuid in stats:
+                    d.stats = stats[d.uuid]
+        table = self.ctx.interfaces
+
+        def ifindex_of(dev: str) -> int:
+            iface = table.by_name(dev) if table is not None else None
+            return iface.ifindex if iface is not None else 0
+
+        return {d.source: guest_records(reading_of(d, ifindex_of))
+                for d in domains if d.stats is not None}
+
+    def host_records(self) -> List[Record]:
+        return [virt_node(sum(1 for d in self.book if d.running))]
+
+    def status(self):
+        return {"kvm": {"uri": self.uri, "connected": self.connected,
+                        "domains": len(self.book),
+                        "running": sum(1 for d in self.book if d.running),
+                        "libvirt_calls": self.link.calls if self.link else 0,
+                        "skipped_polls": self.skipped_polls}}
+
+
+def _key(uuid16: bytes) -> str:
+    return bytes(uuid16).hex()
