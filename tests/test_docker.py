@@ -326,14 +326,17 @@ def test_docker_life_of_the_module(dockerd, agents, receivers):  # noqa: F811
     e = boxes["e"] = Box(dockerd, dockerd.run(f"{dockerd.tag}-e"))
     assert _wait(r, lambda: _samples(r, e.ds, t_back), POLLING + TIME_SLACK), agent.stderr()
     # what dockerd did to the others on its way back (no live-restore: they were stopped)
-    # is what the agent reports after its list
+    # is what the agent reports after its list and an inspect of each (one worker thread,
+    # against a dockerd that has just started: seconds on a busy machine)
     states = dockerd.client().containers(all=True)
     running = {x["Id"] for x in states if x["State"] == "running"}
     for box in (a, b, d):
         want = 1 if box.id in running else (4, 5)
         assert _wait(r, lambda box=box, want=want: any(
             records_by_tag(s)[2101].state in ((want,) if isinstance(want, int) else want)
-            for s in _samples(r, box.ds, time.monotonic() - 1)), POLLING + TIME_SLACK)
+            for s in _samples(r, box.ds, time.monotonic() - 1)), 3 * (POLLING + TIME_SLACK)), \
+            (box.name, want, [records_by_tag(s)[2101].state for s in _samples(r, box.ds, t_back)],
+             dockerd.client().containers(all=True), agent.stderr()[-3000:])
     deadline = time.monotonic() + 5
     while _threads_and_fds(agent.pid) != baseline and time.monotonic() < deadline:
         time.sleep(0.2)
