@@ -33,6 +33,7 @@ from hsflowd.decode.packet import add_decoded, decode_header  # noqa: E402
 from hsflowd.decode.sflowtool import Received, datagram_lines  # noqa: E402
 from hsflowd.sflow import SampledHeader, decode_datagram, to_dict  # noqa: E402
 from hsflowd.sflow.pcap import read_udp  # noqa: E402
+from pinning import pin_one_core  # noqa: E402
 
 VECTORS = os.path.join(os.path.dirname(HERE), "tests", "vectors")
 
@@ -65,8 +66,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    pin_one_core()
     data = payloads()
     headers = [r for d in data for s in decode_datagram(d).samples
                for r in getattr(s, "flow_records", []) if isinstance(r, SampledHeader)]

@@ -28,19 +28,11 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from hsflowd.samplers.flow import FlowSampleBuilder  # noqa: E402
+from pinning import pin_one_core  # noqa: E402
 
 RATE = 10
 TICK = 100_000          # samples between two set_pool calls
 HEADERS = [bytes((i * 7 + j) & 0xFF for j in range(128)) for i in range(64)]
-
-
-def pin_one_core() -> str:
-    try:
-        cpu = sorted(os.sched_getaffinity(0))[0]
-        os.sched_setaffinity(0, {cpu})
-        return f"pinned to CPU {cpu}"
-    except (AttributeError, OSError):
-        return "not pinned (no sched_setaffinity)"
 
 
 def workload(noise: int):

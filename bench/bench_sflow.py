@@ -36,18 +36,10 @@ from hsflowd.sflow import (  # noqa: E402
     Mib2TcpGroup, Mib2UdpGroup, SampledHeader, decode_datagram,
 )
 from hsflowd.sflow.samples import INTERNAL  # noqa: E402
+from pinning import pin_one_core  # noqa: E402
 
 GOALS = {"flow": 300_000, "host": 50_000}
 VECTORS = os.environ.get("SFLOW_VECTORS", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "vectors"))
-
-
-def pin_one_core():
-    try:
-        cpu = sorted(os.sched_getaffinity(0))[0]
-        os.sched_setaffinity(0, {cpu})
-        return f"pinned to CPU {cpu}"
-    except (AttributeError, OSError):
-        return "not pinned (no sched_setaffinity)"
 
 
 def timed(fn, seconds):

@@ -31,18 +31,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from hsflowd.modules.tunnels import TunnelsModule  # noqa: E402
 from hsflowd.samplers.flow import FlowSampleBuilder  # noqa: E402
 from hsflowd.sources.interfaces import Address, Interface, Vxlan  # noqa: E402
+from pinning import pin_one_core  # noqa: E402
 
 INTERNAL = 0x3FFFFFFF
 LOCAL, REMOTE = bytes([10, 232, 0, 1]), bytes([10, 232, 0, 2])
-
-
-def pin_one_core():
-    try:
-        cpu = sorted(os.sched_getaffinity(0))[0]
-        os.sched_setaffinity(0, {cpu})
-        return f"pinned to CPU {cpu}"
-    except (AttributeError, OSError):
-        return "not pinned (no sched_setaffinity)"
 
 
 def rate(fn, seconds: float) -> float:
