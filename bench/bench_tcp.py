@@ -152,7 +152,7 @@ def agent_process(seconds: float, rate: int):
         results = {}
         for tcp in (False, True):
             r = Receiver(udp_socket("127.0.0.1", a.name))
-            agent = factory(f"sflow {{\n polling = 30\n pcap {{ dev = va  sampling = 1 }}\n"
+            agent = factory("sflow {\n polling = 30\n pcap { dev = va  sampling = 1 }\n"
                             + (" tcp { }\n" if tcp else "")
                             + f" collector {{ ip = 127.0.0.1  udpport = {r.port} }}\n}}\n",
                             netns=a.name)

@@ -14,8 +14,6 @@ ticks; a failure there costs a full re-read of the table, never the agent.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import gc
 import logging
@@ -25,6 +23,7 @@ from typing import Callable, Dict, Iterable, Optional
 
 from . import config as cfg
 from . import privileges
+from .libc import libc
 from .loop import Loop
 from .modules import privileges_for
 from .modules.supervisor import Supervisor
@@ -79,7 +78,7 @@ class MemoryTrim:
         self.changes = 0
         self.next_at = 0.0
         try:
-            self._trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            self._trim = libc().malloc_trim
         except (OSError, AttributeError):   # not glibc
             self._trim = None
 

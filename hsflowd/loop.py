@@ -17,7 +17,7 @@ import selectors
 import signal
 import socket
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 log = logging.getLogger("hsflowd")
 

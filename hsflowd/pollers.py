@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
+from .modules import HOST_SOURCE, DataSource
 from .sflow import CountersSample, Record
-
-DataSource = Tuple[int, int]   # (class, index): 2:1 is the host, 0:ifIndex an interface
-HOST_SOURCE: DataSource = (2, 1)
 
 
 @dataclass

@@ -13,11 +13,12 @@ through ctypes.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import pwd
 from typing import FrozenSet, Iterable, Optional
+
+from .libc import libc
 
 log = logging.getLogger("hsflowd")
 
@@ -43,10 +44,6 @@ class _Header(ctypes.Structure):
 class _Data(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
                 ("inheritable", ctypes.c_uint32)]
-
-
-def _libc():
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def last_cap() -> int:
@@ -135,15 +132,15 @@ def drop(needed: Iterable[str], keep_root: bool = False, user: str = DROP_TO) ->
                     "lives (install the agent with a system Python, e.g. /usr/bin/python3)",
                     user, unreadable)
         return None
-    libc = _libc()
-    if libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
+    c = libc()
+    if c.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS)")
     os.setgroups([])
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
-    _capset(libc, caps)
+    _capset(c, caps)
     for name in caps:   # for a helper the agent runs (exec drops the rest)
-        libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAPABILITIES[name], 0, 0)
-    libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+        c.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAPABILITIES[name], 0, 0)
+    c.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
     log.info("running as %s with %s", user, ", ".join(sorted(caps)) or "no capabilities")
     return caps

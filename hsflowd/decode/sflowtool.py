@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -716,9 +716,8 @@ def _all_fields(prefix: str, renames: Dict[str, str] = None) -> Callable:
 
 def _app_operations(p: Printer, r: C.AppOperations) -> None:
     _text_fields(p, (("application", r.application, 32),))
-    p.fields(r, [("success", "status_OK")] + [(name, "errors_" + name.upper()) for name in (
-        "other", "timeout", "internal_error", "bad_request", "forbidden", "too_large",
-        "not_implemented", "not_found", "unavailable", "unauthorized")])
+    p.fields(r, [("success", "status_OK")] + [(name, "errors_" + name.upper())
+                                             for name in F.APP_STATUS_FIELDS[1:]])
 
 
 _NET_IO = _all_fields("nio_")

@@ -113,8 +113,7 @@ class Context:
         for token in self.watches:
             self._unwatch(token)
         self.watches.clear()
-        if self._flow_hooks is not None:
-            self._flow_hooks.remove(self.name)
+        self.remove_flow_hooks()
         if self._ds_indexes is not None:
             self._ds_indexes.release_owner(self.name)
 
@@ -224,20 +223,5 @@ def _load_all() -> None:
                    dnssd, jsonapp, tcp)
 
 
-@dataclass
-class SamplerStatus:
-    """One sampled interface in ``hsflowd status``."""
-
-    ifname: str
-    sampling_rate: int
-    samples: int
-    drops: int
-    module: str = ""
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {"ifname": self.ifname, "sampling_rate": self.sampling_rate,
-                "samples": self.samples, "drops": self.drops, "module": self.module}
-
-
 __all__ = ["AgentState", "Context", "DataSource", "HOST_SOURCE", "Module", "ModuleSpec",
-           "REGISTRY", "ROOT", "SamplerStatus", "enabled_specs", "privileges_for", "register"]
+           "REGISTRY", "ROOT", "enabled_specs", "privileges_for", "register"]

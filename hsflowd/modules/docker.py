@@ -265,11 +265,14 @@ class DockerModule(Module):
         elif isinstance(m, api.Connected):
             self.connected = True
             self.resync = True
+            # nothing of the old connection can answer now: forget the ids it left (removed
+            # while dockerd was away, or never reported), which the list's inspects redo
+            self.tickets = {k: v for k, v in self.tickets.items() if k in self.book.guests}
             self.books.connects += 1
             self.said.discard("absent")
             self.said.discard("unreachable")
             self.retry = RETRY_MIN
-            self.log.info("docker {}: connected to dockerd (API %s)", m.api_version)
+            self.log.info("docker {}: connected to dockerd (API %s)", m.version)
             self.link.list()
             self.next_list = self.clock() + self.settings.refresh
         elif isinstance(m, api.Gone):
@@ -428,7 +431,7 @@ class DockerModule(Module):
         # one module sends virt_node; with kvm {} as well, kvm does (hsflowd's VNode role)
         if self.kvm_too:
             return []
-        return [virt_node(sum(1 for c in self.book if c.running))]
+        return [virt_node(self.book.running_count())]
 
     # ------------------------------------------------------------ markTraffic
     def _mark(self, sample: bytes) -> bytes:
@@ -447,7 +450,7 @@ class DockerModule(Module):
             for name in vars(calls):
                 setattr(calls, name, getattr(calls, name) + getattr(self.link.calls, name))
         return {"docker": {"connected": self.connected, "containers": len(self.book),
-                           "running": sum(1 for c in self.book if c.running),
+                           "running": self.book.running_count(),
                            "events": self.books.events, "connects": self.books.connects,
                            "api_calls": {**vars(calls), "total": calls.total()}}}
 

@@ -25,6 +25,9 @@ _FIXED = struct.Struct(">IIIIIIIIIIIII")   # tag, length, 10 fixed words, record
 _RECORD = struct.Struct(">II")
 _SAMPLED_HEADER = struct.Struct(">IIII")   # header_protocol, frame_length, stripped, length
 COUNT_OFFSET = 48
+MAX_RECORDS = 16           # walked looking for the sampled header: ours have a handful
+
+HeaderSpan = Tuple[int, int, int, int]
 
 Hook = Callable[[bytes], Optional[bytes]]
 
@@ -40,27 +43,38 @@ class SampleView(NamedTuple):
     header: bytes
 
 
+def header_span(sample: bytes) -> Optional[HeaderSpan]:
+    """(header_protocol, frame_length, start, end) of the sampled_header record of an
+    encoded expanded flow sample, ``start:end`` its bytes in ``sample`` (clipped to the
+    record and to what there is); None if the bytes are not a flow sample or have none.
+    The one walk every hook's look at the packet goes through."""
+    size = len(sample)
+    if size < _FIXED.size or _WORD.unpack_from(sample)[0] != FLOW_SAMPLE_TAG:
+        return None
+    off = _FIXED.size
+    for _ in range(min(_WORD.unpack_from(sample, COUNT_OFFSET)[0], MAX_RECORDS)):
+        if off + 8 > size:
+            return None
+        tag, length = _RECORD.unpack_from(sample, off)
+        if tag == 1 and length >= 16 and off + 24 <= size:
+            protocol, frame, _stripped, n = _SAMPLED_HEADER.unpack_from(sample, off + 8)
+            start = off + 24
+            return protocol, frame, start, min(start + n, off + 8 + length, size)
+        off += 8 + length
+    return None
+
+
 def view(sample: bytes) -> Optional[SampleView]:
     """The data source, ports and sampled header of an expanded flow sample (None if the
     bytes are not one)."""
     if len(sample) < _FIXED.size:
         return None
     (tag, _length, _seq, _ds_class, ds_index, _rate, _pool, _drops, _in_format, in_if,
-     out_format, out_if, count) = _FIXED.unpack_from(sample)
+     out_format, out_if, _count) = _FIXED.unpack_from(sample)
     if tag != FLOW_SAMPLE_TAG:
         return None
-    off = _FIXED.size
-    for _ in range(count):
-        if off + 8 > len(sample):
-            break
-        rec_tag, rec_len = _RECORD.unpack_from(sample, off)
-        if rec_tag == 1 and rec_len >= 16 and off + 8 + rec_len <= len(sample):
-            protocol, _frame, _stripped, n = _SAMPLED_HEADER.unpack_from(sample, off + 8)
-            start = off + 8 + 16
-            return SampleView(ds_index, in_if, out_format, out_if, protocol,
-                              sample[start:start + min(n, rec_len - 16)])
-        off += 8 + rec_len
-    return SampleView(ds_index, in_if, out_format, out_if, 0, b"")
+    protocol, _frame, start, end = header_span(sample) or (0, 0, 0, 0)
+    return SampleView(ds_index, in_if, out_format, out_if, protocol, sample[start:end])
 
 
 def append_records(sample: bytes, records: bytes, count: int) -> bytes:

@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..config import app_sampling_rate, polling_interval_for
 from ..sflow import AppOperations, CountersSample, FlowSample, HostParent
+from ..sflow.flows import APP_STATUS_FIELDS
 from ..sflow.samples import INTERNAL
 from ..sources.jsonmsg import (MAX_MESSAGE, BadMessage, counter_sample, flow_sample,
                                parse_message, rtflow, rtmetric)
@@ -55,8 +56,6 @@ LOG_INTERVAL = 60.0
 RETRY_BIND = 30.0
 LOGICAL_ENTITY = 3
 _MASK32 = 0xFFFFFFFF
-_STATUS_FIELDS = ("success", "other", "timeout", "internal_error", "bad_request", "forbidden",
-                  "too_large", "not_implemented", "not_found", "unavailable", "unauthorized")
 
 
 class App:
@@ -69,7 +68,7 @@ class App:
     def __init__(self, name: str, index: int, port: int, now: float):
         self.name, self.index, self.port = name, index, port
         self.sampling = self.polling = 0
-        self.ops = [0] * len(_STATUS_FIELDS)   # transactions by status, scaled by their rate
+        self.ops = [0] * len(APP_STATUS_FIELDS)   # transactions by status, scaled by their rate
         self.pool = self.flow_seq = self.counter_seq = 0
         self.heard = self.counters_heard = now
         self.json_counters = True       # it sends its own counters (assumed at first)
@@ -78,7 +77,7 @@ class App:
         self.port_warned = False
 
     def kept_operations(self) -> AppOperations:
-        return AppOperations(application=self.name, **dict(zip(_STATUS_FIELDS, self.ops)))
+        return AppOperations(application=self.name, **dict(zip(APP_STATUS_FIELDS, self.ops)))
 
 
 @register("json", enabled=lambda config: config.json is not None and bool(config.json.udpport),
@@ -161,9 +160,7 @@ class JsonModule(Module):
         for _ in range(BATCH):
             try:
                 data = sock.recv(MAX_MESSAGE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:     # nothing more to read (EAGAIN), or the socket's error
                 return
             self.handle(data, now)
 

@@ -259,12 +259,12 @@ class KvmModule(Module):
                 for d in domains if d.stats is not None}
 
     def host_records(self) -> List[Record]:
-        return [virt_node(sum(1 for d in self.book if d.running))]
+        return [virt_node(self.book.running_count())]
 
     def status(self):
         return {"kvm": {"uri": self.uri, "connected": self.connected,
                         "domains": len(self.book),
-                        "running": sum(1 for d in self.book if d.running),
+                        "running": self.book.running_count(),
                         "libvirt_calls": self.link.calls if self.link else 0,
                         "skipped_polls": self.skipped_polls}}
 

@@ -28,6 +28,9 @@ class NflogModule(Module):
                                         watcher=self.ctx)
         elif "config" in state.changed:
             self.sampler.update(c.nflog, c.sampling, c.header_bytes)
+        if "interfaces" in state.changed:
+            table = state.interfaces
+            self.sampler.forget(lambda ifindex: table.get(ifindex) is not None)
 
     def tick(self, now: float) -> None:
         self.sampler.tick({})

@@ -23,6 +23,7 @@ class OvsModule(Module):
         super().__init__(ctx)
         self.sync = None
         self.db = None
+        self.settings = None       # what the sync thread was last told
 
     def reconcile(self, state: AgentState) -> None:
         from ..ovs import OvsSync, SflowSettings  # the ovs package only with ovs {}
@@ -34,11 +35,15 @@ class OvsModule(Module):
             self.db = c.ovs.db
             self.sync = OvsSync(c.ovs.db)
             self.sync.start()
+            self.settings = None
         targets = tuple(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
                         for host, port in state.targets)
         device = state.agent.device if state.agent is not None else None
-        self.sync.update(SflowSettings(agent=device or "", header=c.header_bytes,
-                                       polling=c.polling, sampling=c.sampling, targets=targets))
+        settings = SflowSettings(agent=device or "", header=c.header_bytes,
+                                 polling=c.polling, sampling=c.sampling, targets=targets)
+        if settings != self.settings:   # not a wake-up of the thread per interface event
+            self.settings = settings
+            self.sync.update(settings)
 
     def status(self):
         return {"ovs": self.sync.status if self.sync is not None else "stopped"}

@@ -14,12 +14,13 @@ from . import AgentState, Module, register
 
 class TapModule(Module):
     """What pcap {} and epcap {} share: a TapSampler fed the interfaces' packet counts (for
-    the sample pools) each tick."""
+    the sample pools, where it wants them) each tick."""
 
     sampler = None
 
     def tick(self, now: float) -> None:
-        self.sampler.tick(self.ctx.interfaces.read_packet_counts(list(self.sampler.tapped)))
+        s = self.sampler
+        s.tick(self.ctx.interfaces.read_packet_counts(list(s.tapped)) if s.wants_counts else {})
 
     def status(self):
         return {"samplers": self.sampler.status()}
@@ -34,7 +35,7 @@ class TapModule(Module):
 class PcapModule(TapModule):
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.sampler = ClassicBpfSampler(ctx.emit, lambda: iter(ctx.interfaces), watcher=ctx)
+        self.sampler = ClassicBpfSampler(ctx.emit, lambda: ctx.interfaces, watcher=ctx)
 
     def reconcile(self, state: AgentState) -> None:
         if state.changed & {"config", "interfaces"}:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from . import AgentState, Context, Module, ModuleSpec, enabled_specs
 from ..virt.dsindex import DsIndexTable
@@ -183,10 +183,6 @@ class Supervisor:
         for slot in list(self.slots.values()):
             if slot.module is not None:
                 yield slot, slot.module
-
-    def status(self) -> List[Dict[str, Any]]:
-        return [{"name": s.name, "running": s.module is not None, "error": s.error}
-                for s in self.slots.values()]
 
 
 def _one_line(e: BaseException) -> str:

@@ -96,7 +96,7 @@ class TcpModule(Module):
         if src in local:
             if dst in local:
                 return sample                     # both ends here: loopback, say
-            key, dirn = (version, src, dst, sport, dport), DIR_SENT
+            key, dirn = conn, DIR_SENT
         elif dst in local:
             key, dirn = (version, dst, src, dport, sport), DIR_RECEIVED
         else:
@@ -184,7 +184,11 @@ class TcpModule(Module):
 
     def tick(self, now: float) -> None:
         self.budget = LOOKUPS_PER_SECOND
-        late = [k for k, p in self.pending.items() if now - p.since >= HOLD_MAX]
+        late = []
+        for key, p in self.pending.items():   # in the order they were held: oldest first
+            if now - p.since < HOLD_MAX:
+                break
+            late.append(key)
         for key in late:
             pending = self.pending.pop(key)
             self.held -= len(pending.samples)

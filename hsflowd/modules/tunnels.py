@@ -55,19 +55,19 @@ import struct
 import time
 from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
+from ..samplers.flow import FCS
 from ..sflow import (ExtendedDecapsulateEgress, ExtendedDecapsulateIngress, ExtendedIPv4TunnelEgress,
                      ExtendedIPv4TunnelIngress, ExtendedIPv6TunnelEgress, ExtendedIPv6TunnelIngress,
                      ExtendedVniEgress, ExtendedVniIngress, HeaderProtocol)
+from ..sflow.samples import INTERNAL
 from ..sources.interfaces import discard_stray_replies
 from . import AgentState, Module, register
-from .flowhooks import append_records
+from .flowhooks import append_records, header_span
 
 log = logging.getLogger("hsflowd.tunnels")
 
-INTERNAL = 0x3FFFFFFF
 VXLAN_PORT = 4789           # IANA; Linux's own default before 3.7 was 8472 (a device says so)
 IPPROTO_UDP = 17
-FCS = 4
 OUTER_V4 = 20 + 8 + 8       # what VXLAN adds around the inner Ethernet frame, besides
 OUTER_V6 = 40 + 8 + 8       # the outer Ethernet header (sampled_ipv4/6 length: the IP packet)
 TOS_INHERIT = 1             # IFLA_VXLAN_TOS 1: copy the inner packet's
@@ -82,10 +82,7 @@ MAX_MISSED = 4096
 _QUICK = struct.Struct(">IIIIIIIIII")      # at 36: input, output format, output, record
 _HEADER = 76                               # count, then the first record's tag, length and
                                            # sampled_header fields; its bytes at 76
-_COUNT = struct.Struct(">I")               # the record count: at 48
-_RECORD = struct.Struct(">II")
-_SAMPLED_HEADER = struct.Struct(">IIII")   # protocol, frame_length, stripped, header length
-FIRST_RECORD = 52
+_NO_HEADER = (0, 0, 0, 0)
 _IPV4_TUNNEL = struct.Struct(">IIII4s4sIIII")
 _IPV6_TUNNEL = struct.Struct(">IIII16s16sIIII")
 _WORD_RECORD = struct.Struct(">III")
@@ -474,25 +471,8 @@ class TunnelsModule(Module):
                     return sample
         return self._decap(sample, in_if)
 
-    @staticmethod
-    def _header(sample: bytes) -> Tuple[int, int, int, int]:
-        """(protocol, frame_length, start, end) of the sampled header in ``sample``: the
-        first record in every sampler's samples, else found by walking the records."""
-        off, count = FIRST_RECORD, _COUNT.unpack_from(sample, FIRST_RECORD - 4)[0]
-        size = len(sample)
-        for _ in range(count):
-            if off + 8 > size:
-                break
-            tag, length = _RECORD.unpack_from(sample, off)
-            if tag == 1 and length >= 16 and off + 24 <= size:
-                protocol, frame, _stripped, n = _SAMPLED_HEADER.unpack_from(sample, off + 8)
-                start = off + 24
-                return protocol, frame, start, min(start + n, off + 8 + length, size)
-            off += 8 + length
-        return 0, 0, 0, 0
-
     def _tunnel(self, sample: bytes, device: VxlanDevice, egress: bool) -> bytes:
-        protocol, frame, start, end = self._header(sample)
+        protocol, frame, start, end = header_span(sample) or _NO_HEADER
         if protocol != _ETHERNET or end - start < 14:
             return sample
         mac = sample[start:start + 6] if egress else sample[start + 6:start + 12]
@@ -511,7 +491,7 @@ class TunnelsModule(Module):
         return append_records(sample, tunnel_record(egress, outer, length) + vni_rec, 2)
 
     def _decap(self, sample: bytes, in_if: int) -> bytes:
-        protocol, _frame, start, end = self._header(sample)
+        protocol, _frame, start, end = header_span(sample) or _NO_HEADER
         if not protocol:
             return sample
         hit = find_vxlan(sample, start, end, protocol, self.ports)

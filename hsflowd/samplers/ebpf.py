@@ -257,6 +257,7 @@ class EbpfSampler(TapSampler):
     """``epcap {}``: one eBPF program on every tapped interface, samples from perf buffers."""
 
     label = "epcap"
+    wants_counts = False
 
     def __init__(self, emit: Callable[[bytes], None], interfaces: Callable[[], Iterable],
                  ports: Optional[PortMap] = None, watcher: Watcher = NO_WATCHER):

@@ -276,6 +276,12 @@ class NflogSampler:
         self._buf = bytearray(RECV_BYTES)
         self.update(config, sampling, header_bytes)
 
+    def forget(self, present: Callable[[int], bool]) -> None:
+        """Drop the builders (sequence numbers, pools) of interfaces that are gone: a host
+        where containers come and go would otherwise keep one for every veth it ever saw."""
+        for ds in [ds for ds in self.builders if ds and not present(ds)]:
+            del self.builders[ds]
+
     def update(self, config, sampling: int, header_bytes: int) -> None:
         """Apply a (re)loaded config: rates at once, a new socket if the group or copy range
         changed, our iptables rules replaced if their settings changed."""

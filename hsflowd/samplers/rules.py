@@ -8,7 +8,10 @@ vSwitch ports.  A device named with ``dev=`` is taken whatever its kind.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, Optional
+
+if TYPE_CHECKING:
+    from . import Tap
 
 SKIPPED_KINDS = {"bond", "vlan", "veth", "openvswitch", "vif"}
 

@@ -53,6 +53,9 @@ class TapSampler:
     """Taps on interfaces, one flow-sample builder each, MAC tables for the port models."""
 
     label = "taps"
+    # whether tick() wants the interfaces' packet counts for its sample pools (eBPF counts
+    # the packets itself: no sysfs reads for it)
+    wants_counts = True
 
     def __init__(self, emit: Callable[[bytes], None], interfaces: Callable[[], Iterable],
                  ports: Optional[PortMap] = None, watcher: Watcher = NO_WATCHER,

@@ -213,6 +213,11 @@ class AppStatus(IntEnum):
     UNAUTHORIZED = 10
 
 
+# app_operations' (2202) counter fields, in AppStatus order: a transaction of status s counts
+# in APP_STATUS_FIELDS[s]
+APP_STATUS_FIELDS = tuple(s.name.lower() for s in AppStatus)
+
+
 @xdr_struct
 class AppContext:
     """What an operation was: application, operation, attributes (e.g. "payment",

@@ -7,7 +7,9 @@ which ifindexes changed; if the kernel dropped events (ENOBUFS) it re-dumps ever
 
 Speed and duplex come from ethtool (pyroute2's ``Ethtool``), read only when a
 link appears or its up/running state changes, never on a counter poll.  Counters for all
-links come from one RTM_GETSTATS dump (IFLA_STATS_LINK_64), never from sysfs.
+links come from one RTM_GETSTATS dump (IFLA_STATS_LINK_64) per poll; the sample pools'
+once-a-second packet counts come from sysfs (``read_packet_counts``: microseconds, where a
+netlink request costs milliseconds).
 
 The event socket is a plain non-blocking AF_NETLINK socket whose link messages pyroute2's
 ``ifinfmsg`` decodes: pyroute2 0.9's ``IPRoute.get()`` reads through an asyncio transport

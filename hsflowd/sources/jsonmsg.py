@@ -45,6 +45,7 @@ from ..sflow import (UNKNOWN32, AppContext, AppInitiator, AppOperation, AppOpera
                      AppParentContext, AppResources, AppStatus, AppTarget, AppWorkers,
                      ExtendedSocketIPv4, ExtendedSocketIPv6, RtFlow, RtMetric, TypedField)
 from ..sflow.custom import RTFLOW_TYPES, RTMETRIC_TYPES
+from ..sflow.flows import APP_STATUS_FIELDS
 
 MAX_MESSAGE = 10000           # bytes in one datagram (hsflowd HSP_MAX_JSON_MSG_BYTES)
 MAX_NAME = 64
@@ -162,7 +163,7 @@ def counter_sample(msg: Any) -> AppCounterMessage:
     if ops is not None:
         w = f"{where}.app_operations"
         operations = AppOperations(application=name, **{
-            field: counter32(ops, field, w) for field in _STATUS_FIELDS})
+            field: counter32(ops, field, w) for field in APP_STATUS_FIELDS})
     res = _obj(msg, "app_resources", where)
     resources = None
     if res is not None:
@@ -185,9 +186,6 @@ def counter_sample(msg: Any) -> AppCounterMessage:
     return AppCounterMessage(name, port, operations, resources, workers)
 
 
-# app_operations' counters, in AppStatus order
-_STATUS_FIELDS = ("success", "other", "timeout", "internal_error", "bad_request", "forbidden",
-                  "too_large", "not_implemented", "not_found", "unavailable", "unauthorized")
 
 
 # ---------------------------------------------------------------- flow_sample

@@ -15,9 +15,9 @@ it as ::ffff:a.b.c.d).  ``tcp_info_record`` is pure.
 from __future__ import annotations
 
 import socket
-import struct
 from typing import Dict, Mapping, Optional, Tuple
 
+from ..modules.flowhooks import header_span
 from ..sflow import ExtendedTcpInfo
 
 DIR_UNKNOWN, DIR_RECEIVED, DIR_SENT = 0, 1, 2
@@ -39,42 +39,18 @@ TCP_INFO_FIELDS = (("snd_mss", "tcpi_snd_mss"), ("rcv_mss", "tcpi_rcv_mss"),
 # (ip version, local address, remote address, local port, remote port); addresses packed
 Connection = Tuple[int, bytes, bytes, int, int]
 
-_U32 = struct.Struct(">I")
-_RECORD = struct.Struct(">II")
-_HEADER = struct.Struct(">IIII")
-_FLOW_SAMPLE_EXPANDED = 3
-_RECORDS_AT = 52           # tag, length, 10 words, record count
 _VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 _V6_EXTENSIONS = (0, 43, 60)   # hop-by-hop, routing, destination options
-
-
-def _sampled_header(sample: bytes) -> Optional[Tuple[int, int, int]]:
-    """(header_protocol, start, end) of the sampled_header in an encoded expanded flow
-    sample, as offsets into ``sample``; None if there is none."""
-    size = len(sample)
-    if size < _RECORDS_AT + 8 or _U32.unpack_from(sample, 0)[0] != _FLOW_SAMPLE_EXPANDED:
-        return None
-    off = _RECORDS_AT
-    for _ in range(min(_U32.unpack_from(sample, 48)[0], 16)):
-        if off + 8 > size:
-            return None
-        tag, length = _RECORD.unpack_from(sample, off)
-        if tag == 1 and length >= 16 and off + 24 <= size:
-            protocol, _frame, _stripped, n = _HEADER.unpack_from(sample, off + 8)
-            start = off + 24
-            return protocol, start, min(start + n, off + 8 + length, size)
-        off += 8 + length
-    return None
 
 
 def packet_endpoints(sample: bytes) -> Optional[Tuple[int, bytes, bytes, int, int]]:
     """(ip version, source, destination, source port, destination port) of the TCP packet
     an encoded flow sample's header holds; None for anything else (not TCP, a later
     fragment, a header cut short)."""
-    found = _sampled_header(sample)
+    found = header_span(sample)
     if found is None:
         return None
-    protocol, p, end = found
+    protocol, _frame, p, end = found
     if protocol == 1:                               # Ethernet
         if p + 14 > end:
             return None

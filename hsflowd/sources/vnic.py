@@ -14,15 +14,11 @@ per poll.  It needs CAP_SYS_ADMIN (the docker module keeps root, as hsflowd's do
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import threading
 from typing import Dict, List, NamedTuple, Optional
 
 from .interfaces import Interface, parse_link
-
-CLONE_NEWNET = 0x40000000
 
 
 class NetDevCounters(NamedTuple):
@@ -92,15 +88,11 @@ def read_links(pid: int, procfs: str = "/proc", timeout: float = 2.0) -> List[In
 
     def in_namespace():
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            from pyroute2 import IPRoute, netns   # netns.setns: for Pythons before 3.12
             try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise NetnsError(err, f"setns({path}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            from pyroute2 import IPRoute
+                netns.setns(path, flags=0)        # join only: pyroute2 would make a missing one
+            except OSError as e:
+                raise OSError(e.errno, f"setns: {os.strerror(e.errno or 0)}") from None
             with IPRoute() as ipr:
                 result.append([parse_link(msg) for msg in ipr.get_links()])
         except BaseException as e:  # handed to the caller's thread

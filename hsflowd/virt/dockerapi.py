@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from .handover import Handover, Worker
+from .handover import CallFailed, Connected, Handover, Lost, Worker
 
 log = logging.getLogger("hsflowd.docker")
 
@@ -81,16 +81,6 @@ class Event:
 
 
 @dataclass(frozen=True)
-class Connected:
-    api_version: str
-
-
-@dataclass(frozen=True)
-class Lost:
-    reason: str
-
-
-@dataclass(frozen=True)
 class Inspected:
     info: ContainerInfo
     ticket: int = 0           # the caller's, handed back
@@ -102,12 +92,6 @@ class Gone:
 
     id: str
     ticket: int = 0
-
-
-@dataclass(frozen=True)
-class CallFailed:
-    what: str
-    reason: str
 
 
 def _mac(text: Optional[str]) -> Optional[bytes]:

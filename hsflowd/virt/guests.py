@@ -55,6 +55,10 @@ class GuestBook(Generic[G]):
     def __len__(self) -> int:
         return len(self.guests)
 
+    def running_count(self) -> int:
+        """virt_node's num_domains: the guests running now."""
+        return sum(1 for g in self.guests.values() if g.running)
+
     def get(self, key: str) -> Optional[G]:
         return self.guests.get(key)
 

@@ -16,7 +16,25 @@ import collections
 import queue
 import socket
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Deque, List, Optional
+
+
+# what a connection's threads hand over besides a call's answer (both daemons alike)
+@dataclass(frozen=True)
+class Connected:
+    version: str              # the daemon's API or library version, for the log
+
+
+@dataclass(frozen=True)
+class Lost:
+    reason: str
+
+
+@dataclass(frozen=True)
+class CallFailed:
+    what: str
+    reason: str
 
 
 class Handover:

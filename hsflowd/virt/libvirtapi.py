@@ -26,7 +26,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from .handover import Handover, Worker
+from .handover import CallFailed, Connected, Handover, Lost, Worker
 
 DIST = "/usr/lib/python3/dist-packages"
 DEFAULT_URI = "qemu:///system"
@@ -93,26 +93,10 @@ class Domains:
 
 
 @dataclass(frozen=True)
-class Connected:
-    version: str
-
-
-@dataclass(frozen=True)
-class Lost:
-    reason: str
-
-
-@dataclass(frozen=True)
 class Lifecycle:
     uuid: bytes
     event: int
     detail: int
-
-
-@dataclass(frozen=True)
-class CallFailed:
-    what: str
-    reason: str
 
 
 def parse_domain_xml(text: str) -> Tuple[Tuple[Tuple[str, bytes], ...], Tuple[str, ...]]:
@@ -174,7 +158,9 @@ class LibvirtLink:
         self.conn = None
         self.calls = 0
         self._callback = None
+        self._list_queued = False
         self._stop_events = threading.Event()
+        self._wake_timer: Optional[int] = None   # off until close() fires it
         self._events = threading.Thread(target=self._run_events, name="libvirt-events",
                                         daemon=True)
 
@@ -190,7 +176,11 @@ class LibvirtLink:
         return self.handover.drain()
 
     def list(self) -> None:
-        self.worker.submit("list", self._list)
+        """A list of the domains, unless one asked for has not begun yet (a burst of
+        lifecycle events asks once, not once a domain: each list reads every domain's XML)."""
+        if not self._list_queued:
+            self._list_queued = True
+            self.worker.submit("list", self._list)
 
     def stats(self, domains: List[DomainInfo], timeout: float = STATS_TIMEOUT) -> Dict[bytes, Dict[str, Any]]:
         """uuid -> libvirt's statistics of each domain asked for that is running (Busy,
@@ -204,6 +194,8 @@ class LibvirtLink:
         self.worker.close(wait)
         self.handover.closed.set()
         self._stop_events.set()
+        if self._wake_timer is not None:     # the events thread sleeps until then
+            self.libvirt.virEventUpdateTimeout(self._wake_timer, 0)
         if self._events.is_alive():
             self._events.join(wait)
         self.handover.close()
@@ -217,6 +209,9 @@ class LibvirtLink:
             if not _EVENT_IMPL:      # once per process, before the first connection
                 lv.virEventRegisterDefaultImpl()
                 _EVENT_IMPL = True
+        # the events thread needs no timer of its own to see that it should stop: close()
+        # fires this one (not a wake-up every half second for the connection's life)
+        self._wake_timer = lv.virEventAddTimeout(-1, lambda t, opaque: None, None)
         self._events.start()
         self.calls += 1
         try:
@@ -258,6 +253,7 @@ class LibvirtLink:
         return None
 
     def _list(self) -> Domains:
+        self._list_queued = False     # a list asked for from here on sees what this one may not
         lv = self.libvirt
         out = []
         self.calls += 1
@@ -340,13 +336,12 @@ class LibvirtLink:
     # ---- on the events thread
     def _run_events(self) -> None:
         lv = self.libvirt
-        timer = lv.virEventAddTimeout(500, lambda t, opaque: None, None)   # wake to stop
         try:
             while not self._stop_events.is_set():
                 if lv.virEventRunDefaultImpl() < 0:
                     break
         finally:
-            lv.virEventRemoveTimeout(timer)
+            lv.virEventRemoveTimeout(self._wake_timer)
 
 
 def _one_line(e: BaseException) -> str:
