@@ -218,6 +218,26 @@ def test_a_new_domain_drops_the_query_in_flight_and_asks_again():
     assert lookups.domains == [".example.test", ".other.test"]
 
 
+def test_a_new_domain_sends_nothing_of_the_old_one():
+    """A reload to another domain: the old domain's collectors go at once, and a failed
+    query for the new one keeps nothing of them."""
+    module, config, clock, lookups, changed = make()
+    module.adjust_config(config)
+    module.reconcile(state(config))
+    lookups.results.append(ANSWER)
+    run_tick(module, clock)
+    assert [c.ip for c in module.adjust_config(config).collectors] == ["c1", "c2"]
+    other = parse_config("sflow {\ndns-sd { domain = .other.test startDelay = 0 }\n}\n")
+    off = module.adjust_config(other)            # a reload adjusts, then reconciles
+    assert off.suppressed and off.collectors == []
+    module.reconcile(state(off))
+    lookups.results.append(DnsSdError("no answer (timed out)"))
+    run_tick(module, clock)
+    assert lookups.domains == [".example.test", ".other.test"]
+    assert module.adjust_config(other).suppressed
+    assert module.status()["dns_sd"]["failures"] == 1
+
+
 def test_made_again_after_a_failure_it_asks_for_a_new_revision():
     module, config, clock, lookups, changed = make()
     module.reconcile(state(config))               # no adjust_config first: a restart

@@ -181,6 +181,10 @@ class DnsSdModule(Module):
     # ------------------------------------------------------------ the seam
     def adjust_config(self, config):
         self.adjusted = True
+        if self.settings is not None and config.dns_sd_domain != self.settings[0]:
+            # a reload to another domain: its records are not the old domain's, and until
+            # it answers nothing is sent (as at start)
+            self.answer = self.reported = None
         running, problems = dynamic_config(config, self.answer)
         if self.answer is not self.reported:     # say what is wrong with an answer once
             self.reported = self.answer
@@ -192,6 +196,9 @@ class DnsSdModule(Module):
         c = state.config
         settings = (c.dns_sd_domain, c.dns_sd_start_delay)
         if settings != self.settings:
+            if self.settings is not None and settings[0] != self.settings[0]:
+                self.delay = self.in_a_row = 0   # the old domain's back-off is not this one's
+                self.last_error = None
             self.settings = settings
             self.round = None                    # a query for the old domain is dropped
             delay = self.rng.randint(1, c.dns_sd_start_delay) if c.dns_sd_start_delay else 0
