@@ -258,6 +258,18 @@ class Collectors:
                 d.stats.sent += 1
             except OSError as e:
                 self._send_failed(d, e)
+                if e.errno == errno.ENODEV and sender.key[1]:
+                    self._drop(sender)
+
+    def _drop(self, sender: Sender) -> None:
+        """Close a socket pinned to a dev= interface that is gone (made again, it has a new
+        ifindex: the old pin fails for good); tick() opens another once the name is back."""
+        self.senders.pop(sender.key, None)
+        now = self.clock()
+        for d in self.destinations:
+            if d.sender is sender:
+                d.sender, d.next_resolve = None, now
+        sender.close()
 
     def _send_failed(self, d: Destination, e: OSError) -> None:
         d.stats.errors += 1

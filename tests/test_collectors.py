@@ -167,3 +167,47 @@ c.close()
         assert (int(ra.stdout.readline()), int(rb.stdout.readline())) == (expect_a, expect_b), dev
         ra.wait(timeout=5)
         rb.wait(timeout=5)
+
+
+def test_dev_interface_deleted_and_made_again(netns):
+    """dev=X pins the socket to X's ifindex: when X is deleted and made again (a new ifindex)
+    the socket is made again too, and datagrams go out through the new X."""
+    here, b = netns(), netns()
+    veth(here, "lb", b, "rb", "10.231.7.1/24", "10.231.7.2/24")
+    receiver = b.popen([sys.executable, "-c", RECEIVER, "0.0.0.0", "16397", "3"],
+                       stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout.readline().strip() == "ready"
+    script = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from hsflowd.collectors import Collectors, Destination
+c = Collectors([Destination("10.231.7.2", 16397, dev="lb")])
+for _ in range(3):
+    c.send(b"x")
+print("sent", flush=True)
+sys.stdin.readline()
+for _ in range(30):           # 3 s: the socket is made again at the next tick
+    c.send(b"y")
+    c.tick()
+    time.sleep(0.1)
+print(c.destinations[0].stats.sent, flush=True)
+c.close()
+"""
+    sender = here.popen([sys.executable, "-c", script, ROOT], stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE, text=True)
+    try:
+        assert sender.stdout.readline().strip() == "sent"
+        here.run("ip link del lb")
+        veth(here, "lb", b, "rb", "10.231.7.1/24", "10.231.7.2/24")
+        sender.stdin.write("go\n")
+        sender.stdin.flush()
+        sent = int(sender.stdout.readline())
+        assert sender.wait(timeout=10) == 0
+        received = int(receiver.stdout.readline())
+    finally:
+        for p in (sender, receiver):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert sent >= 3 + 25, sent            # a lost datagram or two while the socket is remade
+    assert received == sent, (received, sent)
