@@ -298,16 +298,29 @@ class Collectors:
                 if not d.pending.done():
                     continue
                 future, d.pending = d.pending, None
+                had = d.address
                 try:
                     self._open(d, *future.result())
-                    changed = True
+                    changed = changed or d.address != had
                 except (OSError, UnicodeError) as e:
-                    self._failed(d, e)
+                    if had is None:
+                        self._failed(d, e)
+                    else:     # a name looked up again (reload) keeps its address meanwhile
+                        self._report(d, f"looking its name up again failed ({_reason(e)}); "
+                                        f"still sending to {had[0]}")
             elif d.sender is None and now >= d.next_resolve:
                 had = d.address
                 self._connect(d)
                 changed = changed or d.address != had
         return changed
+
+    def resolve_again(self) -> None:
+        """Look every collector given by name up again (a reload, as hsflowd reads its
+        config): what it resolves to now is used from the next tick; meanwhile, and if the
+        name no longer resolves, datagrams go where they went."""
+        for d in self.destinations:
+            if d.pending is None and d.address is not None and _literal(d.host, d.port) is None:
+                d.pending = self.resolver().submit(_resolve, d.host, d.port)
 
     def _report(self, d: Destination, message: str) -> None:
         now = self.clock()

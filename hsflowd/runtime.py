@@ -122,7 +122,10 @@ class Runtime:
             log.error("%s; keeping the running configuration (revision %d)", e, self.revision)
             return
         log.info("reloading %s", path)
+        collectors = self.output.collectors
         self.apply(config)
+        if collectors is not None and self.output.collectors is collectors:
+            collectors.resolve_again()    # the same collectors: their names looked up again
 
     def _say_once(self, text: str) -> None:
         """A warning about the file is given when it first appears, not on every reload."""

@@ -90,6 +90,37 @@ def test_a_name_that_does_not_resolve_is_retried_and_never_fatal(udp_collector, 
         c.close()
 
 
+def test_a_reload_looks_names_up_again(monkeypatch, caplog):
+    """resolve_again (a reload with the same collectors): a name that now resolves elsewhere
+    is followed from the next tick; one that no longer resolves keeps its address."""
+    import concurrent.futures
+    import hsflowd.collectors as collectors_module
+    answers = ["127.0.0.1", "127.0.0.2", socket.gaierror(socket.EAI_NONAME, "Name or service not known")]
+
+    def resolve(host, port):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return socket.AF_INET, (answer, port)
+
+    monkeypatch.setattr(collectors_module, "_resolve", resolve)
+    c = Collectors([Destination("collector.test", 6343)])
+    try:
+        d = c.destinations[0]
+        assert d.address == ("127.0.0.1", 6343)
+        c.resolve_again()
+        concurrent.futures.wait([d.pending], timeout=5)
+        assert c.tick() is True and d.address == ("127.0.0.2", 6343)
+        c.resolve_again()
+        concurrent.futures.wait([d.pending], timeout=5)
+        with caplog.at_level(logging.WARNING, logger="hsflowd.collectors"):
+            assert c.tick() is False
+        assert d.address == ("127.0.0.2", 6343) and d.sender is not None
+        assert "looking its name up again failed" in caplog.text
+    finally:
+        c.close()
+
+
 @pytest.mark.netns
 def test_unreachable_collector_costs_a_counted_error_and_a_readable_log(netns, tmp_path):
     """In a namespace with no default route, 192.0.2.1 is unreachable: sendto fails at once."""

@@ -166,7 +166,7 @@ def test_counters_through_reloads_and_flaps(netns, agents):
 
 def test_a_collector_name_that_resolves_later(netns, agents):
     """The name is not in the namespace's hosts file at start; once it is, datagrams flow
-    (names are retried after 1, 2, 4 ... s)."""
+    (names are retried after 1, 2, 4 ... s).  When it moves, a reload follows it."""
     host = netns()
     rx_sock_ns = host.name
     etc = f"/etc/netns/{host.name}"
@@ -187,7 +187,26 @@ def test_a_collector_name_that_resolves_later(netns, agents):
         first = r.first(10.0)
         assert first is not None, agent.stderr()
         assert first.at - t < 8.5   # retried 1, 2, 4 s after failing
+
+        # the name moves: a reload (the same file) looks it up again, as hsflowd does
+        import socket
+        from agentproc import in_netns
+
+        def bound():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.2", r.port))
+            return s
+        r2 = Receiver(in_netns(host.name, bound))
+        with open(f"{etc}/hosts", "r+") as f:
+            f.truncate(0)
+            f.write("127.0.0.1 localhost\n127.0.0.2 late-collector.test\n")
+        agent.signal(signal.SIGHUP)
+        assert agent.wait_for_log("late-collector.test:%d -> 127.0.0.2" % r.port, 5), agent.stderr()
+        assert r2.first(3.0) is not None, agent.stderr()
+        r.collect(1.0)                            # what was on its way before the move
+        assert r.collect(1.5) == []
         r.close()
+        r2.close()
     finally:
         for name in os.listdir(etc):
             os.unlink(os.path.join(etc, name))
