@@ -40,13 +40,13 @@ from ..sflow.counters import OsName
 from ..sources import cgroups, vnic
 from ..sources.identity import machine_type_of
 from ..virt import dockerapi as api
-from ..virt.guests import Guest, GuestBook
+from ..virt.guests import Guest
 from ..virt.marks import Marks
 from ..virt.records import (DiskIo, GuestReading, NetIo, VirState, guest_records,
                             round_half_up, virt_node)
-from . import ROOT, AgentState, DataSource, Module, register
+from . import ROOT, AgentState, DataSource, register
+from .guests import GuestsModule
 
-RETRY_MIN, RETRY_MAX = 1.0, 10.0      # seconds between attempts to reach dockerd
 SHORT_ID = 12
 
 # Docker's state words and events, as virt_cpu's state (hsflowd's mapping)
@@ -123,27 +123,18 @@ def _merge(old: cgroups.CgroupCounters, new: cgroups.CgroupCounters) -> cgroups.
 
 @register("docker", enabled=lambda config: config.docker is not None,
           privileges=lambda config: {ROOT})
-class DockerModule(Module):
+class DockerModule(GuestsModule):
+    RETRY_MIN, RETRY_MAX = 1.0, 10.0      # seconds between attempts to reach dockerd
+
     def __init__(self, ctx, url: Optional[str] = None, clock=time.monotonic,
                  procfs: str = "/proc"):
-        super().__init__(ctx)
+        super().__init__(ctx, clock)
         self.url = url or api.docker_url()
-        self.clock = clock
         self.procfs = procfs
         self.settings = Settings()
-        self.book: GuestBook[Container] = GuestBook(ctx.claim_ds_index, ctx.release_ds_index,
-                                                    clock)
-        self.link: Optional[api.DockerLink] = None
-        self.watch = None
-        self.connected = False
         self.resync = False
-        self.retry_at = 0.0
-        self.retry = RETRY_MIN
-        self.next_list = 0.0
         self.tickets: Dict[str, int] = {}     # events seen per id: an older inspect loses
         self.books = Books()
-        self.said: set = set()
-        self.unavailable: Optional[str] = None
         self.hooked = False
         self.kvm_too = False
         self.marks_dirty = True
@@ -164,10 +155,9 @@ class DockerModule(Module):
     def reconcile(self, state: AgentState) -> None:
         if "config" not in state.changed:
             return
-        old, self.settings = self.settings, settings_of(state.config)
+        self.settings = settings_of(state.config)
+        self.set_intervals(self.settings.refresh, self.settings.forget)
         self.kvm_too = state.config.kvm is not None
-        if self.settings.refresh != old.refresh and self.connected:
-            self.next_list = min(self.next_list, self.clock() + self.settings.refresh)
         if self.settings.mark and not self.hooked:
             self.ctx.add_flow_hook(self._mark)
             self.hooked = True
@@ -176,29 +166,12 @@ class DockerModule(Module):
             self.ctx.remove_flow_hooks()
             self.hooked = False
 
-    def tick(self, now: float) -> None:
-        if self.link is None:
-            if now >= self.retry_at and self.unavailable is None:
-                self._connect(now)
-        elif self.connected and now >= self.next_list:
-            self.link.list()
-            self.next_list = now + self.settings.refresh
-        for gone in self.book.expire(self.settings.forget):
-            self.tickets.pop(gone.key, None)
-            self.marks_dirty = True
-            self.log.info("container %s forgotten (stopped %d s ago)", gone.name,
-                          self.settings.forget)
-
-    def close(self) -> None:
-        self._drop_link()
-        self.book.clear()
+    def _forgotten(self, gone: Container) -> None:
+        self.tickets.pop(gone.key, None)
+        self.marks_dirty = True
+        self.log.info("container %s forgotten (stopped %d s ago)", gone.name, self.forget)
 
     # ------------------------------------------------------------ the connection
-    def _once(self, key: str, message: str, *args) -> None:
-        if key not in self.said:
-            self.said.add(key)
-            self.log.warning(message, *args)
-
     def _connect(self, now: float) -> None:
         try:
             import docker  # noqa: F401  (the maintained client; only with docker {})
@@ -212,47 +185,21 @@ class DockerModule(Module):
         if path is not None and not os.path.exists(path):
             self._once("absent", "docker {}: no Docker socket at %s; containers will be "
                        "reported once dockerd is there", path)
-            self.retry_at = now + RETRY_MAX
+            self.retry_at = now + self.RETRY_MAX
             return
-        self.link = api.DockerLink(self.url).start()
-        self.watch = self.ctx.watch(self.link.fileno(), self._on_link)
+        self._open_link(api.DockerLink(self.url))
 
-    def _drop_link(self) -> None:
-        if self.link is not None:
-            self.ctx.unwatch(self.watch)
-            self.watch = None
-            self.link.close()
-            self._add_calls(self.link.calls)
-            self.link = None
-        self.connected = False
-
-    def _add_calls(self, calls: api.CallCounts) -> None:
+    def _link_closed(self, link: api.DockerLink) -> None:
         total = self.books.calls
         for name in ("version", "events", "list", "inspect"):
-            setattr(total, name, getattr(total, name) + getattr(calls, name))
+            setattr(total, name, getattr(total, name) + getattr(link.calls, name))
 
-    def _lost(self, reason: str) -> None:
-        was = self.connected
-        self._drop_link()
-        now = self.clock()
-        if was:
-            self.log.warning("docker {}: lost dockerd (%s); trying again", reason)
-            self.said.discard("unreachable")
-            self.retry = RETRY_MIN
-        else:
-            self._once("unreachable", "docker {}: cannot reach dockerd at %s (%s); "
-                       "trying again every %d s", self.url, reason, int(RETRY_MAX))
-        self.retry_at = now + self.retry
-        self.retry = min(RETRY_MAX, self.retry * 2)
+    def _say_lost(self, reason: str) -> None:
+        self.log.warning("docker {}: lost dockerd (%s); trying again", reason)
 
-    def _on_link(self) -> None:
-        link = self.link
-        if link is None:
-            return
-        for message in link.drain():
-            if self.link is not link:
-                return      # lost: the rest is from the old connection
-            self._handle(message)
+    def _say_unreachable(self, reason: str) -> None:
+        self._once("unreachable", "docker {}: cannot reach dockerd at %s (%s); "
+                   "trying again every %d s", self.url, reason, int(self.RETRY_MAX))
 
     def _handle(self, m) -> None:
         if isinstance(m, api.Event):
@@ -263,18 +210,14 @@ class DockerModule(Module):
         elif isinstance(m, api.Listed):
             self._listed(m)
         elif isinstance(m, api.Connected):
-            self.connected = True
             self.resync = True
             # nothing of the old connection can answer now: forget the ids it left (removed
             # while dockerd was away, or never reported), which the list's inspects redo
             self.tickets = {k: v for k, v in self.tickets.items() if k in self.book.guests}
             self.books.connects += 1
             self.said.discard("absent")
-            self.said.discard("unreachable")
-            self.retry = RETRY_MIN
             self.log.info("docker {}: connected to dockerd (API %s)", m.version)
-            self.link.list()
-            self.next_list = self.clock() + self.settings.refresh
+            self._connected()
         elif isinstance(m, api.Gone):
             c = self.book.get(m.id)
             if c is not None and m.ticket == self.tickets.get(m.id, 0):

@@ -27,12 +27,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..sflow import Record
 from ..virt import libvirtapi as lva
-from ..virt.guests import Guest, GuestBook
+from ..virt.guests import Guest
 from ..virt.handover import Busy
 from ..virt.records import DiskIo, GuestReading, NetIo, VirState, guest_records, virt_node
-from . import ROOT, AgentState, DataSource, Module, register
+from . import ROOT, AgentState, DataSource, register
+from .guests import GuestsModule
 
-RETRY_MIN, RETRY_MAX = 2.0, 60.0
 NET_FIELDS = ("rx.bytes", "rx.pkts", "rx.errs", "rx.drop", "tx.bytes", "tx.pkts", "tx.errs",
               "tx.drop")
 BLOCK_FIELDS = ("rd.reqs", "rd.bytes", "wr.reqs", "wr.bytes", "errors", "capacity",
@@ -82,24 +82,13 @@ def reading_of(d: Domain, ifindex_of) -> GuestReading:
 
 
 @register("kvm", enabled=lambda config: config.kvm is not None, privileges=_privileges)
-class KvmModule(Module):
+class KvmModule(GuestsModule):
+    RETRY_MIN, RETRY_MAX = 2.0, 60.0
+
     def __init__(self, ctx, clock=time.monotonic):
-        super().__init__(ctx)
-        self.clock = clock
+        super().__init__(ctx, clock)
         self.uri: Optional[str] = None
-        self.refresh = 60
-        self.forget = 180
-        self.book: GuestBook[Domain] = GuestBook(ctx.claim_ds_index, ctx.release_ds_index,
-                                                 clock)
         self.libvirt = None
-        self.link: Optional[lva.LibvirtLink] = None
-        self.watch = None
-        self.connected = False
-        self.retry_at = 0.0
-        self.retry = RETRY_MIN
-        self.next_list = 0.0
-        self.said: set = set()
-        self.unavailable: Optional[str] = None
         self.skipped_polls = 0
 
     # ------------------------------------------------------------ life cycle
@@ -107,8 +96,7 @@ class KvmModule(Module):
         if "config" not in state.changed:
             return
         c = state.config
-        self.refresh = c.kvm.refresh_vms or c.refresh_vms
-        self.forget = c.kvm.forget_vms or c.forget_vms
+        self.set_intervals(c.kvm.refresh_vms or c.refresh_vms, c.kvm.forget_vms or c.forget_vms)
         uri = uri_of(c)
         if uri != self.uri:
             if self.uri is not None:
@@ -116,29 +104,13 @@ class KvmModule(Module):
                 self._drop_link()
                 self.book.clear()
                 self.said.clear()
-                self.retry_at = 0.0
+                self.retry_at, self.retry = 0.0, self.RETRY_MIN
             self.uri = uri
 
-    def tick(self, now: float) -> None:
-        if self.link is None:
-            if now >= self.retry_at and self.unavailable is None:
-                self._connect(now)
-        elif self.connected and now >= self.next_list:
-            self.link.list()
-            self.next_list = now + self.refresh
-        for gone in self.book.expire(self.forget):
-            self.log.info("domain %s forgotten (stopped %d s ago)", gone.name, self.forget)
-
-    def close(self) -> None:
-        self._drop_link()
-        self.book.clear()
+    def _forgotten(self, gone: Domain) -> None:
+        self.log.info("domain %s forgotten (stopped %d s ago)", gone.name, self.forget)
 
     # ------------------------------------------------------------ the connection
-    def _once(self, key: str, message: str, *args) -> None:
-        if key not in self.said:
-            self.said.add(key)
-            self.log.warning(message, *args)
-
     def _connect(self, now: float) -> None:
         if self.libvirt is None:
             try:
@@ -148,52 +120,27 @@ class KvmModule(Module):
                 self.log.warning("kvm {}: %s; domains are not reported", e)
                 return
         self.retry_at = now + self.retry     # until Connected says otherwise
-        self.link = lva.LibvirtLink(self.libvirt, self.uri).start()
-        self.watch = self.ctx.watch(self.link.fileno(), self._on_link)
+        self._open_link(lva.LibvirtLink(self.libvirt, self.uri))
 
-    def _drop_link(self) -> None:
-        if self.link is not None:
-            self.ctx.unwatch(self.watch)
-            self.watch = None
-            self.link.close()
-            self.link = None
-        self.connected = False
+    def _say_lost(self, reason: str) -> None:
+        self.log.warning("kvm {}: lost libvirt at %s (%s); trying again", self.uri, reason)
 
-    def _lost(self, reason: str) -> None:
-        was = self.connected
-        self._drop_link()
-        if was:
-            self.log.warning("kvm {}: lost libvirt at %s (%s); trying again", self.uri, reason)
-            self.said.discard("unreachable")
-            self.retry = RETRY_MIN
-        else:
-            self._once("unreachable", "kvm {}: cannot open %s read-only (%s); trying again "
-                       "every %d s", self.uri, reason, int(RETRY_MAX))
-        self.retry_at = self.clock() + self.retry
-        self.retry = min(RETRY_MAX, self.retry * 2)
+    def _say_unreachable(self, reason: str) -> None:
+        self._once("unreachable", "kvm {}: cannot open %s read-only (%s); trying again "
+                   "every %d s", self.uri, reason, int(self.RETRY_MAX))
 
-    def _on_link(self) -> None:
-        link = self.link
-        if link is None:
-            return
-        for m in link.drain():
-            if self.link is not link:
-                return
-            if isinstance(m, lva.Domains):
-                self._listed(m)
-            elif isinstance(m, lva.Lifecycle):
-                self._lifecycle(m)
-            elif isinstance(m, lva.Connected):
-                self.connected = True
-                self.retry = RETRY_MIN
-                self.said.discard("unreachable")
-                self.log.info("kvm {}: connected to %s (libvirt %s)", self.uri, m.version)
-                link.list()
-                self.next_list = self.clock() + self.refresh
-            elif isinstance(m, lva.Lost):
-                self._lost(m.reason)
-            elif isinstance(m, lva.CallFailed):
-                self.log.debug("kvm {}: %s failed: %s", m.what, m.reason)
+    def _handle(self, m) -> None:
+        if isinstance(m, lva.Domains):
+            self._listed(m)
+        elif isinstance(m, lva.Lifecycle):
+            self._lifecycle(m)
+        elif isinstance(m, lva.Connected):
+            self.log.info("kvm {}: connected to %s (libvirt %s)", self.uri, m.version)
+            self._connected()
+        elif isinstance(m, lva.Lost):
+            self._lost(m.reason)
+        elif isinstance(m, lva.CallFailed):
+            self.log.debug("kvm {}: %s failed: %s", m.what, m.reason)
 
     def _listed(self, listed: lva.Domains) -> None:
         active = set()

@@ -1,0 +1,127 @@
+"""What ``docker {}`` and ``kvm {}`` share: a book of guests, each a data source 3:N, and one
+connection to the daemon that knows them (dockerd, libvirtd), made again with back-off.
+
+The connection (``virt.dockerapi.DockerLink``, ``virt.libvirtapi.LibvirtLink``) talks to the
+daemon on threads of its own and hands its messages over through a descriptor the loop
+watches; ``_handle`` gets them one by one, on the loop's thread.  When it says it is
+connected the guests are listed, and again every ``refresh`` seconds; when it is lost it is
+made again 1, 2, 4 ... seconds later (``RETRY_MIN`` to ``RETRY_MAX``).  A guest that stops is
+reported as it last was until ``forget`` seconds have passed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional
+
+from ..virt.guests import Guest, GuestBook
+from . import Module
+
+
+class GuestsModule(Module):
+    RETRY_MIN, RETRY_MAX = 1.0, 10.0
+
+    def __init__(self, ctx, clock: Callable[[], float] = time.monotonic):
+        super().__init__(ctx)
+        self.clock = clock
+        self.book: GuestBook = GuestBook(ctx.claim_ds_index, ctx.release_ds_index, clock)
+        self.refresh = 60                 # refreshVMs: seconds between lists
+        self.forget = 180                 # forgetVMs
+        self.link: Any = None
+        self.watch = None
+        self.connected = False
+        self.retry_at = 0.0
+        self.retry = self.RETRY_MIN
+        self.next_list = 0.0
+        self.said: set = set()            # what _once has said
+        self.unavailable: Optional[str] = None   # why it cannot work at all (no library)
+
+    # ------------------------------------------------------------ what each says its own way
+    def _connect(self, now: float) -> None:
+        """Make a link (``_open_link`` it), or say why not and set ``retry_at``."""
+        raise NotImplementedError
+
+    def _handle(self, message: Any) -> None:
+        """One message from the link; ``_connected``/``_lost`` for the shared ones."""
+        raise NotImplementedError
+
+    def _forgotten(self, guest: Guest) -> None:
+        """``guest`` stopped ``forget`` seconds ago and is no longer reported."""
+
+    def _link_closed(self, link: Any) -> None:
+        """``link`` is closed (its figures can be kept)."""
+
+    def _say_lost(self, reason: str) -> None:
+        """A connection that was up went away."""
+
+    def _say_unreachable(self, reason: str) -> None:
+        """No connection could be made (said once, until one is)."""
+
+    # ------------------------------------------------------------ life cycle
+    def set_intervals(self, refresh: int, forget: int) -> None:
+        """refreshVMs and forgetVMs from a (re)loaded config; a shorter refresh applies now."""
+        if refresh != self.refresh and self.connected:
+            self.next_list = min(self.next_list, self.clock() + refresh)
+        self.refresh, self.forget = refresh, forget
+
+    def tick(self, now: float) -> None:
+        if self.link is None:
+            if now >= self.retry_at and self.unavailable is None:
+                self._connect(now)
+        elif self.connected and now >= self.next_list:
+            self.link.list()
+            self.next_list = now + self.refresh
+        for gone in self.book.expire(self.forget):
+            self._forgotten(gone)
+
+    def close(self) -> None:
+        self._drop_link()
+        self.book.clear()
+
+    # ------------------------------------------------------------ the connection
+    def _once(self, key: str, message: str, *args) -> None:
+        if key not in self.said:
+            self.said.add(key)
+            self.log.warning(message, *args)
+
+    def _open_link(self, link: Any) -> None:
+        self.link = link.start()
+        self.watch = self.ctx.watch(self.link.fileno(), self._on_link)
+
+    def _drop_link(self) -> None:
+        if self.link is not None:
+            self.ctx.unwatch(self.watch)
+            self.watch = None
+            self.link.close()
+            self._link_closed(self.link)
+            self.link = None
+        self.connected = False
+
+    def _on_link(self) -> None:
+        link = self.link
+        if link is None:
+            return
+        for message in link.drain():
+            if self.link is not link:
+                return      # lost: the rest is from the old connection
+            self._handle(message)
+
+    def _connected(self) -> None:
+        """The link is up (after the module has said so): list the guests now."""
+        self.connected = True
+        self.retry = self.RETRY_MIN
+        self.said.discard("unreachable")
+        self.link.list()
+        self.next_list = self.clock() + self.refresh
+
+    def _lost(self, reason: str) -> None:
+        was = self.connected
+        self._drop_link()
+        if was:
+            self._say_lost(reason)
+            self.said.discard("unreachable")
+            self.retry = self.RETRY_MIN
+        else:
+            self._say_unreachable(reason)
+        self.retry_at = self.clock() + self.retry
+        self.retry = min(self.RETRY_MAX, self.retry * 2)
