@@ -302,9 +302,19 @@ class EbpfSampler(TapSampler):
         return Tapped(tap, builder, _Handle(own, promisc), link["ifi_type"] in ETHERNET_LINK_TYPES)
 
     def _retune(self, t: Tapped, tap: Tap) -> bool:
-        """A new rate or header size: samples drawn at the old rate are framed with it first."""
-        if (tap.name, tap.promisc, tap.bridge) != (t.tap.name, t.tap.promisc, t.tap.bridge):
+        """A new rate or header size: samples drawn at the old rate are framed with it first.
+        Promiscuous mode on or off: the socket that holds it is opened or closed, as pcap's
+        ring is retuned (the filters, sequence numbers and pool stay)."""
+        if (tap.name, tap.bridge) != (t.tap.name, t.tap.bridge):
             return False
+        if tap.promisc != t.tap.promisc:
+            try:
+                promisc = _promisc_socket(tap.ifindex) if tap.promisc else None
+            except OSError:
+                return False      # opened again instead: a failure there is said and retried
+            old, t.handle.promisc = t.handle.promisc, promisc
+            if old is not None:
+                old.close()
         self._drain(self.readers.values())
         self._set_pool(t)
         self.config[self.config.Key(tap.ifindex)] = self.config.Leaf(tap.sampling_rate, tap.header_bytes)
