@@ -60,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                        ("reload", "make the running agent re-read its configuration (SIGHUP)"),
                        ("run", "run in the foreground (the same as -d)"),
                        ("check", "validate the configuration and print the effective settings")):
-        _common(verbs.add_parser(name, help=text, description=text), suppress=True)
+        sub = verbs.add_parser(name, help=text, description=text)
+        _common(sub, suppress=True)
+        if name == "reload":
+            # the unit's ExecReload: systemd knows the agent's pid ($MAINPID) whatever -p is
+            sub.add_argument("--pid", type=int, metavar="PID",
+                             help="signal this process (the agent) instead of the one "
+                             "that holds the pid file")
     st = verbs.add_parser("status", help="what the running agent does: revision, agent "
                           "address, collectors, sampled interfaces, modules (exit 3 if it "
                           "is not running)", description="Ask the running agent (over its "
@@ -122,6 +128,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if verb == "status":
         return status(pidfile, args.json)
     if verb == "reload":
+        if args.pid is not None:
+            return daemon.signal_pid(args.pid, signal.SIGHUP, "reloading its configuration")
         return daemon.signal_agent(pidfile, signal.SIGHUP, "reloading its configuration")
     if verb == "restart":
         code = daemon.stop(pidfile)

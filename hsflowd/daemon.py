@@ -136,7 +136,22 @@ def signal_agent(path: str, signum: int, what: str) -> int:
     if pid is None:
         print("hsflowd is not running", file=sys.stderr)
         return 1
-    os.kill(pid, signum)
+    return signal_pid(pid, signum, what)
+
+
+def signal_pid(pid: int, signum: int, what: str) -> int:
+    """Signal the agent ``pid`` (systemd's $MAINPID): one line either way."""
+    if pid <= 0:
+        print(f"hsflowd: no such process: {pid}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        print(f"hsflowd: no such process: {pid}", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"hsflowd: not allowed to signal pid {pid} (run as root)", file=sys.stderr)
+        return 1
     print(f"hsflowd (pid {pid}): {what}")
     return 0
 

@@ -142,7 +142,9 @@ def test_unit_runs_the_agent_in_the_foreground():
     s = unit_settings()
     assert s["Type"] == ["simple"]
     assert s["ExecStart"] == ["/usr/sbin/hsflowd -m %m -d"]
-    assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    # outside the sandbox ("+"): inside, root has no CAP_KILL for an agent that is nobody
+    assert s["ExecReload"] == ["+/usr/sbin/hsflowd reload --pid $MAINPID"]
+    assert s["ExecStopPost"] == ["+/bin/rm -f /run/hsflowd.pid /run/hsflowd.sock"]
     assert s["Restart"] == ["on-failure"]
     assert s["WantedBy"] == ["multi-user.target"]
 
