@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from agentproc import AgentFactory, Receiver, in_netns, proc_cpu_seconds, udp_socket  # noqa: E402
 from hsflowd.modules import Context  # noqa: E402
-from hsflowd.modules.flowhooks import FlowHooks, append_records  # noqa: E402
+from hsflowd.frames import append_records  # noqa: E402
+from hsflowd.modules.flowhooks import FlowHooks  # noqa: E402
 from hsflowd.modules.tcp import TcpModule  # noqa: E402
 from hsflowd.sflow import ExtendedTcpInfo, FlowSample, SampledHeader  # noqa: E402
 from hsflowd.sources.tcpinfo import open_diag_socket, read_tcp_info, tcp_info_record  # noqa: E402

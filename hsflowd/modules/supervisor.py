@@ -54,7 +54,7 @@ class Supervisor:
                  config_changed: Callable[[], None] = lambda: None):
         self.loop = loop
         self.send = send
-        self.flow_hooks = FlowHooks(send, self._call_hook)
+        self.flow_hooks = FlowHooks(send, self._hook_failed)
         self.ds_indexes = DsIndexTable()      # 3:N for every module's containers and VMs
         self.link_stats = link_stats
         self.interfaces = interfaces
@@ -121,13 +121,14 @@ class Supervisor:
                 log.warning("module %s: close failed: %s", slot.name, _one_line(e))
                 log.debug("module %s: close failed", slot.name, exc_info=True)
 
-    def _call_hook(self, owner: str, hook: Callable, sample: bytes):
-        """A flow hook runs as its own module: if it raises, that module fails and the
-        sample goes on unchanged."""
+    def _hook_failed(self, owner: str, e: Exception) -> None:
+        """A flow hook raised: its module fails (which takes the hook back); the sample
+        went on unchanged."""
         slot = self.slots.get(owner)
-        if slot is None:
-            return sample
-        return self.call(slot, "flow hook", hook, sample, default=sample)
+        if slot is None or slot.module is None:
+            self.flow_hooks.set(owner, None)
+            return
+        self._failed(slot, "flow hook", e)
 
     def _watch(self, name: str, fd: int, callback: Callable[[], Any]):
         slot = self.slots[name]
