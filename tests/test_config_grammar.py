@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from hsflowd.config import (AgentCidr, Collector, ConfigError, DockerConfig, KvmConfig,
+from hsflowd.config import (AgentCidr, Collector, ConfigError, ContainerdConfig, DockerConfig,
+                            K8sConfig, KvmConfig,
                             NflogConfig, OvsConfig, PcapRule, TcpConfig, parse_config)
 from hsflowd.config.grammar import Token, tokenize
 from hsflowd.config.keywords import SPEED_MAX
@@ -304,18 +305,28 @@ def test_pcap_rule_warnings():
 # -- blocks hsflowd has but this agent does not (yet) ----------------------------------
 
 def test_unsupported_blocks_are_parsed_and_listed_in_order():
-    config = with_collector("containerd { markTraffic=on }\nk8s { }\npsample { egress=on }\n"
-                            "containerd { hostname=on }\nos10 { port { dev=swp1 } port { dev=swp2 } }\n"
-                            "tcp { tunnel=on }\nnvml { }")
-    assert config.unsupported == ["containerd", "k8s", "psample", "os10", "nvml"]
+    config = with_collector("xen { dsk=off }\nnvml { }\npsample { egress=on }\n"
+                            "xen { vbd=/x }\nos10 { port { dev=swp1 } port { dev=swp2 } }\n"
+                            "tcp { tunnel=on }\nsystemd { }")
+    assert config.unsupported == ["xen", "nvml", "psample", "os10", "systemd"]
     assert config.tcp == TcpConfig(tunnel=True)
     assert "t.conf:8: tcp { tunnel=on } is not supported yet; ignored" in config.warnings
-    assert config.blocks["containerd"] == {"forgetVMs": None, "hostname": True,
-                                           "markTraffic": True}
+    assert config.blocks["xen"]["dsk"] is False and config.blocks["xen"]["vbd"] == "/x"
     assert config.blocks["os10"]["port"] == [{"dev": "swp1"}, {"dev": "swp2"}]
-    assert config.blocks["k8s"]["markTraffic"] is None
+    assert config.blocks["systemd"]["markTraffic"] is None
     assert config.psample.egress is True and config.psample.ingress is True
     assert "nflog" not in config.unsupported
+
+
+def test_containerd_and_k8s_blocks():
+    config = with_collector("containerd { markTraffic=on unixsock=/run/c.sock }\n"
+                            "k8s { eof=on setIfName=off }\npcap { dynamic=on }")
+    assert config.unsupported == []
+    assert config.containerd == ContainerdConfig(mark_traffic=True, unixsock="/run/c.sock")
+    # hsflowd turns setIfAlias and setIfName on with the block; eof has nothing to do here
+    assert config.k8s == K8sConfig(set_if_alias=True, set_if_name=False)
+    assert config.warnings == ["t.conf:4: 'eof' is ignored"]
+    assert config.pcap[0].dynamic       # a dynamic rule names no device: no warning for it
 
 
 def test_docker_and_kvm_blocks_are_typed_and_supported():

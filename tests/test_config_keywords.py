@@ -16,7 +16,8 @@ from hsflowd.config import BLOCKS, ConfigError, parse_config
 from hsflowd.config import keywords as K
 from hsflowd.config.model import AgentCidr
 
-TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "tcp", "ovs", "docker", "kvm")
+TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "tcp", "ovs", "docker", "containerd",
+         "k8s", "kvm")
 COLLECTOR = "collector { ip=192.0.2.1 }"
 
 
@@ -193,8 +194,8 @@ def test_table_shape():
         spellings = [s.lower() for s in block.spellings()]
         assert len(spellings) == len(set(spellings)), block.name
     supported = sorted(b.name for b in BLOCKS.values() if b.supported)
-    assert supported == ["collector", "dns-sd", "docker", "epcap", "json", "kvm", "nflog", "ovs",
-                         "pcap", "sflow", "tcp"]
+    assert supported == ["collector", "containerd", "dns-sd", "docker", "epcap", "json", "k8s",
+                         "kvm", "nflog", "ovs", "pcap", "sflow", "tcp"]
 
 
 def test_uuid_spellings():

@@ -18,8 +18,8 @@ from .describe import describe
 from .errors import ConfigError
 from .grammar import parse_config
 from .keywords import BLOCKS
-from .model import (AgentCidr, Collector, Config, DockerConfig, DropmonConfig, JsonConfig,
-                    KvmConfig, NflogConfig, OvsConfig, PcapRule, PsampleConfig, TcpConfig,
+from .model import (AgentCidr, Collector, Config, ContainerdConfig, DockerConfig, DropmonConfig,
+                    JsonConfig, K8sConfig, KvmConfig, NflogConfig, OvsConfig, PcapRule, PsampleConfig, TcpConfig,
                     UlogConfig)
 from .sampling import (app_sampling_rate, lookup_app, polling_interval_for, print_speed,
                        sampling_rate_for)
@@ -27,8 +27,8 @@ from .sampling import (app_sampling_rate, lookup_app, polling_interval_for, prin
 DEFAULT_PATH = "/etc/hsflowd.conf"
 DEFAULT_AUTO_PATH = "/etc/hsflowd.auto"
 
-__all__ = ["AgentCidr", "AutoFile", "BLOCKS", "Collector", "Config", "ConfigError", "DockerConfig",
-           "DropmonConfig", "JsonConfig", "KvmConfig", "NflogConfig", "OvsConfig", "PcapRule",
+__all__ = ["AgentCidr", "AutoFile", "BLOCKS", "Collector", "Config", "ConfigError",
+           "ContainerdConfig", "DockerConfig", "DropmonConfig", "JsonConfig", "K8sConfig", "KvmConfig", "NflogConfig", "OvsConfig", "PcapRule",
            "PsampleConfig", "TcpConfig", "UlogConfig",
            "app_sampling_rate", "describe", "load_config", "lookup_app", "parse_config",
            "polling_interval_for", "print_speed", "render_auto", "sampling_rate_for",

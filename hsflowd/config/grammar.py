@@ -31,8 +31,9 @@ from typing import Dict, List, Optional, Tuple
 
 from . import keywords as K
 from .errors import ConfigError
-from .model import (Collector, Config, DockerConfig, DropmonConfig, JsonConfig, KvmConfig,
-                    NflogConfig, OvsConfig, PcapRule, PsampleConfig, TcpConfig, UlogConfig)
+from .model import (Collector, Config, ContainerdConfig, DockerConfig, DropmonConfig, JsonConfig,
+                    K8sConfig, KvmConfig, NflogConfig, OvsConfig, PcapRule, PsampleConfig,
+                    TcpConfig, UlogConfig)
 from .sampling import print_speed
 from .values import Bad, read_value
 
@@ -41,7 +42,8 @@ _WORD_END = _SEPARATORS + "#{}"
 # Blocks with a class of their own; the others' settings go to Config.blocks as dicts.
 _CLASSES = {"nflog": NflogConfig, "ulog": UlogConfig, "psample": PsampleConfig,
             "dropmon": DropmonConfig, "json": JsonConfig, "tcp": TcpConfig, "ovs": OvsConfig,
-            "docker": DockerConfig, "kvm": KvmConfig}
+            "docker": DockerConfig, "containerd": ContainerdConfig, "k8s": K8sConfig,
+            "kvm": KvmConfig}
 # A deprecated spelling warns wherever it appears, inside its block too ("nflogGroup").
 _DEPRECATED = {s.lower(): k.prefer for k in K.BLOCKS["sflow"].keywords
                if k.prefer and not k.ignored for s in k.spellings}
@@ -316,7 +318,8 @@ class _Parser:
     def make_rule(self, inst: _Instance) -> PcapRule:
         values = inst.values
         speed = values["speed"] or (None, None)
-        if values["dev"] is None and values["dev.pattern"] is None and speed[0] is None:
+        if values["dev"] is None and values["dev.pattern"] is None and speed[0] is None \
+                and not values["dynamic"]:
             self.warn(inst.line, f"'{inst.name} {{ }}' has no dev, dev.pattern or speed, so "
                       "it taps nothing")
         elif values["dev"] is not None and values["dev.pattern"] is not None:

@@ -173,7 +173,8 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _opens("tcp", help="add the kernel's TCP state to samples of local connections"),
        _opens("ulog"), _opens("psample"), _opens("dropmon"),
        _opens("docker", help="report every container as a data source (3:N)"),
-       _opens("containerd"), _opens("k8s"),
+       _opens("containerd", help="report every containerd container as a data source (3:N)"),
+       _opens("k8s", help="report every Kubernetes pod as a data source (3:N)"),
        _opens("kvm", help="report every libvirt domain as a data source (3:N)"), _opens("xen"),
        _opens("systemd"), _opens("nvml"), _opens("dbus"), _opens("eapi"), _opens("nlroute"),
        _opens("vpp"), _opens("cumulus"), _opens("dent"), _opens("opx"),
@@ -192,7 +193,9 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _k("promisc", ONOFF, None, None, "promiscuous mode (default: on for bridges, to see "
           "what they forward between their ports)"),
        _k("vport", ONOFF, None, None, "also poll bridge-port counters (default: on for bridges)"),
-       _k("dynamic", ONOFF, False, None, "follow devices that appear and disappear"),
+       _k("dynamic", ONOFF, False, None, "tap only the devices a module asks for (k8s { }: "
+          "the pods' veths) that this rule's dev, dev.pattern or speed match, whatever "
+          "their kind"),
        _k("sampling", INT, None, (0, MAX_SAMPLING), "1-in-N for this rule, beating every "
           "other rate rule"),
        supported=True, multi=True),
@@ -258,12 +261,27 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _k("markTraffic", ONOFF, False, None, "add the containers' data sources to sampled "
           "packets (extended_entities)"),
        supported=True),
-    _b("containerd", _FORGET_VMS, _k("hostname", ONOFF, None, None, "report hostnames"), _MARK),
-    _b("k8s", _MARK,
-       _k("eof", ONOFF, None, None),
-       _k("setIfAlias", ONOFF, None, None),
-       _k("setIfName", ONOFF, None, None),
-       _k("unixsock", STRING, None, None, "helper socket path")),
+    _b("containerd",
+       _k("forgetVMs", INT, None, (60, U32_MAX), "seconds a stopped container is still "
+          "reported (default: sflow's forgetVMs)"),
+       _k("hostname", ONOFF, False, None, "name a container that is not a pod's by the "
+          "hostname in its OCI spec, not its id"),
+       _k("markTraffic", ONOFF, False, None, "add the containers' data sources to sampled "
+          "packets (extended_entities)"),
+       _k("unixsock", PATH, None, None, "new: containerd's socket (default "
+          "/run/containerd/containerd.sock)"),
+       supported=True),
+    _b("k8s",
+       _k("markTraffic", ONOFF, False, None, "add the pods' data sources to sampled packets "
+          "(extended_entities)"),
+       _k("eof", ONOFF, None, None, "no effect: there is no helper process to lose; the "
+          "module connects to containerd again", ignored=True),
+       _k("setIfAlias", ONOFF, True, None, "give each pod's host-side veth the pod's name as "
+          "the agent's alias for it"),
+       _k("setIfName", ONOFF, True, None, "report that alias as the port's name (1005)"),
+       _k("unixsock", PATH, None, None, "containerd's socket (default "
+          "/run/containerd/containerd.sock)"),
+       supported=True),
     _b("kvm",
        _k("refreshVMs", INT, None, (60, 3600), "seconds between domain list reads "
           "(default: sflow's refreshVMs)"),

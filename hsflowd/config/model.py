@@ -18,7 +18,8 @@ from .keywords import SPEED_MAX, default_of
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 __all__ = ["AgentCidr", "Collector", "PcapRule", "NflogConfig", "UlogConfig", "PsampleConfig",
-           "DropmonConfig", "JsonConfig", "TcpConfig", "OvsConfig", "DockerConfig", "KvmConfig",
+           "DropmonConfig", "JsonConfig", "TcpConfig", "OvsConfig", "DockerConfig", "ContainerdConfig",
+           "K8sConfig", "KvmConfig",
            "Config", "SPEED_MAX"]
 
 
@@ -162,6 +163,27 @@ class DockerConfig:
 
 
 @dataclass(frozen=True)
+class ContainerdConfig:
+    """``containerd { }``: every running container of containerd is a data source (3:N).
+    ``unixsock`` (new in this agent) None means /run/containerd/containerd.sock."""
+    forget_vms: Optional[int] = None
+    hostname: bool = default_of("containerd", "hostname")
+    mark_traffic: bool = default_of("containerd", "markTraffic")
+    unixsock: Optional[str] = None
+    line: int = _line()
+
+
+@dataclass(frozen=True)
+class K8sConfig:
+    """``k8s { }``: every Kubernetes pod (containerd's CRI containers) is a data source."""
+    mark_traffic: bool = default_of("k8s", "markTraffic")
+    set_if_alias: bool = default_of("k8s", "setIfAlias")
+    set_if_name: bool = default_of("k8s", "setIfName")
+    unixsock: Optional[str] = None
+    line: int = _line()
+
+
+@dataclass(frozen=True)
 class KvmConfig:
     """``kvm { }``: every libvirt domain is a data source (3:N).  ``uri`` (new in this
     agent) is opened read-only; None means qemu:///system."""
@@ -218,6 +240,8 @@ class Config:
     tcp: Optional[TcpConfig] = None
     ovs: Optional[OvsConfig] = None
     docker: Optional[DockerConfig] = None
+    containerd: Optional[ContainerdConfig] = None
+    k8s: Optional[K8sConfig] = None
     kvm: Optional[KvmConfig] = None
     blocks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     # a source of settings (DNS-SD) has none to give yet, or its answer turned monitoring
