@@ -85,3 +85,39 @@ def test_rate_per_interface(extra, rule, speed, up, expected):
     config = parse_config("sflow {\n collector { ip = 127.0.0.1 }\n %s\n pcap { dev = eth0 %s }\n}\n"
                           % (extra, rule))
     assert sampling_rate_for(config, speed, up, config.pcap[0].sampling) == expected
+
+
+# -- dynamic = on: the devices modules ask for (k8s {}'s pod veths), as hsflowd's GET_TAP ---
+
+@pytest.mark.parametrize("body,requested,expected", [
+    # a dynamic rule taps nothing of itself
+    ("pcap { dynamic = on }", (), []),
+    # any requested device, whatever its kind (a veth is what k8s {} asks for)
+    ("pcap { dynamic = on }", (5, 2), ["eth0", "veth1a2b"]),
+    # with the rule's criteria, those it has
+    ("pcap { dynamic = on dev.pattern = ^veth }", (5, 2), ["veth1a2b"]),
+    ("pcap { dynamic = on speed = 1G }", (5, 2), ["eth0"]),
+    # a static rule is not widened by requests, and takes its devices first
+    ("pcap { dev = eth1 }\n pcap { dynamic = on }", (5,), ["eth1", "veth1a2b"]),
+    ("pcap { dev.pattern = veth }", (5,), []),
+])
+def test_dynamic_rules_take_requested_devices(body, requested, expected):
+    chosen = select_interfaces(rules(body), HOST, requested)
+    assert sorted(HOST[i - 1].name for i in chosen) == expected
+
+
+def test_port_board_unions_requests_and_forgets_a_stopped_module():
+    from hsflowd.modules.ports import PortBoard
+    board = PortBoard()
+    board.request_taps("k8s", [5, 6])
+    board.name_ports("k8s", {5: "k8s__web-0_default_u_a"})
+    board.name_ports("docker", {5: "other", 7: "seven"})     # docker comes first in ORDER
+    assert board.changed and board.taps == {5, 6}
+    assert board.names == {5: "other", 7: "seven"}
+    board.changed = False
+    board.request_taps("k8s", [6, 5])                        # the same requests: no change
+    assert not board.changed
+    board.release("docker")
+    assert board.changed and board.names == {5: "k8s__web-0_default_u_a"}
+    board.release("k8s")
+    assert board.taps == frozenset() and board.names == {}

@@ -29,8 +29,9 @@ and started again with back-off, and the others go on.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Sequence, Tuple, Type
+from dataclasses import dataclass, field
+from typing import (Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Mapping, Sequence,
+                    Tuple, Type)
 
 from ..sflow import Record
 
@@ -44,7 +45,8 @@ ROOT = "root"   # in a module's privileges: it cannot run without uid 0 (as hsfl
 class AgentState:
     """What modules are told on every change: the running configuration and the facts of
     this host they depend on.  ``changed`` names what changed since the last call:
-    "config", "interfaces", "agent" (address), "targets" (resolved collectors)."""
+    "config", "interfaces", "agent" (address), "targets" (resolved collectors), "ports"
+    (what modules asked of the ports: ``requested_taps``, ``port_names``)."""
 
     config: Any                       # hsflowd.config.Config
     revision: int
@@ -53,6 +55,9 @@ class AgentState:
     targets: Tuple[Tuple[str, int], ...] = ()   # collectors as resolved (address, port)
     host_uuid: Any = None             # uuid.UUID of this host, decided once by the agent
     changed: FrozenSet[str] = frozenset({"config", "interfaces", "agent", "targets"})
+    # what modules asked of the ports ("ports" in changed: ``modules.ports``)
+    requested_taps: FrozenSet[int] = frozenset()     # ifindexes for dynamic = on rules
+    port_names: Mapping[int, str] = field(default_factory=dict)   # ifindex -> name (1005)
 
 
 class Context:
@@ -62,7 +67,7 @@ class Context:
     def __init__(self, name: str, watch: Callable, unwatch: Callable, emit: Callable[[bytes], None],
                  send: Callable[[bytes], None], link_stats: Callable, interfaces: Any,
                  flow_hooks: Any = None, config_changed: Callable[[], None] = lambda: None,
-                 ds_indexes: Any = None):
+                 ds_indexes: Any = None, ports: Any = None):
         self.name = name
         self.log = logging.getLogger(f"hsflowd.{name}")
         self._watch, self._unwatch = watch, unwatch
@@ -73,6 +78,7 @@ class Context:
         self.config_changed = config_changed
         self._flow_hooks = flow_hooks
         self._ds_indexes = ds_indexes
+        self._ports = ports
         self.watches: List[Any] = []
 
     def watch(self, fd: int, callback: Callable[[], Any]):
@@ -110,14 +116,28 @@ class Context:
     def release_ds_index(self, uuid16: bytes) -> None:
         self._ds_indexes.release(bytes(uuid16))
 
+    def request_taps(self, ifindexes: Iterable[int]) -> None:
+        """These devices (and no others of this module's) are offered to the ``dynamic =
+        on`` rules of pcap {} and epcap {}, as hsflowd's modules ask for a tap
+        (``modules.ports``)."""
+        self._ports.request_taps(self.name, ifindexes)
+
+    def name_ports(self, names: Mapping[int, str]) -> None:
+        """Report these ports (ifindex -> name) under these names in their counter
+        samples (1005), as hsflowd does with an alias and setIfName."""
+        self._ports.name_ports(self.name, names)
+
     def release(self) -> None:
-        """Undo every watch, hook and data source claim (the module is closed or failed)."""
+        """Undo every watch, hook, data source claim and port request (the module is
+        closed or failed)."""
         for token in self.watches:
             self._unwatch(token)
         self.watches.clear()
         self.remove_flow_hooks()
         if self._ds_indexes is not None:
             self._ds_indexes.release_owner(self.name)
+        if self._ports is not None:
+            self._ports.release(self.name)
 
 
 class Module:

@@ -48,7 +48,8 @@ class EpcapModule(TapModule):
     def reconcile(self, state: AgentState) -> None:
         if self.fallback and "config" in state.changed and state.revision > 1:
             self._make()    # try bcc again on each new configuration
-        if state.changed & {"config", "interfaces"}:
-            config = state.config
-            pcap = select_interfaces(config.pcap, state.interfaces) if config.pcap else {}
-            self.sampler.update(wanted_taps(config, state.interfaces, config.epcap, exclude=pcap))
+        if state.changed & {"config", "interfaces", "ports"}:
+            config, requested = state.config, state.requested_taps
+            pcap = select_interfaces(config.pcap, state.interfaces, requested) if config.pcap else {}
+            self.sampler.update(wanted_taps(config, state.interfaces, config.epcap, exclude=pcap,
+                                            requested=requested))

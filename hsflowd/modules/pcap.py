@@ -38,5 +38,6 @@ class PcapModule(TapModule):
         self.sampler = ClassicBpfSampler(ctx.emit, lambda: ctx.interfaces, watcher=ctx)
 
     def reconcile(self, state: AgentState) -> None:
-        if state.changed & {"config", "interfaces"}:
-            self.sampler.update(wanted_taps(state.config, state.interfaces, state.config.pcap))
+        if state.changed & {"config", "interfaces", "ports"}:
+            self.sampler.update(wanted_taps(state.config, state.interfaces, state.config.pcap,
+                                            requested=state.requested_taps))

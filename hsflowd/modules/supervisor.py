@@ -11,6 +11,7 @@ module's own business and never reaches this far.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
@@ -18,6 +19,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 from . import AgentState, Context, Module, ModuleSpec, enabled_specs
 from ..virt.dsindex import DsIndexTable
 from .flowhooks import FlowHooks
+from .ports import PortBoard
 
 log = logging.getLogger("hsflowd")
 
@@ -56,6 +58,7 @@ class Supervisor:
         self.send = send
         self.flow_hooks = FlowHooks(send, self._hook_failed)
         self.ds_indexes = DsIndexTable()      # 3:N for every module's containers and VMs
+        self.ports = PortBoard()              # taps and port names modules asked for
         self.link_stats = link_stats
         self.interfaces = interfaces
         self.config_changed = config_changed
@@ -67,6 +70,9 @@ class Supervisor:
     def reconcile(self, state: AgentState, stopping: Callable[[], bool] = lambda: False) -> None:
         """Start the modules ``state.config`` enables, stop the others, tell the rest.
         ``stopping()`` true (a SIGTERM during start-up) starts nothing more."""
+        self.ports.changed = False
+        state = dataclasses.replace(state, requested_taps=self.ports.taps,
+                                    port_names=self.ports.names)
         self.state = state
         wanted = enabled_specs(state.config)
         names = {s.name for s in wanted}
@@ -100,7 +106,7 @@ class Supervisor:
     def _start(self, slot: Slot, state: Optional[AgentState]) -> None:
         ctx = Context(slot.name, self._watch, self.loop.unwatch, self.flow_hooks.emit, self.send,
                       self.link_stats, self.interfaces, self.flow_hooks, self.config_changed,
-                      self.ds_indexes)
+                      self.ds_indexes, self.ports)
         slot.ctx = ctx
         slot.started_at = self.clock()
         module = self.call(slot, "start", slot.spec.cls, ctx)
@@ -145,6 +151,8 @@ class Supervisor:
                 slot.backoff = BACKOFF_MIN
                 slot.failures = 0
             self.call(slot, "tick", slot.module.tick, now)
+        if self.ports.changed and self.state is not None:
+            self.reconcile(dataclasses.replace(self.state, changed=frozenset({"ports"})))
 
     def close(self) -> None:
         for slot in reversed(list(self.slots.values())):

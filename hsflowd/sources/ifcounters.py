@@ -29,7 +29,7 @@ sent as FrameTooLongs: a counter that over-reports is worse than an unknown one.
 
 from __future__ import annotations
 
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 from ..sflow.counters import UNKNOWN32, EthernetCounters, HostAdapter, IfCounters, PortName
 from ..sflow.tlv import Record
@@ -41,9 +41,11 @@ _M64 = 0xFFFFFFFFFFFFFFFF
 _DIRECTION = {"full": 1, "half": 2}
 
 
-def interface_counters(iface: Interface, stats: LinkStats) -> List[Record]:
+def interface_counters(iface: Interface, stats: LinkStats,
+                       name: Optional[str] = None) -> List[Record]:
     """[IfCounters, EthernetCounters, PortName] for one interface sample: the records
-    Wireshark 4.0 knows first, the one it cannot skip last."""
+    Wireshark 4.0 knows first, the one it cannot skip last.  ``name`` replaces the device's
+    name in PortName (a module's name for the port)."""
     status = (1 if iface.admin_up else 0) | (2 if iface.oper_up else 0)
     generic = IfCounters(
         ifIndex=iface.ifindex,
@@ -81,7 +83,7 @@ def interface_counters(iface: Interface, stats: LinkStats) -> List[Record]:
         dot3StatsInternalMacReceiveErrors=UNKNOWN32,
         dot3StatsSymbolErrors=UNKNOWN32,
     )
-    return [generic, ethernet, PortName(name=iface.name)]
+    return [generic, ethernet, PortName(name=name or iface.name)]
 
 
 def host_adapters(table: Iterable[Interface]) -> List[HostAdapter]:
