@@ -335,7 +335,8 @@ def test_parse_events_and_list():
 
 
 def test_docker_uuid_and_vcpus():
-    from hsflowd.modules.docker import uuid_of, vcpus_of
+    from hsflowd.modules.docker import uuid_of
+    from hsflowd.virt.process import vcpus_of
     assert uuid_of(INSPECT["Id"]) == bytes.fromhex("1df33bae6aef1ea23e455001669b0324")
     c = cgroups.CgroupCounters
     assert vcpus_of(c(cpu_limit=0.5), 8) == 1        # C's round(0.5), as hsflowd
@@ -416,6 +417,7 @@ def test_mark_traffic_hook(monkeypatch):
     from hsflowd.config import parse_config
     from hsflowd.modules import AgentState
     from hsflowd.modules.docker import Container, DockerModule
+    from hsflowd.virt.process import ContainerProcess
     sent = []
     table = DsIndexTable(signed_char=True)
     hooks = FlowHooks(sent.append)
@@ -424,8 +426,8 @@ def test_mark_traffic_hook(monkeypatch):
     config = parse_config("sflow { collector { ip=127.0.0.1 } docker { markTraffic=on } }")
     module.reconcile(AgentState(config=config, revision=1, interfaces=None))
     mac_a, mac_b, mac_x = (bytes.fromhex(m) for m in ("02420a000002", "02420a000003", "020000000099"))
-    a = module.book.add(Container(key="a" * 64, uuid=b"\xaa" * 16, name="a", peers=(7,),
-                                  macs=(mac_a,), ips=(ipaddress.ip_address("10.0.0.2").packed,)))
+    a = module.book.add(Container(key="a" * 64, uuid=b"\xaa" * 16, name="a",
+                                  proc=ContainerProcess(peers=(7,)), macs=(mac_a,), ips=(ipaddress.ip_address("10.0.0.2").packed,)))
     b = module.book.add(Container(key="b" * 64, uuid=b"\xbb" * 16, name="b", macs=(mac_b,)))
     module._marks_changed()
     # by port (a's veth is 7), by MAC (b), and nothing for a stranger
@@ -482,15 +484,17 @@ def test_container_whose_cgroup_vanished_is_stopped(tmp_path, monkeypatch):
     from hsflowd.config import parse_config
     from hsflowd.modules import AgentState
     from hsflowd.modules.docker import Container, DockerModule
+    from hsflowd.virt.process import ContainerProcess
     table = DsIndexTable(signed_char=True)
     monkeypatch.setattr(DockerModule, "_connect", lambda self, now: None)
     module = DockerModule(_Ctx(FlowHooks(lambda s: None), table), procfs=str(tmp_path / "proc"))
     module.reconcile(AgentState(config=parse_config(
         "sflow { collector { ip=127.0.0.1 } docker { } }"), revision=1, interfaces=None))
     _tree(tmp_path, {"cg/x/memory.current": "4096\n", "cg/x/cpu.stat": "usage_usec 7000\n"})
-    c = module.book.add(Container(key="c" * 64, uuid=b"\xcc" * 16, name="c", pid=0,
-                                  state=VirState.RUNNING, own_netns=False,
-                                  cgroup=cgroups.Cgroup({}, str(tmp_path / "cg" / "x"))))
+    c = module.book.add(Container(key="c" * 64, uuid=b"\xcc" * 16, name="c",
+                                  state=VirState.RUNNING, proc=ContainerProcess(
+                                      pid=0, own_netns=False,
+                                      cgroup=cgroups.Cgroup({}, str(tmp_path / "cg" / "x")))))
     first = module.counters([c.source])[c.source]
     assert (first[3].state, first[3].cpuTime, first[4].memory) == (1, 7, 4096)
     for f in (tmp_path / "cg" / "x").iterdir():

@@ -33,19 +33,18 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..sflow import Record
 from ..sflow.counters import OsName
-from ..sources import cgroups, vnic
 from ..sources.identity import machine_type_of
 from ..virt import dockerapi as api
 from ..virt.guests import Guest
 from ..virt.marks import Marks
-from ..virt.records import (DiskIo, GuestReading, NetIo, VirState, guest_records,
-                            round_half_up, virt_node)
+from ..virt.process import ContainerProcess, ProcessReader, vcpus_of
+from ..virt.records import DiskIo, GuestReading, NetIo, VirState, guest_records, virt_node
 from . import ROOT, AgentState, DataSource, register
-from .guests import GuestsModule
+from .guests import GuestsModule, sends_virt_node
 
 SHORT_ID = 12
 
@@ -64,17 +63,10 @@ class Container(Guest):
 
     name: str = ""
     hostname: str = ""
-    pid: int = 0
     state: int = VirState.NOSTATE
     memory_limit: int = 0                      # from inspect, if the cgroup has none
-    cgroup: Optional[cgroups.Cgroup] = None
-    counters: cgroups.CgroupCounters = cgroups.CgroupCounters()
-    net: Optional[vnic.NetDevCounters] = None  # None: no namespace of its own
-    own_netns: bool = True
-    devices: FrozenSet[str] = frozenset()      # its net/dev names when the links were read
-    adapters: Tuple[Tuple[int, bytes], ...] = ()
-    peers: Tuple[int, ...] = ()                # host side of its veths
-    macs: Tuple[bytes, ...] = ()
+    proc: ContainerProcess = field(default_factory=ContainerProcess)
+    macs: Tuple[bytes, ...] = ()               # from inspect
     ips: Tuple[bytes, ...] = ()
 
 
@@ -107,20 +99,6 @@ def uuid_of(container_id: str) -> bytes:
     return bytes.fromhex(container_id[:32])
 
 
-def vcpus_of(c: cgroups.CgroupCounters, host_cpus: int) -> int:
-    """virt_cpu's nrVirtCpu: the CPU quota rounded as C's round() (0.5 CPU -> 1, as
-    hsflowd's NanoCpus/1e9), at least 1; without a quota, the CPUs it may run on."""
-    if c.cpu_limit:
-        return max(1, round_half_up(c.cpu_limit))
-    return c.cpus_allowed or host_cpus
-
-
-def _merge(old: cgroups.CgroupCounters, new: cgroups.CgroupCounters) -> cgroups.CgroupCounters:
-    """The new reading, the old value wherever the new one is missing (a group that went
-    away between the event and the poll keeps its last counters)."""
-    return cgroups.CgroupCounters(*(n if n is not None else o for o, n in zip(old, new)))
-
-
 @register("docker", enabled=lambda config: config.docker is not None,
           privileges=lambda config: {ROOT})
 class DockerModule(GuestsModule):
@@ -130,19 +108,13 @@ class DockerModule(GuestsModule):
                  procfs: str = "/proc"):
         super().__init__(ctx, clock)
         self.url = url or api.docker_url()
-        self.procfs = procfs
         self.settings = Settings()
         self.resync = False
         self.tickets: Dict[str, int] = {}     # events seen per id: an older inspect loses
         self.books = Books()
-        self.kvm_too = False
+        self.vnode = True
         self.marks = Marks()
-        try:
-            self.mounts: Optional[cgroups.Mounts] = cgroups.read_mounts(procfs)
-        except OSError as e:
-            self.mounts = None
-            self._once("mounts", "cannot read the cgroup mounts (%s): containers are "
-                       "reported without CPU, memory and disk counters", e)
+        self.reader = ProcessReader(self.log, procfs)
         import psutil
         self.host_memory = psutil.virtual_memory().total
         self.host_cpus = psutil.cpu_count() or 1
@@ -155,7 +127,7 @@ class DockerModule(GuestsModule):
             return
         self.settings = settings_of(state.config)
         self.set_intervals(self.settings.refresh, self.settings.forget)
-        self.kvm_too = state.config.kvm is not None
+        self.vnode = sends_virt_node(self.name, state.config)
         self._marks_changed()
 
     def _forgotten(self, gone: Container) -> None:
@@ -270,9 +242,8 @@ class DockerModule(GuestsModule):
         if info.status in ("running", "paused") and info.pid:
             self.book.started(c)
             c.state = STATES[info.status]
-            if info.pid != c.pid or c.cgroup is None:
-                c.pid = info.pid
-                self._attach(c)
+            if info.pid != c.proc.pid or c.proc.cgroup is None:
+                self.reader.attach(c.proc, info.pid, c.name)
             self._marks_changed()
         else:
             self._stopped(c, STATES.get(info.status, VirState.SHUTDOWN))
@@ -281,44 +252,6 @@ class DockerModule(GuestsModule):
         c.state = state
         self.book.stopped(c)
         self._marks_changed()
-
-    # ------------------------------------------------------------ its cgroup and namespace
-    def _attach(self, c: Container) -> None:
-        """Find the groups and the links of the container's (new) process."""
-        c.cgroup = None
-        if self.mounts is not None:
-            try:
-                c.cgroup = cgroups.Cgroup.of_process(c.pid, self.mounts, self.procfs)
-            except OSError as e:
-                self.log.debug("container %s: no cgroup (%s)", c.name, e)
-        c.own_netns = not vnic.same_netns(c.pid, self.procfs)
-        c.devices = frozenset()
-        if not c.own_netns:
-            c.net, c.adapters, c.peers = None, (), ()
-        else:
-            self._read_net(c)
-
-    def _read_links(self, c: Container, names: FrozenSet[str]) -> None:
-        c.devices = names
-        try:
-            links = vnic.read_links(c.pid, self.procfs)
-        except OSError as e:
-            self.log.debug("container %s: links not read (%s)", c.name, e)
-            return
-        adapters = vnic.container_adapters(links)
-        c.adapters = tuple((i.ifindex, i.mac) for i in adapters)
-        c.peers = tuple(p for p in (vnic.peer_ifindex(i) for i in adapters) if p)
-        self._marks_changed()
-
-    def _read_net(self, c: Container) -> None:
-        try:
-            devices = vnic.read_net_dev(c.pid, self.procfs)
-        except OSError:
-            return          # it stopped: the last counters stand
-        names = frozenset(devices)
-        if names != c.devices:
-            self._read_links(c, names)
-        c.net = vnic.sum_net_dev(devices)
 
     # ------------------------------------------------------------ counters
     def counter_sources(self):
@@ -331,13 +264,10 @@ class DockerModule(GuestsModule):
             c = self.book.by_ds.get(source[1])
             if c is None:
                 continue
-            if c.running and c.cgroup is not None and not c.cgroup.exists():
+            if c.running and self.reader.gone(c.proc):
                 self._stopped(c, VirState.SHUTDOWN)   # gone while dockerd could not say so
-            if c.running:
-                if c.cgroup is not None:
-                    c.counters = _merge(c.counters, c.cgroup.read())
-                if c.own_netns and c.pid:
-                    self._read_net(c)
+            if c.running and self.reader.poll(c.proc, c.name):
+                self._marks_changed()
             out[source] = guest_records(self._reading(c, names[c.key]))
         return out
 
@@ -351,30 +281,28 @@ class DockerModule(GuestsModule):
                 for key, name in base.items()}
 
     def _reading(self, c: Container, name: str) -> GuestReading:
-        k = c.counters
+        k = c.proc.counters
         limit = k.memory_limit or c.memory_limit or self.host_memory
-        net = NetIo(**c.net._asdict()) if c.net is not None else NetIo()
+        net = NetIo(**c.proc.net._asdict()) if c.proc.net is not None else NetIo()
         return GuestReading(
             hostname=name, uuid=c.uuid, state=c.state, cpu_ns=k.cpu_ns,
             vcpus=vcpus_of(k, self.host_cpus), memory=k.memory or 0,
             max_memory=min(limit, self.host_memory),
             disk=DiskIo(rd_req=k.rd_req, rd_bytes=k.rd_bytes, wr_req=k.wr_req,
                         wr_bytes=k.wr_bytes),
-            net=net, adapters=c.adapters, machine_type=self.machine_type,
+            net=net, adapters=c.proc.adapters, machine_type=self.machine_type,
             os_name=int(OsName.LINUX), os_release=self.os_release)
 
     def host_records(self) -> List[Record]:
-        # one module sends virt_node; with kvm {} as well, kvm does (hsflowd's VNode role)
-        if self.kvm_too:
-            return []
-        return [virt_node(self.book.running_count())]
+        return [virt_node(self.book.running_count())] if self.vnode else []
 
     # ------------------------------------------------------------ markTraffic
     def _marks_changed(self) -> None:
         """Its containers, or markTraffic, changed: the tables again, and the flow hook
         (``virt.marks``) only while there is a container to find."""
         if self.settings.mark:
-            self.marks.rebuild((c.ds_index, c.peers, c.ips, set(c.macs) | {m for _, m in c.adapters})
+            self.marks.rebuild((c.ds_index, c.proc.peers, c.ips,
+                                set(c.macs) | {m for _, m in c.proc.adapters})
                                for c in self.book if c.running)
         else:
             self.marks.rebuild(())

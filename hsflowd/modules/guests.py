@@ -11,11 +11,33 @@ reported as it last was until ``forget`` seconds have passed.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, Optional
 
 from ..virt.guests import Guest, GuestBook
 from . import Module
+
+# hsflowd's VNode roles, weakest first: of the guest modules that run, the last one here
+# sends virt_node (2100) in the host sample, the others none
+VNODE_ORDER = ("docker", "containerd", "k8s", "kvm")
+
+
+def docker_socket_present(config) -> Optional[str]:
+    """Docker's socket, when docker {} is on and the socket is there: containerd {} and
+    k8s {} then stand down, as hsflowd's do (dockerd's containers are docker {}'s)."""
+    if config.docker is None:
+        return None
+    from ..virt.dockerapi import docker_url, socket_path
+    path = socket_path(docker_url())
+    return path if path is not None and os.path.exists(path) else None
+
+
+def sends_virt_node(name: str, config) -> bool:
+    """Whether module ``name`` has the VNode role under ``config``."""
+    running = [n for n in VNODE_ORDER if getattr(config, n, None) is not None
+               and not (n in ("containerd", "k8s") and docker_socket_present(config))]
+    return bool(running) and running[-1] == name
 
 
 class GuestsModule(Module):

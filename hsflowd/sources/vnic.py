@@ -14,9 +14,10 @@ per poll.  It needs CAP_SYS_ADMIN (the docker module keeps root, as hsflowd's do
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from .interfaces import Interface, parse_link
 
@@ -81,8 +82,10 @@ class NetnsError(OSError):
     """The namespace cannot be entered or read (one line: why)."""
 
 
-def read_links(pid: int, procfs: str = "/proc", timeout: float = 2.0) -> List[Interface]:
-    """The links of PID's network namespace, read by a thread that joins it."""
+def read_namespace(pid: int, procfs: str = "/proc", addresses: bool = False,
+                   timeout: float = 2.0) -> Tuple[List[Interface], List[bytes]]:
+    """The links of PID's network namespace and, with ``addresses``, its IP addresses
+    (packed, loopback's left out), read by a thread that joins it."""
     path = os.path.join(procfs, str(pid), "ns/net")
     result: list = []
 
@@ -94,7 +97,9 @@ def read_links(pid: int, procfs: str = "/proc", timeout: float = 2.0) -> List[In
             except OSError as e:
                 raise OSError(e.errno, f"setns: {os.strerror(e.errno or 0)}") from None
             with IPRoute() as ipr:
-                result.append([parse_link(msg) for msg in ipr.get_links()])
+                links = [parse_link(msg) for msg in ipr.get_links()]
+                found = [_packed(msg) for msg in ipr.get_addr()] if addresses else []
+            result.append((links, [a for a in found if a]))
         except BaseException as e:  # handed to the caller's thread
             result.append(e)
 
@@ -109,6 +114,18 @@ def read_links(pid: int, procfs: str = "/proc", timeout: float = 2.0) -> List[In
             raise NetnsError(e.errno, f"{path}: {e.strerror or e}")
         raise NetnsError(f"{path}: {e}")
     return result[0]
+
+
+def _packed(msg) -> Optional[bytes]:
+    """An RTM_NEWADDR's address, packed; None for loopback's and link-local IPv6."""
+    text = msg.get_attr("IFA_ADDRESS")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if address.is_loopback or (address.version == 6 and address.is_link_local):
+        return None
+    return address.packed
 
 
 def container_adapters(links: List[Interface]) -> List[Interface]:

@@ -1,0 +1,113 @@
+"""What the agent reads of a container's process, whichever module reports the container
+(docker {}, containerd {}, k8s {}): its cgroup's counters and its network namespace.
+
+The groups are found once per process (``attach``), their files read on every poll; the
+namespace's /proc/PID/net/dev too, and its links (host_adapters, the host side of its
+veths, and with ``addresses`` its IP addresses) only when the device names in net/dev
+change (``sources.vnic``: a thread that joins the namespace).  No daemon is asked.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import FrozenSet, Optional, Tuple
+
+from ..sources import cgroups, vnic
+from .records import round_half_up
+
+
+@dataclass
+class ContainerProcess:
+    """One container's process and what was last read of it."""
+
+    pid: int = 0
+    cgroup: Optional[cgroups.Cgroup] = None
+    counters: cgroups.CgroupCounters = cgroups.CgroupCounters()
+    net: Optional[vnic.NetDevCounters] = None  # None: no namespace of its own
+    own_netns: bool = True
+    devices: FrozenSet[str] = frozenset()      # its net/dev names when the links were read
+    adapters: Tuple[Tuple[int, bytes], ...] = ()   # (ifIndex in its namespace, MAC)
+    peers: Tuple[int, ...] = ()                # host side of its veths
+    ips: Tuple[bytes, ...] = field(default=())     # its namespace's addresses, packed
+
+
+class ProcessReader:
+    """Reads ``ContainerProcess``es: the cgroup mounts (read once), /proc, a logger."""
+
+    def __init__(self, log: logging.Logger, procfs: str = "/proc", addresses: bool = False):
+        self.log = log
+        self.procfs = procfs
+        self.addresses = addresses
+        self.mounts: Optional[cgroups.Mounts]
+        try:
+            self.mounts = cgroups.read_mounts(procfs)
+        except OSError as e:
+            self.mounts = None
+            log.warning("cannot read the cgroup mounts (%s): containers are reported "
+                        "without CPU, memory and disk counters", e)
+
+    def attach(self, p: ContainerProcess, pid: int, name: str) -> bool:
+        """Find the groups and the links of ``pid``, the container's (new) process;
+        whether its links were read."""
+        p.pid, p.cgroup = pid, None
+        if self.mounts is not None:
+            try:
+                p.cgroup = cgroups.Cgroup.of_process(pid, self.mounts, self.procfs)
+            except OSError as e:
+                self.log.debug("container %s: no cgroup (%s)", name, e)
+        p.own_netns = not vnic.same_netns(pid, self.procfs)
+        p.devices = frozenset()
+        if not p.own_netns:
+            p.net, p.adapters, p.peers, p.ips = None, (), (), ()
+            return False
+        return self.read_net(p, name)
+
+    def gone(self, p: ContainerProcess) -> bool:
+        """Its group went away: it stopped, whether or not its daemon said so."""
+        return p.cgroup is not None and not p.cgroup.exists()
+
+    def poll(self, p: ContainerProcess, name: str) -> bool:
+        """Read its counters now; whether its links changed."""
+        if p.cgroup is not None:
+            p.counters = merge(p.counters, p.cgroup.read())
+        if p.own_netns and p.pid:
+            return self.read_net(p, name)
+        return False
+
+    def read_net(self, p: ContainerProcess, name: str) -> bool:
+        try:
+            devices = vnic.read_net_dev(p.pid, self.procfs)
+        except OSError:
+            return False        # it stopped: the last counters stand
+        names = frozenset(devices)
+        changed = names != p.devices and self._read_links(p, name, names)
+        p.net = vnic.sum_net_dev(devices)
+        return changed
+
+    def _read_links(self, p: ContainerProcess, name: str, names: FrozenSet[str]) -> bool:
+        p.devices = names
+        try:
+            links, addresses = vnic.read_namespace(p.pid, self.procfs, self.addresses)
+        except OSError as e:
+            self.log.debug("container %s: links not read (%s)", name, e)
+            return False
+        adapters = vnic.container_adapters(links)
+        p.adapters = tuple((i.ifindex, i.mac) for i in adapters)
+        p.peers = tuple(x for x in (vnic.peer_ifindex(i) for i in adapters) if x)
+        p.ips = tuple(addresses)
+        return True
+
+
+def merge(old: cgroups.CgroupCounters, new: cgroups.CgroupCounters) -> cgroups.CgroupCounters:
+    """The new reading, the old value wherever the new one is missing (a group that went
+    away between the event and the poll keeps its last counters)."""
+    return cgroups.CgroupCounters(*(n if n is not None else o for o, n in zip(old, new)))
+
+
+def vcpus_of(c: cgroups.CgroupCounters, host_cpus: int) -> int:
+    """virt_cpu's nrVirtCpu: the CPU quota rounded as C's round() (0.5 CPU -> 1, as
+    hsflowd's NanoCpus/1e9), at least 1; without a quota, the CPUs it may run on."""
+    if c.cpu_limit:
+        return max(1, round_half_up(c.cpu_limit))
+    return c.cpus_allowed or host_cpus
