@@ -30,19 +30,16 @@ from __future__ import annotations
 
 import collections
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..sflow import Record
-from ..sflow.counters import OsName
-from ..sources.identity import machine_type_of
 from ..virt import dockerapi as api
 from ..virt.guests import Guest
 from ..virt.marks import Marks
-from ..virt.process import ContainerProcess, ProcessReader, vcpus_of
-from ..virt.records import DiskIo, GuestReading, NetIo, VirState, guest_records, virt_node
+from ..virt.process import ContainerProcess, HostFacts, ProcessReader, container_reading
+from ..virt.records import GuestReading, VirState, guest_records, virt_node
 from . import ROOT, AgentState, DataSource, register
 from .guests import GuestsModule, sends_virt_node
 
@@ -115,11 +112,7 @@ class DockerModule(GuestsModule):
         self.vnode = True
         self.marks = Marks()
         self.reader = ProcessReader(self.log, procfs)
-        import psutil
-        self.host_memory = psutil.virtual_memory().total
-        self.host_cpus = psutil.cpu_count() or 1
-        self.machine_type = int(machine_type_of(platform.machine()))
-        self.os_release = os.uname().release
+        self.host = HostFacts.read()
 
     # ------------------------------------------------------------ life cycle
     def reconcile(self, state: AgentState) -> None:
@@ -281,17 +274,7 @@ class DockerModule(GuestsModule):
                 for key, name in base.items()}
 
     def _reading(self, c: Container, name: str) -> GuestReading:
-        k = c.proc.counters
-        limit = k.memory_limit or c.memory_limit or self.host_memory
-        net = NetIo(**c.proc.net._asdict()) if c.proc.net is not None else NetIo()
-        return GuestReading(
-            hostname=name, uuid=c.uuid, state=c.state, cpu_ns=k.cpu_ns,
-            vcpus=vcpus_of(k, self.host_cpus), memory=k.memory or 0,
-            max_memory=min(limit, self.host_memory),
-            disk=DiskIo(rd_req=k.rd_req, rd_bytes=k.rd_bytes, wr_req=k.wr_req,
-                        wr_bytes=k.wr_bytes),
-            net=net, adapters=c.proc.adapters, machine_type=self.machine_type,
-            os_name=int(OsName.LINUX), os_release=self.os_release)
+        return container_reading(name, c.uuid, c.state, c.proc, self.host, c.memory_limit)
 
     def host_records(self) -> List[Record]:
         return [virt_node(self.book.running_count())] if self.vnode else []

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import FrozenSet, Optional, Tuple
+from typing import FrozenSet, Iterable, Optional, Sequence, Tuple
 
+from ..sflow.counters import OsName
 from ..sources import cgroups, vnic
-from .records import round_half_up
+from .records import DiskIo, GuestReading, NetIo, round_half_up
 
 
 @dataclass
@@ -47,16 +48,16 @@ class ProcessReader:
             log.warning("cannot read the cgroup mounts (%s): containers are reported "
                         "without CPU, memory and disk counters", e)
 
-    def attach(self, p: ContainerProcess, pid: int, name: str) -> bool:
-        """Find the groups and the links of ``pid``, the container's (new) process;
-        whether its links were read."""
+    def attach(self, p: ContainerProcess, pid: int, name: str, net: bool = True) -> bool:
+        """Find the groups and (``net``) the links of ``pid``, the container's (new)
+        process; whether its links were read."""
         p.pid, p.cgroup = pid, None
         if self.mounts is not None:
             try:
                 p.cgroup = cgroups.Cgroup.of_process(pid, self.mounts, self.procfs)
             except OSError as e:
                 self.log.debug("container %s: no cgroup (%s)", name, e)
-        p.own_netns = not vnic.same_netns(pid, self.procfs)
+        p.own_netns = net and not vnic.same_netns(pid, self.procfs)
         p.devices = frozenset()
         if not p.own_netns:
             p.net, p.adapters, p.peers, p.ips = None, (), (), ()
@@ -111,3 +112,78 @@ def vcpus_of(c: cgroups.CgroupCounters, host_cpus: int) -> int:
     if c.cpu_limit:
         return max(1, round_half_up(c.cpu_limit))
     return c.cpus_allowed or host_cpus
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What a container's host_descr and limits borrow from the host (read once)."""
+
+    memory: int
+    cpus: int
+    machine_type: int
+    os_release: str
+
+    @classmethod
+    def read(cls) -> "HostFacts":
+        import os
+        import platform
+
+        import psutil
+
+        from ..sources.identity import machine_type_of
+        return cls(memory=psutil.virtual_memory().total, cpus=psutil.cpu_count() or 1,
+                   machine_type=int(machine_type_of(platform.machine())),
+                   os_release=os.uname().release)
+
+
+def container_reading(name: str, uuid: bytes, state: int, p: ContainerProcess,
+                      host: HostFacts, memory_limit: int = 0) -> GuestReading:
+    """One container's sample (``memory_limit``: its daemon's, if the cgroup has none)."""
+    k = p.counters
+    limit = k.memory_limit or memory_limit or host.memory
+    return GuestReading(
+        hostname=name, uuid=uuid, state=state, cpu_ns=k.cpu_ns,
+        vcpus=vcpus_of(k, host.cpus), memory=k.memory or 0,
+        max_memory=min(limit, host.memory),
+        disk=DiskIo(rd_req=k.rd_req, rd_bytes=k.rd_bytes, wr_req=k.wr_req, wr_bytes=k.wr_bytes),
+        net=_net_io(p), adapters=p.adapters, machine_type=host.machine_type,
+        os_name=int(OsName.LINUX), os_release=host.os_release)
+
+
+def pod_reading(name: str, uuid: bytes, state: int, ever: Sequence[ContainerProcess],
+                running: Sequence[ContainerProcess], net: Optional[ContainerProcess],
+                host: HostFacts) -> GuestReading:
+    """A pod's sample: its containers summed.  Counters (CPU time, disk) add up every
+    container it has had, so they never go back when one ends; gauges (memory, limits,
+    vCPUs) only those running.  A limit counts only if every running container has one;
+    vCPUs are the quotas summed, else the most CPUs any of them may run on.  Its network is
+    its namespace's (``net``: the process whose namespace is read)."""
+    live = [p.counters for p in running]
+    limits = [k.memory_limit for k in live]
+    quotas = [k.cpu_limit for k in live]
+    if live and all(quotas):
+        vcpus = max(1, round_half_up(sum(quotas)))
+    else:
+        vcpus = max([k.cpus_allowed or host.cpus for k in live] or [host.cpus])
+    memory_limit = sum(limits) if live and all(limits) else host.memory
+    return GuestReading(
+        hostname=name, uuid=uuid, state=state, cpu_ns=_sum(p.counters.cpu_ns for p in ever),
+        vcpus=vcpus, memory=sum(k.memory or 0 for k in live),
+        max_memory=min(memory_limit, host.memory),
+        disk=DiskIo(rd_req=_sum(p.counters.rd_req for p in ever),
+                    rd_bytes=_sum(p.counters.rd_bytes for p in ever),
+                    wr_req=_sum(p.counters.wr_req for p in ever),
+                    wr_bytes=_sum(p.counters.wr_bytes for p in ever)),
+        net=_net_io(net) if net is not None else NetIo(),
+        adapters=net.adapters if net is not None else (), machine_type=host.machine_type,
+        os_name=int(OsName.LINUX), os_release=host.os_release)
+
+
+def _net_io(p: ContainerProcess) -> NetIo:
+    return NetIo(**p.net._asdict()) if p.net is not None else NetIo()
+
+
+def _sum(values: Iterable[Optional[int]]) -> Optional[int]:
+    """The known values added up; None if none is known."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
