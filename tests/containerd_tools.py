@@ -10,8 +10,10 @@ registry), their cgroups under a parent named after this test run (``--cgroup``)
 
 A pod is what CRI makes: a sandbox container and its containers, each carrying the CRI
 annotations, sharing a network namespace made with ``ip netns add``; as a bridge CNI plugin
-would, the namespace gets a veth whose other end is on a bridge, here in a "node" network
-namespace of the test's own, where the agent runs (the root namespace is never touched).
+would, the namespace gets a veth whose other end is on a bridge (cni0's role).  The bridge
+and the host ends are the test's own devices in the root namespace, where the agent must
+run to see the pods' cgroups (``ip netns exec`` mounts a /sys without /sys/fs/cgroup); the
+bridge has no address, so no route changes, and the traffic stays between the pods.
 
 ``stop()`` ends everything by PID (tasks, shims, containerd) and removes what is left: the
 state directory's mounts, the cgroups, the directory.
@@ -249,16 +251,14 @@ class Pod:
 
 
 class Node:
-    """The node's network: a namespace with a bridge (cni0's role) where the agent runs."""
+    """The node's pod network: a bridge of the test's own, with no address."""
 
     def __init__(self, tag: str, subnet: str = "10.233"):
         self.tag = tag
-        self.ns = Namespace(f"{tag}node"[:15])
-        self.bridge = "cni0"
+        self.bridge = f"{tag}br"[:15]
         self.subnet = f"{subnet}.{os.getpid() % 200}"
-        self.ns.run(f"ip link add {self.bridge} type bridge")
-        self.ns.run(f"ip addr add {self.subnet}.1/24 dev {self.bridge}")
-        self.ns.run(f"ip link set {self.bridge} up")
+        run_cmd(["ip", "link", "add", self.bridge, "type", "bridge"])
+        run_cmd(["ip", "link", "set", self.bridge, "up"])
         self.pods: List[Pod] = []
         self._hosts = iter(range(2, 250))
 
@@ -270,9 +270,9 @@ class Node:
         index = host - 2
         netns = Namespace(f"{self.tag}p{index}"[:15])
         veth = f"veth{self.tag[-5:]}{index}"[:15]
-        run_cmd(["ip", "link", "add", veth, "netns", self.ns.name, "type", "veth",
-                 "peer", "name", "eth0", "netns", netns.name])
-        self.ns.run(f"ip link set {veth} master {self.bridge} up")
+        run_cmd(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                 "netns", netns.name])
+        run_cmd(["ip", "link", "set", veth, "master", self.bridge, "up"])
         netns.run(f"ip addr add {self.subnet}.{host}/24 dev eth0")
         netns.run("ip link set eth0 up")
         pod = Pod(name, namespace, f"{self.tag}s{index}", netns, veth, f"{self.subnet}.{host}")
@@ -297,6 +297,6 @@ class Node:
             if ctd is not None:
                 for name in pod.containers + [pod.sandbox]:
                     ctd.remove(name)
-            pod.netns.delete()
+            pod.netns.delete()       # its veth goes with it
         self.pods.clear()
-        self.ns.delete()
+        run_cmd(["ip", "link", "del", self.bridge], check=False)

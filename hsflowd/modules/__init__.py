@@ -249,8 +249,8 @@ def _load_all() -> None:
         return
     _LOADED = True
     # ORDER, not the order of these imports, decides the order of modules and hooks
-    from . import (host, interfaces, pcap, epcap, nflog, ovs, tunnels, docker, kvm,  # noqa: F401
-                   dnssd, jsonapp, tcp)
+    from . import (host, interfaces, pcap, epcap, nflog, ovs, tunnels, docker,  # noqa: F401
+                   containerd, k8s, kvm, dnssd, jsonapp, tcp)
 
 
 __all__ = ["AgentState", "Context", "DataSource", "HOST_SOURCE", "Module", "ModuleSpec",

@@ -13,8 +13,9 @@ What the link hands over (``virt.handover``), in order:
 - ``Connected`` once containerd answered its version and the event stream is open;
 - ``Listed``: every container with a live task, in every namespace (``list()``: when
   connected and every refreshVMs);
-- ``Started`` (a task started: the container's spec fetched), ``Stopped`` (its task exited
-  or was deleted), ``Paused``, ``Resumed``, ``Removed`` (the container was deleted);
+- ``TaskEvent``: a task started, exited, was deleted, paused or resumed, or a container was
+  deleted; ``Started`` when the spec of a started container, asked for with ``fetch``,
+  comes;
 - ``Lost`` when the connection fails or the stream ends; the module makes another link.
 
 ``parse_*`` turn containerd's messages into the few facts the modules use; the tests call
@@ -92,12 +93,13 @@ class Started:
 
 @dataclass(frozen=True)
 class TaskEvent:
-    """A container's task stopped ("exit", "delete"), paused or resumed, or the container
-    was removed ("removed")."""
+    """A container's task started ("start", with its pid: ``fetch`` its spec), stopped
+    ("exit", "delete"), paused or resumed, or the container was removed ("removed")."""
 
     what: str
     namespace: str
     id: str
+    pid: int = 0
 
     @property
     def key(self) -> str:
@@ -126,12 +128,12 @@ def parse_container(namespace: str, container, pid: int, status: int = 2) -> Con
                          annotations=annotations)
 
 
-def parse_event(envelope, event) -> Optional[Any]:
-    """One events.v1.Envelope (``event``: its payload, decoded) as what the modules act on:
-    TaskEvent, ("start", namespace, id, pid) for a task start, or None."""
+def parse_event(envelope, event) -> Optional[TaskEvent]:
+    """One events.v1.Envelope (``event``: its payload, decoded) as what the modules act on,
+    or None."""
     topic, ns = envelope.topic, envelope.namespace
     if topic == "/tasks/start":
-        return ("start", ns, event.container_id, event.pid)
+        return TaskEvent("start", ns, event.container_id, event.pid)
     if topic == "/tasks/exit":
         # an exec'd process exits too: only the task's own process stops the container
         if event.id and event.id != event.container_id:
@@ -341,10 +343,7 @@ class ContainerdLink:
         if payload is None:
             return
         event = parse_event(envelope, payload)
-        if isinstance(event, tuple):
-            _, ns, ident, pid = event
-            self._submit(f"fetch {ident[:12]}", lambda: self._fetch(ns, ident, pid))
-        elif event is not None:
+        if event is not None:
             self.handover.post(event)
 
     async def _fetch(self, namespace: str, ident: str, pid: int) -> Optional[Started]:
