@@ -217,6 +217,14 @@ def test_cgroup_gone_reads_nothing(tmp_path):
         cgroups.Cgroup.of_process(8, cgroups.Mounts({}, str(tmp_path)), str(tmp_path / "proc"))
 
 
+def test_cgroup_outside_the_agents_namespace_is_out_of_reach(tmp_path):
+    """An agent in a cgroup namespace of its own (a pod on a v2 node) sees other pods'
+    groups as "/../.."; they are not read (nor taken for gone)."""
+    _tree(tmp_path, {"proc/9/cgroup": "0::/../../kubepods/pod1/c1\n"})
+    with pytest.raises(OSError):
+        cgroups.Cgroup.of_process(9, cgroups.Mounts({}, str(tmp_path)), str(tmp_path / "proc"))
+
+
 # ---------------------------------------------------------------- /proc/net/dev
 
 NET_DEV = """\

@@ -193,12 +193,16 @@ class Cgroup:
     def of_process(cls, pid: int, mounts: Mounts, procfs: str = "/proc") -> "Cgroup":
         """The groups of ``pid`` (OSError if it is gone)."""
         with open(os.path.join(procfs, str(pid), "cgroup")) as f:
-            groups = parse_proc_cgroup(f.read())
+            # a group outside this process's cgroup namespace ("/../..") is out of reach
+            groups = {c: path for c, path in parse_proc_cgroup(f.read()).items()
+                      if not path.startswith("/..")}
         v1 = {controller: os.path.join(mount, groups[controller].lstrip("/"))
               for controller, mount in mounts.v1.items() if controller in groups}
         v2 = None
         if mounts.v2 is not None and "" in groups:
             v2 = os.path.join(mounts.v2, groups[""].lstrip("/"))
+        if not v1 and v2 is None:
+            raise OSError(f"the cgroups of process {pid} are not in this agent's view")
         return cls(v1, v2)
 
     def _file(self, controller: str, v1_name: str, v2_name: Optional[str]) -> Optional[str]:
