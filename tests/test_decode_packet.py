@@ -218,7 +218,7 @@ def _as_sflowtool(name, value):
 
 @pytest.mark.parametrize("capture", ["hsflowd-2.1.25", "ovs-3.1.0"])
 def test_capture_headers_match_sflowtool_field_by_field(capture):
-    from hsflowd.sflow.pcap import read_udp
+    from hsflowd.decode.capture import read_udp
     pcap, tool = os.path.join(VECTORS, capture + ".pcap"), os.path.join(
         VECTORS, capture + ".sflowtool.json")
     if not os.path.exists(pcap):

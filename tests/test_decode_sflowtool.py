@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hsflowd.decode.sflowtool import Received, datagram_lines, fmt_percentage, signed
-from hsflowd.sflow.pcap import read_udp
+from hsflowd.decode.capture import read_udp
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors")
 CAPTURES = ["hsflowd-2.1.25", "ovs-3.1.0"]
