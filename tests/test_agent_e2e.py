@@ -17,6 +17,7 @@ import platform
 import re
 import signal
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
@@ -480,7 +481,7 @@ def test_daemon_with_relative_paths(tmp_path, agents, receivers):
         assert res.returncode == 0, res.stderr
         for pidfile in (tmp_path / f"{stem}.pid", f"/{stem}.pid"):
             if os.path.exists(pidfile):
-                agents.adopt_pid(int(open(pidfile).read().split()[0]))
+                agents.adopt_pid(int(Path(pidfile).read_text().split()[0]))
         assert r.first(2.0) is not None
         res = run_hsflowd("status", "-p", f"{stem}.pid", cwd=tmp_path)
         assert res.returncode == 0, res.stdout

@@ -230,7 +230,9 @@ def test_any_bytes_after_an_ethernet_header(rest, ethertype):
 # ---------------------------------------------------------------- the captures vs sflowtool -j
 
 def _sflowtool_json(path):
-    text, dec, i, out = open(path).read(), json.JSONDecoder(), 0, []
+    with open(path) as f:
+        text = f.read()
+    dec, i, out = json.JSONDecoder(), 0, []
     while True:
         while i < len(text) and text[i].isspace():
             i += 1
