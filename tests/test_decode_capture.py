@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hsflowd.decode.capture import CaptureError, read_udp
+from hsflowd.decode.capture import CaptureError, read_udp, udp_of
 
 TSHARK = shutil.which("tshark")
 PAYLOAD = bytes.fromhex("00000005 00000001 c0000201".replace(" ", ""))
@@ -190,3 +190,20 @@ def test_any_bytes_give_datagrams_or_one_error(data):
         list(read_udp(io.BytesIO(data)))
     except CaptureError:
         pass
+
+
+def test_an_mpls_frame_that_ends_after_its_labels_is_no_datagram():
+    """dpkt 1.9.8's Ethernet reads past the end of such a frame (an IndexError)."""
+    assert udp_of(1, ether(struct.pack(">I", (16 << 12) | 0x100 | 64), 0x8847)) is None
+
+
+@FUZZ
+@given(st.sampled_from([0, 1, 101, 108, 113, 228, 229, 276]),
+       st.sampled_from([b"", MAC + MAC + b"\x88\x47", MAC + MAC + b"\x88\x47\x00\x01\x01\x40",
+                        MAC + MAC + b"\x81\x00",
+                        MAC + MAC + b"\x88\xa8", MAC + MAC + b"\x08\x00",
+                        MAC + MAC + b"\x86\xdd", b"\x45", b"\x60"]),
+       st.binary(max_size=100))
+def test_any_frame_gives_a_datagram_or_none(linktype, head, rest):
+    got = udp_of(linktype, head + rest)
+    assert got is None or (isinstance(got[2], bytes) and 0 <= got[1] <= 65535)

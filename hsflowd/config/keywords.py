@@ -34,7 +34,7 @@ keyword inside a block ("nflog.group").  Keywords are matched without regard to 
 
 To make an ignored keyword act, drop its ``ignored`` and give its block's dataclass in
 model.py a field named ``attr`` (tests/test_config_keywords.py checks that the two agree),
-then regenerate README's table (``python -m hsflowd.config.describe --markdown``).
+then regenerate README's table (``python -m hsflowd.config.docs``).
 """
 
 from __future__ import annotations

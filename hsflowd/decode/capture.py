@@ -64,6 +64,8 @@ def udp_of(linktype: int, frame: bytes) -> Optional[Tuple[str, int, bytes]]:
             return None
     except dpkt.UnpackError:   # shorter than its own link or IP header: not a datagram
         return None
+    except IndexError:         # dpkt 1.9.8's Ethernet reads past an MPLS label stack's end
+        return None
     if isinstance(ip, dpkt.ip.IP):
         if ip.offset or ip.mf:
             return None
