@@ -160,7 +160,8 @@ class _Cut(Exception):
 
 
 def _need(h: bytes, end: int, layer: str) -> None:
-    """Every read is checked here first: ``end`` bytes of ``h`` or the decode stops."""
+    """Each header is checked here before it is read: ``end`` bytes of ``h``, or the decode
+    stops (only sflowtool's look-ahead, ``_byte``, reads past the end, as zeros)."""
     if end > len(h):
         raise _Cut(layer)
 
@@ -289,8 +290,9 @@ def _ipv4(pkt: SampledPacket, h: bytes, off: int, depth: int) -> None:
     if fragment:
         pkt.add("IPFragmentOffset", fragment)
         return
-    _need(h, off + (ip._v_hl & 0x0F) * 4, "ipv4")   # its options
-    _layer4(pkt, h, off + (ip._v_hl & 0x0F) * 4, depth)
+    end = off + (ip._v_hl & 0x0F) * 4
+    _need(h, end, "ipv4")   # its options
+    _layer4(pkt, h, end, depth)
 
 
 def _ipv6(pkt: SampledPacket, h: bytes, off: int, depth: int) -> None:
