@@ -1,9 +1,10 @@
 """sFlow datagrams out of capture files (pcap and pcapng), for ``hsflowd decode --pcap``.
 
-dpkt reads the files (``dpkt.pcap.Reader``, ``dpkt.pcapng.Reader``) and the link layers
-(Ethernet with its VLAN tags, Linux "cooked" SLL and SLL2, BSD loopback); this file picks
-the reader, takes each frame to its UDP datagram (``udp_of``), and turns what dpkt raises
-for a broken file into one CaptureError.
+dpkt reads the files (``dpkt.pcap.Reader``, ``dpkt.pcapng.Reader``) and the link headers of
+Linux "cooked" SLL and SLL2 and BSD loopback; Ethernet with its VLAN tags, IP and UDP are
+read by the walk the agent's flow hooks share (``frames``).  This file picks the reader,
+takes each frame to its UDP datagram (``udp_of``), and turns what dpkt raises for a broken
+file into one CaptureError.
 
 What dpkt's readers decide:
 
@@ -25,16 +26,16 @@ from typing import BinaryIO, Iterator, NamedTuple, Optional, Tuple
 
 import dpkt
 
+from ..frames import ETHERNET, IPV4, IPV6, UDP, walk_frame
+
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"   # a Section Header Block's type
 
 # LINKTYPE_* values, as capture files carry them (tcpdump.org/linktypes.html)
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
 LINKTYPE_LINUX_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2 = 113, 228, 229, 276
 LINK_LAYERS = {LINKTYPE_NULL: dpkt.loopback.Loopback, LINKTYPE_LOOP: dpkt.loopback.Loopback,
-               LINKTYPE_ETHERNET: dpkt.ethernet.Ethernet, LINKTYPE_LINUX_SLL: dpkt.sll.SLL,
-               LINKTYPE_LINUX_SLL2: dpkt.sll2.SLL2}
+               LINKTYPE_LINUX_SLL: dpkt.sll.SLL, LINKTYPE_LINUX_SLL2: dpkt.sll2.SLL2}
 RAW_IP = frozenset({LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6})
-IP_FRAGMENT = 44   # IPv6's fragment header
 
 
 class CaptureError(ValueError):
@@ -51,36 +52,35 @@ class UdpPayload(NamedTuple):
 
 def udp_of(linktype: int, frame: bytes) -> Optional[Tuple[str, int, bytes]]:
     """(sender "ip:port", destination port, UDP payload) of a frame that holds unfragmented
-    UDP over IPv4 or IPv6; None for any other frame.  A datagram cut short by the capture's
-    snap length comes out cut: the decoder says what is missing."""
-    try:
+    UDP over IPv4 or IPv6; None for any other frame.  dpkt reads the link headers other
+    than Ethernet; the agent's own walk (``frames``) reads Ethernet, its VLAN tags, IP and
+    UDP.  A datagram cut short by the capture's snap length comes out cut: the decoder
+    says what is missing."""
+    if linktype == LINKTYPE_ETHERNET:
+        pkt = walk_frame(frame, 0, len(frame), ETHERNET)
+    else:
         if linktype in RAW_IP:
-            version = frame[0] >> 4 if frame else 0
-            ip = dpkt.ip.IP(frame) if version == 4 else dpkt.ip6.IP6(frame) if version == 6 \
-                else None
+            start = 0
         elif linktype in LINK_LAYERS:
-            ip = LINK_LAYERS[linktype](frame).data
+            try:
+                start = LINK_LAYERS[linktype](frame).__hdr_len__
+            except dpkt.UnpackError:   # shorter than its own link header: not a datagram
+                return None
         else:
             return None
-    except dpkt.UnpackError:   # shorter than its own link or IP header: not a datagram
-        return None
-    except IndexError:         # dpkt 1.9.8's Ethernet reads past an MPLS label stack's end
-        return None
-    if isinstance(ip, dpkt.ip.IP):
-        if ip.offset or ip.mf:
+        version = frame[start] >> 4 if len(frame) > start else 0
+        if version not in (4, 6):
             return None
-        sender = socket.inet_ntoa(ip.src)
-    elif isinstance(ip, dpkt.ip6.IP6):
-        if IP_FRAGMENT in ip.extension_hdrs:
-            return None
-        sender = f"[{socket.inet_ntop(socket.AF_INET6, ip.src)}]"
+        pkt = walk_frame(frame, start, len(frame), IPV4 if version == 4 else IPV6)
+    if pkt.ip_protocol != UDP or pkt.fragment or pkt.l4 < 0 or pkt.l4 + 8 > len(frame):
+        return None
+    if pkt.ip_version == 4:
+        sender = socket.inet_ntoa(pkt.src_ip)
     else:
-        return None
-    udp = ip.data
-    if not isinstance(udp, dpkt.udp.UDP):
-        return None
-    payload = udp.data[:udp.ulen - 8] if udp.ulen >= 8 else udp.data
-    return f"{sender}:{udp.sport}", udp.dport, bytes(payload)
+        sender = f"[{socket.inet_ntop(socket.AF_INET6, pkt.src_ip)}]"
+    ulen = (frame[pkt.l4 + 4] << 8) | frame[pkt.l4 + 5]
+    body = frame[pkt.l4 + 8:pkt.l4 + ulen] if ulen >= 8 else frame[pkt.l4 + 8:]
+    return f"{sender}:{pkt.src_port}", pkt.dst_port, bytes(body)
 
 
 def _nanoseconds(ts) -> int:
