@@ -27,8 +27,11 @@ Scenarios (``--only`` picks some):
   vxlan-N10                      pcap {} with a VXLAN device on the sampled veth (the
                                  tunnels hook on every sample)
   all-N10                        tcp, docker marks and the VXLAN device together
-  capacity                       the highest rate at N=1 with under 1 % of samples lost,
-                                 found by bisection over paced bursts of --capacity-seconds
+  capacity                       the highest rate at N=1 with under 1 % of samples lost:
+                                 flat out first, then by bisection over paced bursts of
+                                 --capacity-seconds; the frames are addressed to another
+                                 MAC, so the stack drops them after the taps and the
+                                 generator (whose CPU pays for delivery) goes further
 
 With HSFLOWD (hsflowd built from source, see environment.md) the pcap scenarios and the
 capacity search also run hsflowd, with the same config file, in the same run.  CI does not
@@ -372,23 +375,34 @@ class Docker:
 
 
 def capacity(bench: Bench, run: Callable[[str, str, int, int, float], Figures], conf: str,
-             label: str, seconds: float, top: float) -> str:
-    """The highest paced rate at N=1 with under 1 % of samples lost (bisection)."""
-    low, high, best = 20_000.0, top, None
-    for _ in range(6):
+             label: str, seconds: float) -> str:
+    """The highest rate at N=1 with under 1 % of samples lost: first as fast as the
+    generator goes (if nothing is lost there, the agent keeps up with the generator: the
+    figure is a floor), else by bisection over paced bursts below that rate."""
+    f = run(f"{label} flat out", conf, 1, int(250_000 * seconds), 0)
+    top = f.packets / f.seconds
+    print(f"    {f.line()}  {'ok' if f.delivered >= 0.99 else 'LOSS'}", flush=True)
+    if f.delivered >= 0.99:
+        return f"at least {top / 1000:.0f} kpps (the generator's most: nothing lost)"
+    low, high, best = 10_000.0, top, None
+    for _ in range(5):
         rate = (low + high) / 2
         f = run(f"{label} @{rate / 1000:.0f}k", conf, 1, int(rate * seconds), rate)
-        achieved = f.packets / f.seconds
         ok = f.delivered >= 0.99
         print(f"    {f.line()}  {'ok' if ok else 'LOSS'}", flush=True)
-        if achieved < 0.9 * rate:       # the generator could not go this fast
-            high = rate
-            continue
         if ok:
-            best, low = achieved, rate
+            best, low = f.packets / f.seconds, rate
         else:
             high = rate
     return f"{best / 1000:.0f} kpps" if best else f"under {low / 1000:.0f} kpps"
+
+
+def passing_traffic(bench: Bench) -> None:
+    """Frames to a MAC that is not the agent's: its interface still hands them to the taps
+    (a veth filters no MAC), and the stack drops them at once, so the generator's CPU,
+    which also pays for delivering what it sends, goes further."""
+    bench.sender.run(["ip", "neigh", "replace", AGENT_IP, "lladdr", "02:00:00:00:77:77",
+                      "dev", "fps0"])
 
 
 def main() -> int:
@@ -396,7 +410,7 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="scenarios to run (default: all)")
     ap.add_argument("--packets", type=int, default=100_000, help="packets at N=1 (x3 at N=10, x10 at N=100)")
     ap.add_argument("--rate", type=float, default=0, help="packets a second (0: as fast as the generator goes)")
-    ap.add_argument("--capacity-seconds", type=float, default=2.0)
+    ap.add_argument("--capacity-seconds", type=float, default=3.0)
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -468,11 +482,13 @@ def main() -> int:
                     remove_vxlan(bench)
         if want("capacity"):
             conf = config(bench.port, bench.ifname, 1)
-            print("  capacity at N=1 (under 1 % of samples lost, one core):", flush=True)
-            mine = capacity(bench, ours, conf, "this agent", args.capacity_seconds, 400_000)
+            passing_traffic(bench)
+            print("  capacity at N=1 (under 1 % of samples lost, one core; frames passing "
+                  "through, to another MAC):", flush=True)
+            mine = capacity(bench, ours, conf, "this agent", args.capacity_seconds)
             print(f"  this agent: {mine}", flush=True)
             if reference:
-                ref = capacity(bench, theirs, conf, "hsflowd", args.capacity_seconds, 400_000)
+                ref = capacity(bench, theirs, conf, "hsflowd", args.capacity_seconds)
                 print(f"  hsflowd:    {ref}", flush=True)
     finally:
         if docker is not None:
