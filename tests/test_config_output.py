@@ -160,7 +160,9 @@ def test_describe_round_trips_everything():
     text = describe(config)
     assert parse_config(text) == config
     assert "# not supported yet: ulog, psample, dropmon, opx, xen" in text
-    assert "# warning: all.conf:12: 'loopback' is ignored\n" in text
+    assert "# warning: all.conf:12: 'loopback' is ignored: loopback devices are always read, " \
+        "as in hsflowd\n" in text
+    assert "dynamic = on" in text.split("sflow {", 1)[1] and "fifo" not in text.split("sflow {")[1]
     assert '    speed = 2500M-\n' in text
 
 
@@ -183,7 +185,8 @@ def test_default_config_examples_are_valid():
         "this collector is not used", "this collector is not used",
         "sampling, polling, sampling.100M, sampling.1G, sampling.10G, sampling.bps_ratio, "
         "sampling.http, polling.http not used"]
-    assert [r.dev for r in config.pcap] == ["eth0", "docker0", None]
+    assert [r.dev for r in config.pcap] == ["eth0", "docker0", None, None]
+    assert config.pcap[3].dynamic and config.k8s.mark_traffic
     assert config.pcap[2].speed_min == 10 ** 9 and config.pcap[2].speed_max == 10 ** 12
     assert config.epcap[0].dev == "eth0"
     assert (config.nflog.group, config.nflog.probability) == (5, 0.0025)
