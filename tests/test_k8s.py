@@ -269,6 +269,7 @@ def test_k8s_life_of_the_module(containerd, node, agents, receivers):  # noqa: F
     rest = assert_idle(agent.pid, 3, context=agent.stderr)
 
     # ---- 4. reloads: markTraffic off (no 2210), then on again
+    before = _threads_and_fds(agent.pid)
     for mark, wanted in (("markTraffic = off", False), ("markTraffic = on", True)):
         agent.write_config(k8s_conf(r.port, containerd, node.bridge, mark))
         revisions = agent.stderr().count("configuration revision")
@@ -283,6 +284,7 @@ def test_k8s_life_of_the_module(containerd, node, agents, receivers):  # noqa: F
             r.collect(1.5)
             assert list(_flow_samples(r, t_ping)) and not _marked(r, t_ping)
         assert_idle(agent.pid, 3, rest, context=agent.stderr)
+        assert _threads_and_fds(agent.pid) == before
 
     # ---- 5. containerd killed and started again: survived
     baseline = _threads_and_fds(agent.pid)
@@ -375,6 +377,8 @@ def test_k8s_with_docker_and_tcp(containerd, node, agents, receivers, tmp_path):
     assert _wait(r, lambda: {(ta.ds[1], tb.ds[1])} <= _marked(r, t_ping), 5)
     names = {m["name"]: m for m in _status(agent)["modules"]}
     assert all(names[n]["running"] and not names[n]["error"] for n in ("k8s", "docker", "tcp"))
+    rest = assert_idle(agent.pid, 3, context=agent.stderr)
+    baseline = _threads_and_fds(agent.pid)
     # dockerd's socket appears: on the next revision k8s {} stands down, docker {} sends 2100
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(docker_sock))
@@ -392,6 +396,14 @@ def test_k8s_with_docker_and_tcp(containerd, node, agents, receivers, tmp_path):
     agent.signal(signal.SIGHUP)
     t_up = time.monotonic()
     assert _wait(r, lambda: _samples(r, ta.ds, t_up), POLLING + TIME_SLACK + 2), agent.stderr()
+    t_ping = time.monotonic()
+    _ping(a, b.ip, 3)
+    assert _wait(r, lambda: {(ta.ds[1], tb.ds[1])} <= _marked(r, t_ping), 5)
+    deadline = time.monotonic() + 5
+    while _threads_and_fds(agent.pid) != baseline and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _threads_and_fds(agent.pid) == baseline
+    assert_idle(agent.pid, 3, rest, context=agent.stderr)
     assert "Traceback" not in agent.stderr()
 
 
