@@ -27,6 +27,7 @@ import io
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -153,10 +154,24 @@ class Dockerd:
         raise DockerUnavailable(f"dockerd did not answer within {timeout:.0f} s: {self.log_tail()}")
 
     def _ping(self) -> bool:
+        # docker-py leaves its socket open when the connect fails (a daemon not listening
+        # yet): try the socket first; and a client of a fixed version makes no call when it
+        # is made ("auto" asks the daemon for its version there)
+        import docker
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            return bool(self.client(fresh=True).ping())
+            probe.connect(str(self.socket))
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        client = docker.APIClient(base_url=self.url, version="1.24", timeout=5)
+        try:
+            return bool(client.ping())
         except Exception:
             return False
+        finally:
+            client.close()
 
     @property
     def pid(self) -> int:
