@@ -10,7 +10,7 @@ change (``sources.vnic``: a thread that joins the namespace).  No daemon is aske
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import FrozenSet, Iterable, Optional, Sequence, Tuple
 
 from ..sflow.counters import OsName
@@ -30,7 +30,7 @@ class ContainerProcess:
     devices: FrozenSet[str] = frozenset()      # its net/dev names when the links were read
     adapters: Tuple[Tuple[int, bytes], ...] = ()   # (ifIndex in its namespace, MAC)
     peers: Tuple[int, ...] = ()                # host side of its veths
-    ips: Tuple[bytes, ...] = field(default=())     # its namespace's addresses, packed
+    ips: Tuple[bytes, ...] = ()                # its namespace's addresses, packed
 
 
 class ProcessReader:
