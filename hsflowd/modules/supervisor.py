@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
-from . import AgentState, Context, Module, ModuleSpec, enabled_specs
+from . import EVERYTHING, AgentState, Context, Module, ModuleSpec, enabled_specs
 from ..virt.dsindex import DsIndexTable
 from .flowhooks import FlowHooks
 
@@ -108,7 +109,9 @@ class Supervisor:
             return
         slot.module = module
         if state is not None:
-            self.call(slot, "reconcile", module.reconcile, state)
+            # new to it, all of it: a module started again after a failure, when the last
+            # change was only "targets", must still read the configuration
+            self.call(slot, "reconcile", module.reconcile, replace(state, changed=EVERYTHING))
 
     def _stop(self, slot: Slot) -> None:
         module, slot.module = slot.module, None
