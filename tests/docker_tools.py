@@ -154,24 +154,16 @@ class Dockerd:
         raise DockerUnavailable(f"dockerd did not answer within {timeout:.0f} s: {self.log_tail()}")
 
     def _ping(self) -> bool:
-        # docker-py leaves its socket open when the connect fails (a daemon not listening
-        # yet): try the socket first; and a client of a fixed version makes no call when it
-        # is made ("auto" asks the daemon for its version there)
-        import docker
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        """dockerd answers /_ping on its socket (asked by hand: a docker-py client made
+        while dockerd is not up yet leaves its socket open behind the exception)."""
         try:
-            probe.connect(str(self.socket))
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect(str(self.socket))
+                s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                return s.recv(64).split(b" ", 2)[1:2] == [b"200"]     # HTTP/1.x 200 OK
         except OSError:
             return False
-        finally:
-            probe.close()
-        client = docker.APIClient(base_url=self.url, version="1.24", timeout=5)
-        try:
-            return bool(client.ping())
-        except Exception:
-            return False
-        finally:
-            client.close()
 
     @property
     def pid(self) -> int:

@@ -42,6 +42,9 @@ HOST_SOURCE: DataSource = (2, 1)
 ROOT = "root"   # in a module's privileges: it cannot run without uid 0 (as hsflowd's module)
 
 
+EVERYTHING = frozenset({"config", "interfaces", "agent", "targets", "ports"})
+
+
 @dataclass(frozen=True)
 class AgentState:
     """What modules are told on every change: the running configuration and the facts of
@@ -55,7 +58,7 @@ class AgentState:
     agent: Any = None                 # hsflowd.address.AgentAddress, None until elected
     targets: Tuple[Tuple[str, int], ...] = ()   # collectors as resolved (address, port)
     host_uuid: Any = None             # uuid.UUID of this host, decided once by the agent
-    changed: FrozenSet[str] = frozenset({"config", "interfaces", "agent", "targets"})
+    changed: FrozenSet[str] = EVERYTHING
     # what modules asked of the ports ("ports" in changed: ``modules.ports``)
     requested_taps: FrozenSet[int] = frozenset()     # ifindexes for dynamic = on rules
     port_names: Mapping[int, str] = field(default_factory=dict)   # ifindex -> name (1005)
@@ -256,5 +259,5 @@ def _load_all() -> None:
                    containerd, k8s, kvm, dnssd, jsonapp, tcp)
 
 
-__all__ = ["AgentState", "Context", "DataSource", "HOST_SOURCE", "Module", "ModuleSpec",
-           "ORDER", "REGISTRY", "ROOT", "enabled_specs", "privileges_for", "register"]
+__all__ = ["EVERYTHING", "AgentState", "Context", "DataSource", "HOST_SOURCE", "Module",
+           "ModuleSpec", "ORDER", "REGISTRY", "ROOT", "enabled_specs", "privileges_for", "register"]

@@ -54,7 +54,9 @@ BLOCK_TIMEOUT_MS = 100       # a part-filled block is handed over after this lon
 FRAME_SIZE = 1 << 11
 
 _BLOCK = struct.Struct("<III")        # block_status, num_pkts, offset_to_first_pkt (at +8)
-_PACKET = struct.Struct("<IIIIIIHHIHH")  # tpacket3_hdr up to the vlan tpid
+# tpacket3_hdr: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, tp_status, tp_mac,
+# (tp_net, tp_rxhash skipped), tp_vlan_tci (a __u32), tp_vlan_tpid
+_PACKET = struct.Struct("<IIIIIIH2x4xIH")
 _SLL_PKTTYPE = 48 + 10               # sockaddr_ll follows the 48-byte tpacket3_hdr
 _STATS = struct.Struct("III")         # tpacket_stats_v3: packets, drops, freeze count
 _VLAN = struct.Struct(">HH")
@@ -236,8 +238,7 @@ class ClassicBpfSampler(TapSampler):
             batch = []
             add = batch.append
             for _ in range(count):
-                (nxt, sec, nsec, snaplen, length, pstatus, mac, _net,
-                 _hash, tci, tpid) = unpack_packet(mm, off)
+                nxt, sec, nsec, snaplen, length, pstatus, mac, tci, tpid = unpack_packet(mm, off)
                 data = mm[off + mac: off + mac + snaplen]
                 if pstatus & TP_STATUS_VLAN_VALID and len(data) >= 12:
                     # the kernel took the 802.1Q tag out of the frame: put it back
