@@ -235,7 +235,7 @@ def test_sigterm_during_startup_leaves_nothing(netns, agents):
         assert agent.wait(15) == 0, agent.stderr()
         assert "Traceback" not in agent.stderr()
         assert "hsflowd" not in tc_filters(host, "vh"), delay
-        rules = host.run(["iptables-legacy", "-S"], check=False).stdout
+        rules = host.run(["iptables-legacy", "-w", "-S"], check=False).stdout
         assert "hsflowd:nflog" not in rules, (delay, rules)
 
 

@@ -92,7 +92,7 @@ def test_managed_iptables_rules_as_nobody(netns, agents):
     assert uid == 65534 and caps == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
 
     def rules():
-        return host.run(["iptables-legacy", "-S"], check=False).stdout.count("hsflowd:nflog")
+        return host.run(["iptables-legacy", "-w", "-S"], check=False).stdout.count("hsflowd:nflog")
 
     assert wait_until(lambda: rules() == 2, 10), agent.stderr()
     assert agent.stop() == 0
