@@ -1,6 +1,7 @@
-"""Shared fixtures (namespaces that are always removed, a UDP collector socket) and the CI
-rule on skips: with CI=true, a test that skips fails the run unless the reason is one of the
-kernel limits in tests/kernel_limits.py.
+"""Shared fixtures (namespaces that are always removed, a UDP collector socket; the daemons
+and builds that several files share: dockerd, libvirtd, the debs), the CI rule on skips
+(with CI=true, a test that skips fails the run unless the reason is one of the kernel
+limits in tests/kernel_limits.py).
 """
 
 from __future__ import annotations
@@ -43,6 +44,88 @@ def udp_collector():
     sock.settimeout(5)
     yield sock, sock.getsockname()[1]
     sock.close()
+
+
+# ---------------------------------------------------------------- daemons shared by files
+# One of each per run: made by the first test that asks, stopped at the end.  Each is
+# handed to a test running and without what earlier tests made in it.
+
+@pytest.fixture(scope="session")
+def dockerd_daemon():
+    """A private dockerd with the busybox image (tests/docker_tools.py)."""
+    import docker_tools
+    why = docker_tools.why_not()
+    if why:
+        pytest.skip(f"dockerd cannot run here: {why}")
+    d = docker_tools.Dockerd()
+    try:
+        d.start()
+        d.import_busybox()
+    except docker_tools.DockerUnavailable as e:
+        d.stop()
+        pytest.skip(f"dockerd cannot run here: {e}")
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def dockerd(dockerd_daemon):
+    """The run's dockerd, started again if an earlier test left it killed; the containers
+    the test made are removed after it."""
+    d = dockerd_daemon
+    if not d._ping():
+        d.start()
+    yield d
+    if d._ping():
+        for container in d.client().containers(all=True):
+            d.remove_container(container["Id"])
+
+
+@pytest.fixture(scope="session")
+def libvirtd_daemon():
+    """A libvirtd of our own on the system socket (tests/libvirt_tools.py)."""
+    import libvirt_tools
+    why = libvirt_tools.why_not()
+    if why:
+        pytest.skip(f"libvirtd cannot run here: {why}")
+    d = libvirt_tools.Libvirtd()
+    try:
+        d.start()
+    except libvirt_tools.LibvirtUnavailable as e:
+        d.stop()
+        pytest.skip(f"libvirtd cannot run here: {e}")
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def libvirtd(libvirtd_daemon):
+    """The run's libvirtd; the domains the test made are destroyed after it."""
+    d = libvirtd_daemon
+    yield d
+    d.destroy_all()
+
+
+@pytest.fixture(scope="session")
+def debs(tmp_path_factory):
+    """{version: path} of two debs of this tree (tests/package_tools.py): this version, and
+    a rebuild with a higher version for upgrades."""
+    import shutil
+
+    import package_tools
+    from hsflowd import __version__
+    missing = [c for c in ("dpkg-buildpackage", "make") if shutil.which(c) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}")
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "LC_ALL": "C.UTF-8"}
+    try:
+        out = package_tools.build_debs(tmp_path_factory.mktemp("deb"), __version__, env)
+    except package_tools.BuildError as e:
+        if str(e).startswith("deb build dependencies"):
+            pytest.skip(str(e))
+        pytest.fail(str(e))
+    assert not (package_tools.REPO / "packaging" / "debian" / ".debhelper").exists()
+    return out
 
 
 # ---------------------------------------------------------------- CI: no passing by skipping

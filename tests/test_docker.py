@@ -30,7 +30,6 @@ from typing import Dict, List, Optional
 import psutil
 import pytest
 
-import docker_tools
 from agentproc import (agents, config_text, proc_cpu_seconds, receivers,  # noqa: F401
                        records_by_tag, run_hsflowd, samples_from)
 from hsflowd.sflow.flows import ExtendedEntities
@@ -48,22 +47,6 @@ DISK_SLACK = 1 << 20
 TIME_SLACK = 3.0
 SOON = 5 * POLLING
 BURN = ["sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 100000"]
-
-
-@pytest.fixture(scope="module")
-def dockerd():
-    why = docker_tools.why_not()
-    if why:
-        pytest.skip(f"dockerd cannot run here: {why}")
-    d = docker_tools.Dockerd()
-    try:
-        d.start()
-        d.import_busybox()
-    except docker_tools.DockerUnavailable as e:
-        d.stop()
-        pytest.skip(f"dockerd cannot run here: {e}")
-    yield d
-    d.stop()
 
 
 class Box:

@@ -141,21 +141,6 @@ def test_kvm_without_libvirtd_costs_one_line(agents, receivers):  # noqa: F811
     assert _threads(agent.pid) == 1
 
 
-@pytest.fixture(scope="module")
-def libvirtd():
-    why = libvirt_tools.why_not()
-    if why:
-        pytest.skip(f"libvirtd cannot run here: {why}")
-    d = libvirt_tools.Libvirtd()
-    try:
-        d.start()
-    except libvirt_tools.LibvirtUnavailable as e:
-        d.stop()
-        pytest.skip(f"libvirtd cannot run here: {e}")
-    yield d
-    d.stop()
-
-
 @pytest.mark.netns
 @pytest.mark.slow
 def test_kvm_qemu_domain(libvirtd, agents, receivers):  # noqa: F811
