@@ -1,7 +1,8 @@
 """Shared fixtures (namespaces that are always removed, a UDP collector socket; the daemons
 and builds that several files share: dockerd, libvirtd, the debs), the CI rule on skips
 (with CI=true, a test that skips fails the run unless the reason is one of the kernel
-limits in tests/kernel_limits.py).
+limits in tests/kernel_limits.py) and the grouping of tests on xdist workers
+(tests/parallel.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import kernel_limits  # noqa: E402
+import parallel  # noqa: E402
 from netns import Namespace, is_root  # noqa: E402
 
 
@@ -47,8 +49,10 @@ def udp_collector():
 
 
 # ---------------------------------------------------------------- daemons shared by files
-# One of each per run: made by the first test that asks, stopped at the end.  Each is
-# handed to a test running and without what earlier tests made in it.
+# One of each per run: made by the first test that asks, stopped at the end.  On xdist
+# workers every test that uses one runs on the same worker (tests/parallel.py), so one is
+# made there and nowhere else.  Each is handed to a test running and without what earlier
+# tests made in it.
 
 @pytest.fixture(scope="session")
 def dockerd_daemon():
@@ -128,6 +132,23 @@ def debs(tmp_path_factory):
     return out
 
 
+# ---------------------------------------------------------------- xdist: who shares a worker
+
+@pytest.hookimpl(tryfirst=True)        # before xdist turns the groups into node ids
+def pytest_collection_modifyitems(config, items):
+    if parallel.under_xdist(config):
+        parallel.order_and_publish(config, items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return parallel.make_scheduler(config, log)
+
+
+def pytest_unconfigure(config):
+    parallel.unconfigure(config)
+
+
 # ---------------------------------------------------------------- CI: no passing by skipping
 
 CI_SKIP = "CI=true and this skipped: "
@@ -152,6 +173,7 @@ def _fail_skip_in_ci(report) -> None:
 
 
 def pytest_configure(config):
+    parallel.configure(config)
     if kernel_limits.in_ci():       # a module that failed so still lets the others run
         config.option.continue_on_collection_errors = True
 

@@ -21,7 +21,7 @@ from agentproc import agents, assert_idle, config_text, receivers  # noqa: F401 
 from lifecycle import HOST_IP, PEER_IP, Rig, sampler_body, wait_until
 from netns import veth
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 
 def ebpf_available() -> bool:

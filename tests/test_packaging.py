@@ -50,6 +50,8 @@ ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
 # apt-get waits for a dpkg lock another apt holds, where dpkg would fail at once
 APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=120"]
 
+pytestmark = pytest.mark.slow
+
 
 def run(cmd, check=True, **kw):
     kw.setdefault("env", ENV)
