@@ -28,6 +28,7 @@ from ipaddress import ip_interface
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from hsflowd.frames import walk_sample  # noqa: E402
 from hsflowd.modules.tunnels import TunnelsModule  # noqa: E402
 from hsflowd.samplers.flow import FlowSampleBuilder  # noqa: E402
 from hsflowd.sources.interfaces import Address, Interface, Vxlan  # noqa: E402
@@ -58,6 +59,9 @@ class Ctx:
     log = logging.getLogger("bench")
 
     def add_flow_hook(self, hook):
+        pass
+
+    def remove_flow_hooks(self):
         pass
 
 
@@ -109,11 +113,11 @@ def main() -> None:
         builder.sample(header, len(header), in_if, out_if, 1)
         sample = built.pop()
         hook = module.hook
-        added = len(hook(sample)) - len(sample)
+        added = len(hook(sample, walk_sample(sample))) - len(sample)
 
         def run(n, hook=hook, sample=sample):
-            for _ in range(n):
-                hook(sample)
+            for _ in range(n):     # the walk (once per sample, for every hook) and the hook
+                hook(sample, walk_sample(sample))
         per_s = rate(run, args.seconds)
         print(f"  {name:28s} {per_s:12,.0f} samples/s  {1e6 / per_s:6.2f} us  (+{added} bytes)")
 

@@ -11,7 +11,8 @@ import uuid
 import pytest
 
 from hsflowd.modules import Context
-from hsflowd.modules.flowhooks import FlowHooks, view
+from hsflowd.frames import walk_frame, walk_sample
+from hsflowd.modules.flowhooks import FlowHooks, Sink
 from hsflowd.sflow import FlowSample
 from hsflowd.sflow.counters import UNKNOWN32, UNKNOWN64
 from hsflowd.sflow.flows import ExtendedEntities, SampledHeader
@@ -394,7 +395,7 @@ def test_kvm_reading_of_stats():
 
 class _Ctx(Context):
     def __init__(self, hooks, table):
-        super().__init__("docker", lambda *a: None, lambda t: None, hooks.emit, hooks.send,
+        super().__init__("docker", lambda *a: None, lambda t: None, hooks.emit, hooks.output.emit,
                          lambda i: {}, None, hooks, ds_indexes=table)
 
 
@@ -417,7 +418,7 @@ def test_mark_traffic_hook(monkeypatch):
     from hsflowd.modules.docker import Container, DockerModule
     sent = []
     table = DsIndexTable(signed_char=True)
-    hooks = FlowHooks(sent.append)
+    hooks = FlowHooks(Sink(sent.append))
     monkeypatch.setattr(DockerModule, "_connect", lambda self, now: None)
     module = DockerModule(_Ctx(hooks, table))
     config = parse_config("sflow { collector { ip=127.0.0.1 } docker { markTraffic=on } }")
@@ -426,45 +427,54 @@ def test_mark_traffic_hook(monkeypatch):
     a = module.book.add(Container(key="a" * 64, uuid=b"\xaa" * 16, name="a", peers=(7,),
                                   macs=(mac_a,), ips=(ipaddress.ip_address("10.0.0.2").packed,)))
     b = module.book.add(Container(key="b" * 64, uuid=b"\xbb" * 16, name="b", macs=(mac_b,)))
-    module.marks_dirty = True
+    module._marks_changed()
     # by port (a's veth is 7), by MAC (b), and nothing for a stranger
     hooks.emit(_sample(_frame(mac_a, mac_b, "10.0.0.2", "10.0.0.3"), 7, 9))
     hooks.emit(_sample(_frame(mac_x, mac_b, "10.9.9.9", "10.0.0.3"), 3, 9))
     hooks.emit(_sample(_frame(mac_x, mac_x, "10.9.9.9", "10.0.0.2"), 3, 9))   # by IP
     hooks.emit(_sample(_frame(mac_x, mac_x, "10.9.9.9", "10.9.9.8"), 3, 9))
+    # by IP behind a 0x9100 tag and an 802.1Q one (the walk every hook shares)
+    plain = _frame(mac_x, mac_x, "10.9.9.9", "10.0.0.2")
+    hooks.emit(_sample(plain[:12] + b"\x91\x00\x00\x07\x81\x00\x00\x05" + plain[12:], 3, 9))
     entities = []
     for blob in sent:
         records = FlowSample.decode_body(blob, 8).flow_records
         found = [r for r in records if isinstance(r, ExtendedEntities)]
         entities.append(found[0] if found else None)
-        assert view(blob) is not None
+        assert walk_sample(blob) is not None
     assert (entities[0].src_dsClass, entities[0].src_dsIndex, entities[0].dst_dsIndex) == \
         (3, a.ds_index, b.ds_index)
     assert (entities[1].src_dsClass, entities[1].src_dsIndex, entities[1].dst_dsIndex) == \
         (0, 0, b.ds_index)
     assert entities[2].dst_dsIndex == a.ds_index
     assert entities[3] is None
+    assert entities[4].dst_dsIndex == a.ds_index
     # markTraffic off on reload: the hook goes
     module.reconcile(AgentState(config=parse_config(
         "sflow { collector { ip=127.0.0.1 } docker { } }"), revision=2, interfaces=None))
-    assert hooks.hooks == []
+    assert hooks.chain == ()
     module.close()
     assert len(table) == 0
 
 
-def test_ip_pair_through_vlan_tags_and_ipv6():
-    from hsflowd.virt.marks import ip_pair
-    v4 = _frame(b"\x02" * 6, b"\x04" * 6, "10.0.0.2", "10.0.0.3")
-    assert ip_pair(v4) == (ipaddress.ip_address("10.0.0.2").packed,
-                           ipaddress.ip_address("10.0.0.3").packed)
-    tagged = v4[:12] + b"\x81\x00\x00\x05" + v4[12:]
-    assert ip_pair(tagged) == ip_pair(v4)
-    src, dst = ipaddress.ip_address("2001:db8::1"), ipaddress.ip_address("2001:db8::2")
-    v6 = b"\x04" * 6 + b"\x02" * 6 + b"\x86\xdd" + struct.pack(">IHBB", 6 << 28, 0, 17, 64) \
-        + src.packed + dst.packed
-    assert ip_pair(v6) == (src.packed, dst.packed)
-    assert ip_pair(v4[:12] + b"\x08\x06" + bytes(28)) is None      # ARP
-    assert ip_pair(v4[:30]) is None                                 # cut short
+def test_mark_traffic_hook_only_while_a_container_is_known(monkeypatch):
+    """A hook that can add nothing is not run: markTraffic on, no container, no hook."""
+    from hsflowd.config import parse_config
+    from hsflowd.modules import AgentState
+    from hsflowd.modules.docker import Container, DockerModule
+    hooks = FlowHooks(Sink(lambda s: None))
+    monkeypatch.setattr(DockerModule, "_connect", lambda self, now: None)
+    module = DockerModule(_Ctx(hooks, DsIndexTable(signed_char=True)))
+    module.reconcile(AgentState(config=parse_config(
+        "sflow { collector { ip=127.0.0.1 } docker { markTraffic=on } }"), revision=1, interfaces=None))
+    assert hooks.chain == ()
+    c = module.book.add(Container(key="a" * 64, uuid=b"\xaa" * 16, name="a",
+                                  macs=(bytes.fromhex("02420a000002"),)))
+    module._marks_changed()
+    assert [owner for owner, _ in hooks.chain] == ["docker"]
+    module._stopped(c, VirState.SHUTDOWN)
+    assert hooks.chain == ()
+    module.close()
 
 
 def test_container_whose_cgroup_vanished_is_stopped(tmp_path, monkeypatch):
@@ -474,7 +484,7 @@ def test_container_whose_cgroup_vanished_is_stopped(tmp_path, monkeypatch):
     from hsflowd.modules.docker import Container, DockerModule
     table = DsIndexTable(signed_char=True)
     monkeypatch.setattr(DockerModule, "_connect", lambda self, now: None)
-    module = DockerModule(_Ctx(FlowHooks(lambda s: None), table), procfs=str(tmp_path / "proc"))
+    module = DockerModule(_Ctx(FlowHooks(Sink(lambda s: None)), table), procfs=str(tmp_path / "proc"))
     module.reconcile(AgentState(config=parse_config(
         "sflow { collector { ip=127.0.0.1 } docker { } }"), revision=1, interfaces=None))
     _tree(tmp_path, {"cg/x/memory.current": "4096\n", "cg/x/cpu.stat": "usage_usec 7000\n"})

@@ -6,7 +6,8 @@ registry is the model).  The agent walks the registry; it never imports a module
 internals, and no module reaches into another's state.
 
 What a module is given (``Context``): ``watch(fd, callback)`` for the descriptors it reads,
-``emit(sample)`` for encoded flow samples, ``link_stats(ifindexes)`` for interface counters
+``emit(sample)`` for encoded flow samples (``writer()``: the datagram a sampler may pack them
+straight into, while no hook needs to see them), ``link_stats(ifindexes)`` for interface counters
 read once per tick, the interface table, ``add_flow_hook`` to add records to other modules'
 flow samples (``flowhooks``), ``claim_ds_index`` for a container's or VM's data source 3:N
 (one table for every module, ``virt.dsindex``), and ``config_changed()`` for a source of
@@ -68,6 +69,8 @@ class Context:
         self._watch, self._unwatch = watch, unwatch
         self.emit = emit                  # a flow sample: through other modules' hooks, out
         self.send = send                  # a sample straight into the datagram (no hooks)
+        # the open datagram, while no hook needs to see flow samples (samplers.flow)
+        self.writer = flow_hooks.writer if flow_hooks is not None else (lambda: None)
         self.link_stats = link_stats
         self.interfaces = interfaces
         self.config_changed = config_changed
@@ -90,14 +93,16 @@ class Context:
         except ValueError:
             pass
 
-    def add_flow_hook(self, hook: Callable[[bytes], Any]) -> None:
-        """See ``flowhooks``: ``hook(sample)`` sees every flow sample on its way out."""
-        self._flow_hooks.add(self.name, hook)
+    def add_flow_hook(self, hook: Callable[[bytes, Any], Any]) -> None:
+        """See ``flowhooks``: ``hook(sample, packet)`` sees every flow sample on its way
+        out, from now on (it replaces this module's hook, if it had one).  Have one only
+        while it can add something: a hook costs every sample its walk."""
+        self._flow_hooks.set(self.name, hook)
 
     def remove_flow_hooks(self) -> None:
-        """Take back every flow hook this module added."""
+        """This module has no flow hook from now on."""
         if self._flow_hooks is not None:
-            self._flow_hooks.remove(self.name)
+            self._flow_hooks.set(self.name, None)
 
     def claim_ds_index(self, uuid16: bytes) -> int:
         """The data source index N (3:N) of the guest with this UUID: hsflowd's
@@ -175,6 +180,13 @@ class ModuleSpec:
 
 REGISTRY: Dict[str, ModuleSpec] = {}
 
+# Every module, in the order the agent starts them and runs their flow hooks: tunnels and
+# the modules that mark a packet's guests before tcp, whose hook keeps samples and sends
+# them later past the hooks after it.
+ORDER: Tuple[str, ...] = ("host", "interfaces", "pcap", "epcap", "nflog", "ovs", "tunnels",
+                          "docker", "containerd", "k8s", "kvm", "systemd", "dns-sd", "json",
+                          "tcp")
+
 
 def register(name: str, enabled: Callable[[Any], bool],
              privileges: Callable[[Any], Iterable[str]] = lambda config: ()):
@@ -185,10 +197,12 @@ def register(name: str, enabled: Callable[[Any], bool],
     def decorate(cls: Type[Module]) -> Type[Module]:
         if name in REGISTRY:
             raise ValueError(f"module {name!r} is registered twice")
+        if name not in ORDER:
+            raise ValueError(f"module {name!r} has no place in modules.ORDER")
         cls.name = name
         REGISTRY[name] = ModuleSpec(name, cls, enabled,
                                     lambda config: frozenset(privileges(config)),
-                                    len(REGISTRY))
+                                    ORDER.index(name))
         return cls
     return decorate
 
@@ -217,11 +231,10 @@ def _load_all() -> None:
     if _LOADED:
         return
     _LOADED = True
-    # the order their flow hooks run in: tunnels and docker's marks before tcp, whose hook
-    # keeps samples and sends them later past the hooks after it
+    # ORDER, not the order of these imports, decides the order of modules and hooks
     from . import (host, interfaces, pcap, epcap, nflog, ovs, tunnels, docker, kvm,  # noqa: F401
                    dnssd, jsonapp, tcp)
 
 
 __all__ = ["AgentState", "Context", "DataSource", "HOST_SOURCE", "Module", "ModuleSpec",
-           "REGISTRY", "ROOT", "enabled_specs", "privileges_for", "register"]
+           "ORDER", "REGISTRY", "ROOT", "enabled_specs", "privileges_for", "register"]

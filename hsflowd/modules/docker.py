@@ -135,9 +135,7 @@ class DockerModule(GuestsModule):
         self.resync = False
         self.tickets: Dict[str, int] = {}     # events seen per id: an older inspect loses
         self.books = Books()
-        self.hooked = False
         self.kvm_too = False
-        self.marks_dirty = True
         self.marks = Marks()
         try:
             self.mounts: Optional[cgroups.Mounts] = cgroups.read_mounts(procfs)
@@ -158,17 +156,11 @@ class DockerModule(GuestsModule):
         self.settings = settings_of(state.config)
         self.set_intervals(self.settings.refresh, self.settings.forget)
         self.kvm_too = state.config.kvm is not None
-        if self.settings.mark and not self.hooked:
-            self.ctx.add_flow_hook(self._mark)
-            self.hooked = True
-            self.marks_dirty = True
-        elif not self.settings.mark and self.hooked:
-            self.ctx.remove_flow_hooks()
-            self.hooked = False
+        self._marks_changed()
 
     def _forgotten(self, gone: Container) -> None:
         self.tickets.pop(gone.key, None)
-        self.marks_dirty = True
+        self._marks_changed()
         self.log.info("container %s forgotten (stopped %d s ago)", gone.name, self.forget)
 
     # ------------------------------------------------------------ the connection
@@ -272,8 +264,8 @@ class DockerModule(GuestsModule):
             self.log.info("container %s: data source 3:%d", info.name, c.ds_index)
         c.name, c.hostname = info.name, info.hostname
         c.memory_limit, c.macs, c.ips = info.memory_limit, info.macs, info.ips
-        self.marks_dirty = True
         if not current:
+            self._marks_changed()
             return          # an event came after this answer was asked for: it says more
         if info.status in ("running", "paused") and info.pid:
             self.book.started(c)
@@ -281,13 +273,14 @@ class DockerModule(GuestsModule):
             if info.pid != c.pid or c.cgroup is None:
                 c.pid = info.pid
                 self._attach(c)
+            self._marks_changed()
         else:
             self._stopped(c, STATES.get(info.status, VirState.SHUTDOWN))
 
     def _stopped(self, c: Container, state: int) -> None:
         c.state = state
         self.book.stopped(c)
-        self.marks_dirty = True
+        self._marks_changed()
 
     # ------------------------------------------------------------ its cgroup and namespace
     def _attach(self, c: Container) -> None:
@@ -315,7 +308,7 @@ class DockerModule(GuestsModule):
         adapters = vnic.container_adapters(links)
         c.adapters = tuple((i.ifindex, i.mac) for i in adapters)
         c.peers = tuple(p for p in (vnic.peer_ifindex(i) for i in adapters) if p)
-        self.marks_dirty = True
+        self._marks_changed()
 
     def _read_net(self, c: Container) -> None:
         try:
@@ -377,14 +370,18 @@ class DockerModule(GuestsModule):
         return [virt_node(self.book.running_count())]
 
     # ------------------------------------------------------------ markTraffic
-    def _mark(self, sample: bytes) -> bytes:
-        """The flow hook (``virt.marks``): extended_entities for a packet from or to a
-        container; the tables are rebuilt after its containers changed."""
-        if self.marks_dirty:
+    def _marks_changed(self) -> None:
+        """Its containers, or markTraffic, changed: the tables again, and the flow hook
+        (``virt.marks``) only while there is a container to find."""
+        if self.settings.mark:
             self.marks.rebuild((c.ds_index, c.peers, c.ips, set(c.macs) | {m for _, m in c.adapters})
                                for c in self.book if c.running)
-            self.marks_dirty = False
-        return self.marks.mark(sample)
+        else:
+            self.marks.rebuild(())
+        if self.marks.empty:
+            self.ctx.remove_flow_hooks()
+        else:
+            self.ctx.add_flow_hook(self.marks.mark)
 
     # ------------------------------------------------------------ status
     def status(self):

@@ -32,10 +32,10 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 
-from ..sources.tcpinfo import (DIR_RECEIVED, DIR_SENT, Connection, open_diag_socket,
-                               packet_endpoints, read_tcp_info, tcp_info_record)
+from ..frames import SampledPacket, append_records
+from ..sources.tcpinfo import (DIR_RECEIVED, DIR_SENT, Connection, endpoints, open_diag_socket,
+                               read_tcp_info, tcp_info_record)
 from . import AgentState, Module, register
-from .flowhooks import append_records
 
 LOOKUPS_PER_SECOND = 50
 PER_CONNECTION = 16           # samples waiting for one answer
@@ -87,8 +87,8 @@ class TcpModule(Module):
             self.local = local_addresses(state.interfaces)
 
     # ------------------------------------------------------------ the hot path
-    def _hook(self, sample: bytes) -> Optional[bytes]:
-        conn = packet_endpoints(sample)
+    def _hook(self, sample: bytes, pkt: SampledPacket) -> Optional[bytes]:
+        conn = endpoints(pkt)
         if conn is None:
             return sample
         version, src, dst, sport, dport = conn

@@ -41,9 +41,12 @@ picks towards the remote (a route lookup, per device and family, with the table)
 outer source port is a hash of the inner flow that only the kernel knows: 0.  Devices in
 external (collect_metadata) mode have no VNI or remote of their own and get no records.
 
-The tables are read when interfaces change, when a MAC is missing (at most once a second,
-once per MAC) and once a minute: never per packet.  Any other sample costs the hook two
-dict lookups and a look at the sampled header in place (bench/bench_tunnels.py).
+The hook runs only while this namespace has a VXLAN device (any: a device in external
+mode, such as Open vSwitch's vxlan_sys_4789, ends tunnels too); without one the host ends
+no VXLAN tunnel and the hook is not run.  The tables are read when interfaces change, when
+a MAC is missing (at most once a second, once per MAC) and once a minute: never per
+packet.  Any other sample costs the hook two dict lookups and two tests of the walk that
+every hook shares (bench/bench_tunnels.py).
 """
 
 from __future__ import annotations
@@ -60,9 +63,9 @@ from ..sflow import (ExtendedDecapsulateEgress, ExtendedDecapsulateIngress, Exte
                      ExtendedIPv4TunnelIngress, ExtendedIPv6TunnelEgress, ExtendedIPv6TunnelIngress,
                      ExtendedVniEgress, ExtendedVniIngress, HeaderProtocol)
 from ..sflow.samples import INTERNAL
+from ..frames import SampledPacket, append_records, walk_frame
 from ..sources.interfaces import discard_stray_replies
 from . import AgentState, Module, register
-from .flowhooks import append_records, header_span
 
 log = logging.getLogger("hsflowd.tunnels")
 
@@ -76,23 +79,12 @@ REFRESH_INTERVAL = 60.0
 MISS_REFRESH_INTERVAL = 1.0
 MAX_MISSED = 4096
 
-# where an encoded flow sample keeps what the hook reads (flowhooks._FIXED, samplers/flow.py);
-# the quick test reads the sampled header's ethertype (88), IPv4 protocol (99) or IPv6 next
-# header (96) and the UDP destination port in place
-_QUICK = struct.Struct(">IIIIIIIIII")      # at 36: input, output format, output, record
-_HEADER = 76                               # count, then the first record's tag, length and
-                                           # sampled_header fields; its bytes at 76
-_NO_HEADER = (0, 0, 0, 0)
 _IPV4_TUNNEL = struct.Struct(">IIII4s4sIIII")
 _IPV6_TUNNEL = struct.Struct(">IIII16s16sIIII")
 _WORD_RECORD = struct.Struct(">III")
 
 UNKNOWN4, UNKNOWN6 = b"\0" * 4, b"\0" * 16
-_VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
-_IPV6_EXTENSIONS = (0, 43, 60)             # hop-by-hop, routing, destination options
-_IPV6_WALK = _IPV6_EXTENSIONS + (44,)      # and fragment: what find_vxlan steps over
-_ETHERNET, _IPV4, _IPV6 = (int(HeaderProtocol.ETHERNET_ISO8023), int(HeaderProtocol.IPV4),
-                           int(HeaderProtocol.IPV6))
+_ETHERNET = int(HeaderProtocol.ETHERNET_ISO8023)
 
 
 # ---------------------------------------------------------------- records
@@ -140,70 +132,25 @@ class VxlanHit(NamedTuple):
 
 def find_vxlan(buf: bytes, start: int, end: int, protocol: int, ports) -> Optional[VxlanHit]:
     """The VXLAN packet in ``buf[start:end]`` (a sampled header of ``protocol``: Ethernet with
-    802.1Q/802.1ad tags, or raw IPv4/IPv6), None if it is not one: IPv4 or IPv6 (hop-by-hop,
-    routing, destination options and a first fragment are stepped over), UDP to one of
-    ``ports``, and a whole VXLAN header with the I flag (RFC 7348)."""
-    off = start
-    if protocol == _ETHERNET:
-        off += 12
-        while True:
-            if off + 2 > end:
-                return None
-            etype = buf[off] << 8 | buf[off + 1]
-            off += 2
-            if etype in _VLAN_TYPES:
-                off += 2
-                continue
-            break
-        if etype == 0x0800:
-            version = 4
-        elif etype == 0x86DD:
-            version = 6
-        else:
-            return None
-    elif protocol == _IPV4:
-        version = 4
-    elif protocol == _IPV6:
-        version = 6
-    else:
-        return None
-    if version == 4:
-        if off + 20 > end or buf[off] >> 4 != 4 or buf[off + 9] != IPPROTO_UDP \
-                or (buf[off + 6] & 0x1F or buf[off + 7]):     # a later fragment: no UDP header
-            return None
-        l4 = off + (buf[off] & 0x0F) * 4
-        src, dst = off + 12, off + 16
-        size = 4
-    else:
-        if off + 40 > end or buf[off] >> 4 != 6:
-            return None
-        nh, l4 = buf[off + 6], off + 40
-        while nh in _IPV6_EXTENSIONS and l4 + 2 <= end:
-            nh, l4 = buf[l4], l4 + (buf[l4 + 1] + 1) * 8
-        if nh == 44 and l4 + 8 <= end:                        # fragment header
-            if (buf[l4 + 2] << 8 | buf[l4 + 3]) & 0xFFF8:
-                return None
-            nh, l4 = buf[l4], l4 + 8
-        if nh != IPPROTO_UDP:
-            return None
-        src, dst = off + 8, off + 24
-        size = 16
-    if l4 + 16 > end or (buf[l4 + 2] << 8 | buf[l4 + 3]) not in ports or not buf[l4 + 8] & 0x08:
+    VLAN tags, or raw IPv4/IPv6), None if it is not one."""
+    return vxlan_in(buf, walk_frame(buf, start, end, protocol), ports)
+
+
+def vxlan_in(buf: bytes, pkt: SampledPacket, ports) -> Optional[VxlanHit]:
+    """The VXLAN packet ``pkt`` (a walk of ``buf``) is, None if it is not one: UDP to one of
+    ``ports`` (a first fragment at most) and a whole VXLAN header with the I flag (RFC
+    7348)."""
+    l4 = pkt.l4
+    if pkt.ip_protocol != IPPROTO_UDP or l4 < 0 or l4 + 16 > pkt.end \
+            or pkt.dst_port not in ports or not buf[l4 + 8] & 0x08:
         return None
     vni = buf[l4 + 12] << 16 | buf[l4 + 13] << 8 | buf[l4 + 14]
-    return VxlanHit(l4 + 16 - start, vni, bytes(buf[src:src + size]), bytes(buf[dst:dst + size]))
+    return VxlanHit(l4 + 16 - pkt.start, vni, pkt.src_ip, pkt.dst_ip)
 
 
 def inner_tos(buf: bytes, start: int, end: int) -> int:
-    """The TOS (IPv4) or traffic class (IPv6) of an untagged inner Ethernet frame, else 0."""
-    if start + 16 > end:
-        return 0
-    etype = buf[start + 12] << 8 | buf[start + 13]
-    if etype == 0x0800:
-        return buf[start + 15]
-    if etype == 0x86DD:
-        return (buf[start + 14] & 0x0F) << 4 | buf[start + 15] >> 4
-    return 0
+    """The TOS (IPv4) or traffic class (IPv6) of an inner Ethernet frame, else 0."""
+    return walk_frame(buf, start, end, _ETHERNET).tos
 
 
 # ---------------------------------------------------------------- one VXLAN device
@@ -343,7 +290,6 @@ class TunnelsModule(Module):
         self.failed = False                            # a table read failed (said once)
         self._ipr = None
         self._ipr_factory = ipr_factory
-        ctx.add_flow_hook(self.hook)
 
     # ------------------------------------------------------------ state
     def reconcile(self, state: AgentState) -> None:
@@ -356,6 +302,12 @@ class TunnelsModule(Module):
         kernel's tables the first time, else at the next tick."""
         interfaces = list(interfaces)
         infos = {i.ifindex: i.vxlan for i in interfaces if i.vxlan is not None}
+        # no VXLAN device here: no sample can be one this host ends or starts, and the
+        # hook, with nothing to add, is not run at all
+        if infos:
+            self.ctx.add_flow_hook(self.hook)
+        else:
+            self.ctx.remove_flow_hooks()
         self.ports = {VXLAN_PORT} | {v.port for v in infos.values()}
         local = {a.ip.packed for i in interfaces for a in i.addresses}
         local |= {_packed(v.remote) for v in infos.values() if _multicast(_packed(v.remote))}
@@ -435,47 +387,27 @@ class TunnelsModule(Module):
             self._ipr = None
 
     # ------------------------------------------------------------ the hook
-    def hook(self, sample: bytes) -> bytes:
+    def hook(self, sample: bytes, pkt: SampledPacket) -> bytes:
         """Every flow sample on its way out: tunnel records for a VXLAN input or output,
         decapsulation records for a VXLAN packet this host ends or starts."""
-        size = len(sample)
-        if size < _HEADER:
-            return sample           # too short to carry a sampled header
-        in_if, out_format, out_if, _count, tag, _length, protocol, _frame, _stripped, n = \
-            _QUICK.unpack_from(sample, 36)
         devices = self.devices
         if devices:
-            device = devices.get(in_if)
+            device = devices.get(pkt.input)
             if device is not None:
-                return self._tunnel(sample, device, False)
-            if out_format == 0:
-                device = devices.get(out_if)
+                return self._tunnel(sample, pkt, device, False)
+            if pkt.output_format == 0:
+                device = devices.get(pkt.output)
                 if device is not None:
-                    return self._tunnel(sample, device, True)
-        # most samples are settled here, reading the header in place: untagged IPv4 or IPv6
-        # that is not UDP, or UDP to a port that is not VXLAN's
-        end = _HEADER + n
-        if tag == 1 and protocol == _ETHERNET and n >= 34 and size >= end:
-            if sample[88] == 0x08 and sample[89] == 0:
-                if sample[99] != IPPROTO_UDP:
-                    return sample
-                l4 = 90 + (sample[90] & 0x0F) * 4
-                if l4 + 4 <= end and (sample[l4 + 2] << 8 | sample[l4 + 3]) not in self.ports:
-                    return sample
-            elif sample[88] == 0x86 and sample[89] == 0xDD and n >= 54:
-                nh = sample[96]
-                if nh == IPPROTO_UDP:
-                    if end >= 134 and (sample[132] << 8 | sample[133]) not in self.ports:
-                        return sample
-                elif nh not in _IPV6_WALK:
-                    return sample
-        return self._decap(sample, in_if)
-
-    def _tunnel(self, sample: bytes, device: VxlanDevice, egress: bool) -> bytes:
-        protocol, frame, start, end = header_span(sample) or _NO_HEADER
-        if protocol != _ETHERNET or end - start < 14:
+                    return self._tunnel(sample, pkt, device, True)
+        if pkt.ip_protocol != IPPROTO_UDP or pkt.dst_port not in self.ports:
             return sample
-        mac = sample[start:start + 6] if egress else sample[start + 6:start + 12]
+        return self._decap(sample, pkt)
+
+    def _tunnel(self, sample: bytes, pkt: SampledPacket, device: VxlanDevice, egress: bool) -> bytes:
+        if pkt.header_protocol != _ETHERNET or pkt.l2 < 0:
+            return sample
+        l2 = pkt.l2
+        mac = sample[l2:l2 + 6] if egress else sample[l2 + 6:l2 + 12]
         outer, vni, missed = device.egress(mac) if egress else device.ingress(mac)
         if missed and self._refresh_for(mac):
             device = self.devices.get(device.ifindex, device)
@@ -485,19 +417,17 @@ class TunnelsModule(Module):
         if outer is None:
             return append_records(sample, vni_rec, 1)
         if egress and outer.tos == TOS_INHERIT:
-            outer = outer._replace(tos=inner_tos(sample, start, end))
+            outer = outer._replace(tos=pkt.tos)
+        frame = pkt.frame_length
         inner = frame - FCS if frame >= FCS else 0
         length = inner + (OUTER_V4 if len(outer.dst) == 4 else OUTER_V6) if inner else 0
         return append_records(sample, tunnel_record(egress, outer, length) + vni_rec, 2)
 
-    def _decap(self, sample: bytes, in_if: int) -> bytes:
-        protocol, _frame, start, end = header_span(sample) or _NO_HEADER
-        if not protocol:
-            return sample
-        hit = find_vxlan(sample, start, end, protocol, self.ports)
+    def _decap(self, sample: bytes, pkt: SampledPacket) -> bytes:
+        hit = vxlan_in(sample, pkt, self.ports)
         if hit is None:
             return sample
-        if in_if == INTERNAL:       # sent by this host: it was encapsulated here
+        if pkt.input == INTERNAL:   # sent by this host: it was encapsulated here
             if hit.src not in self.local_addrs:
                 return sample
             egress = False

@@ -1,9 +1,8 @@
 """tcp { }: which of this host's TCP connections a sampled packet belongs to, the kernel's
 tcp_info for it (inet_diag), and that as extended_tcp_info (2209), as hsflowd's mod_tcp.
 
-``packet_endpoints`` reads the addresses and ports straight out of an encoded flow
-sample's sampled_header (Ethernet with up to two VLAN tags, or a bare IPv4/IPv6 header),
-without copying the header: it runs for every sampled packet.  ``read_tcp_info`` asks the
+``endpoints`` takes the addresses and ports from the walk every flow hook shares
+(``frames``): it runs for every sampled packet.  ``read_tcp_info`` asks the
 kernel through pyroute2's DiagSocket; two things its defaults get wrong for this (the
 family is AF_UNIX, and no extension is asked for, so no INET_DIAG_INFO comes back), so the
 request is made here: family AF_INET or AF_INET6, the INET_DIAG_INFO extension, connected
@@ -17,7 +16,7 @@ from __future__ import annotations
 import socket
 from typing import Dict, Mapping, Optional, Tuple
 
-from ..modules.flowhooks import header_span
+from ..frames import TCP, SampledPacket, walk_sample
 from ..sflow import ExtendedTcpInfo
 
 DIR_UNKNOWN, DIR_RECEIVED, DIR_SENT = 0, 1, 2
@@ -39,67 +38,20 @@ TCP_INFO_FIELDS = (("snd_mss", "tcpi_snd_mss"), ("rcv_mss", "tcpi_rcv_mss"),
 # (ip version, local address, remote address, local port, remote port); addresses packed
 Connection = Tuple[int, bytes, bytes, int, int]
 
-_VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
-_V6_EXTENSIONS = (0, 43, 60)   # hop-by-hop, routing, destination options
-
 
 def packet_endpoints(sample: bytes) -> Optional[Tuple[int, bytes, bytes, int, int]]:
     """(ip version, source, destination, source port, destination port) of the TCP packet
     an encoded flow sample's header holds; None for anything else (not TCP, a later
     fragment, a header cut short)."""
-    found = header_span(sample)
-    if found is None:
+    pkt = walk_sample(sample)
+    return endpoints(pkt) if pkt is not None else None
+
+
+def endpoints(pkt: SampledPacket) -> Optional[Tuple[int, bytes, bytes, int, int]]:
+    """``packet_endpoints`` of a sample already walked."""
+    if pkt.ip_protocol != TCP or pkt.l4 < 0 or pkt.l4 + 4 > pkt.end:
         return None
-    protocol, _frame, p, end = found
-    if protocol == 1:                               # Ethernet
-        if p + 14 > end:
-            return None
-        etype = (sample[p + 12] << 8) | sample[p + 13]
-        p += 14
-        for _ in range(2):
-            if etype not in _VLAN_TYPES:
-                break
-            if p + 4 > end:
-                return None
-            etype = (sample[p + 2] << 8) | sample[p + 3]
-            p += 4
-        version = 4 if etype == 0x0800 else 6 if etype == 0x86DD else 0
-    else:
-        version = 4 if protocol == 11 else 6 if protocol == 12 else 0
-    if version == 4:
-        if p + 20 > end or sample[p] >> 4 != 4 or sample[p + 9] != 6:
-            return None
-        if ((sample[p + 6] & 0x1F) << 8) | sample[p + 7]:
-            return None                             # not the first fragment: no ports
-        ihl = (sample[p] & 0x0F) * 4
-        if ihl < 20:
-            return None
-        src, dst, t = sample[p + 12:p + 16], sample[p + 16:p + 20], p + ihl
-    elif version == 6:
-        if p + 40 > end or sample[p] >> 4 != 6:
-            return None
-        nh, src, dst, t = sample[p + 6], sample[p + 8:p + 24], sample[p + 24:p + 40], p + 40
-        for _ in range(4):
-            if nh == 6:
-                break
-            if nh in _V6_EXTENSIONS:
-                if t + 2 > end:
-                    return None
-                nh, t = sample[t], t + (sample[t + 1] + 1) * 8
-            elif nh == 44:                          # fragment header: the first one only
-                if t + 8 > end or (((sample[t + 2] << 8) | sample[t + 3]) & 0xFFF8):
-                    return None
-                nh, t = sample[t], t + 8
-            else:
-                return None
-        if nh != 6:
-            return None
-    else:
-        return None
-    if t + 4 > end:
-        return None
-    return (version, src, dst, (sample[t] << 8) | sample[t + 1],
-            (sample[t + 2] << 8) | sample[t + 3])
+    return pkt.ip_version, pkt.src_ip, pkt.dst_ip, pkt.src_port, pkt.dst_port
 
 
 def tcp_info_record(info: Mapping[str, int], dirn: int) -> ExtendedTcpInfo:

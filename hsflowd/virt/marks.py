@@ -8,36 +8,14 @@ the module's to rebuild when its guests change; the lookup is a few dict reads p
 
 from __future__ import annotations
 
-import struct
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Tuple
 
-from ..modules.flowhooks import append_records, view
+from ..frames import SampledPacket, append_records
 from ..sflow.flows import ExtendedEntities
 from .dsindex import DS_CLASS
 
-_ETH = struct.Struct(">H")
-VLAN_TYPES = (0x8100, 0x88A8)
-
 # one guest: (ds_index, host-side ports, IP addresses packed, MACs)
 GuestAddresses = Tuple[int, Iterable[int], Iterable[bytes], Iterable[bytes]]
-
-
-def ip_pair(header: bytes) -> Optional[Tuple[bytes, bytes]]:
-    """The source and destination address of an Ethernet frame's IPv4 or IPv6 packet
-    (after up to two VLAN tags); None for anything else."""
-    off = 12
-    ethertype = _ETH.unpack_from(header, off)[0]
-    for _ in range(2):
-        if ethertype not in VLAN_TYPES or len(header) < off + 6:
-            break
-        off += 4
-        ethertype = _ETH.unpack_from(header, off)[0]
-    ip = off + 2
-    if ethertype == 0x0800 and len(header) >= ip + 20:
-        return header[ip + 12:ip + 16], header[ip + 16:ip + 20]
-    if ethertype == 0x86DD and len(header) >= ip + 40:
-        return header[ip + 8:ip + 24], header[ip + 24:ip + 40]
-    return None
 
 
 class Marks:
@@ -58,22 +36,23 @@ class Marks:
             for mac in macs:
                 self.by_mac[mac] = ds_index
 
-    def mark(self, sample: bytes) -> bytes:
+    @property
+    def empty(self) -> bool:
+        """No guest to find: the hook would add nothing."""
+        return not (self.by_mac or self.by_port or self.by_ip)
+
+    def mark(self, sample: bytes, pkt: SampledPacket) -> bytes:
         """``sample`` with extended_entities appended when either end is a guest."""
-        if not (self.by_mac or self.by_port or self.by_ip):
-            return sample
-        v = view(sample)
-        if v is None:
-            return sample
-        src = self.by_port.get(v.input, 0)
-        dst = self.by_port.get(v.output, 0) if v.output_format == 0 else 0
-        if not (src and dst) and v.header_protocol == 1 and len(v.header) >= 14:
-            ips = ip_pair(v.header)
-            if ips is not None:
-                src = src or self.by_ip.get(ips[0], 0)
-                dst = dst or self.by_ip.get(ips[1], 0)
-            src = src or self.by_mac.get(v.header[6:12], 0)
-            dst = dst or self.by_mac.get(v.header[0:6], 0)
+        src = self.by_port.get(pkt.input, 0)
+        dst = self.by_port.get(pkt.output, 0) if pkt.output_format == 0 else 0
+        if not (src and dst):
+            if pkt.ip_version:
+                src = src or self.by_ip.get(pkt.src_ip, 0)
+                dst = dst or self.by_ip.get(pkt.dst_ip, 0)
+            l2 = pkt.l2
+            if l2 >= 0:
+                src = src or self.by_mac.get(sample[l2 + 6:l2 + 12], 0)
+                dst = dst or self.by_mac.get(sample[l2:l2 + 6], 0)
         if not (src or dst):
             return sample
         record = ExtendedEntities(src_dsClass=DS_CLASS if src else 0, src_dsIndex=src,
