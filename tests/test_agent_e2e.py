@@ -383,9 +383,9 @@ def test_ignored_settings_are_said_once_with_the_reason(agents, receivers, tmp_p
             "there are no module files to load",
             "dropmon {} is not supported yet"]
     agent = agents(text)
-    assert r.first(2.0) is not None
+    assert r.first(START_BOUND) is not None
     agent.signal(signal.SIGHUP)
-    assert agent.wait_for_log("configuration revision 2", 3.0)
+    assert agent.wait_for_log("configuration revision 2", START_BOUND)
     for text_said in said:
         assert sum(text_said in line for line in agent.stderr().splitlines()) == 1, text_said
     res = run_hsflowd("check", "-f", str(agent.config_path))
