@@ -226,7 +226,9 @@ def main() -> int:
     if not args.sflowtool:
         print("no sflowtool: put it on PATH, set $SFLOWTOOL or give --sflowtool", file=sys.stderr)
         return 2
-    print(run([args.sflowtool, "-v"]).stdout.strip() or args.sflowtool)
+    usage = run([args.sflowtool, "-h"])
+    print(next((line for line in (usage.stdout + usage.stderr).splitlines()
+                if " version: " in line), args.sflowtool))
     with tempfile.TemporaryDirectory() as tmp:
         headers, app = Path(tmp) / "headers.pcap", Path(tmp) / "app.pcap"
         pcap_of(header_datagrams(), headers)
