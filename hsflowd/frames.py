@@ -20,6 +20,7 @@ import struct
 from typing import Optional
 
 ETHERNET, IPV4, IPV6 = 1, 11, 12              # sampled_header's header_protocol
+FCS = 4          # an Ethernet frame's check sequence: on the wire, never in what is captured
 VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
 MAX_TAGS = 4
 ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
@@ -214,5 +215,5 @@ def append_records(sample: bytes, records: bytes, count: int) -> bytes:
                      sample[COUNT_OFFSET + 4:], records))
 
 
-__all__ = ["SampledPacket", "walk_frame", "walk_sample", "append_records", "ETHERNET", "IPV4",
+__all__ = ["FCS", "SampledPacket", "walk_frame", "walk_sample", "append_records", "ETHERNET", "IPV4",
            "IPV6", "TCP", "UDP", "ICMP", "ICMPV6", "VLAN_TPIDS"]

@@ -78,6 +78,13 @@ class Output:
         self._oversized_reported = b.oversized
         self._next_oversized_report = now + OVERSIZE_LOG_INTERVAL
 
+    def status(self) -> dict:
+        """For ``hsflowd status``: the sub-agent, datagrams sent, each collector's figures."""
+        b = self.builder
+        return {"sub_agent_id": b.sub_agent_id if b else None,
+                "datagrams": b.sequence_number if b else 0,
+                "collectors": self.collectors.status() if self.collectors else []}
+
     def close(self) -> None:
         self.flush()
         if self.collectors is not None:

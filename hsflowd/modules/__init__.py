@@ -41,6 +41,9 @@ HOST_SOURCE: DataSource = (2, 1)
 ROOT = "root"   # in a module's privileges: it cannot run without uid 0 (as hsflowd's module)
 
 
+EVERYTHING = frozenset({"config", "interfaces", "agent", "targets"})
+
+
 @dataclass(frozen=True)
 class AgentState:
     """What modules are told on every change: the running configuration and the facts of
@@ -53,7 +56,7 @@ class AgentState:
     agent: Any = None                 # hsflowd.address.AgentAddress, None until elected
     targets: Tuple[Tuple[str, int], ...] = ()   # collectors as resolved (address, port)
     host_uuid: Any = None             # uuid.UUID of this host, decided once by the agent
-    changed: FrozenSet[str] = frozenset({"config", "interfaces", "agent", "targets"})
+    changed: FrozenSet[str] = EVERYTHING
 
 
 class Context:
@@ -236,5 +239,5 @@ def _load_all() -> None:
                    dnssd, jsonapp, tcp)
 
 
-__all__ = ["AgentState", "Context", "DataSource", "HOST_SOURCE", "Module", "ModuleSpec",
+__all__ = ["EVERYTHING", "AgentState", "Context", "DataSource", "HOST_SOURCE", "Module", "ModuleSpec",
            "ORDER", "REGISTRY", "ROOT", "enabled_specs", "privileges_for", "register"]

@@ -50,7 +50,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..sflow import INTERNAL
-from ..sources.interfaces import discard_stray_replies
+from ..netlink import discard_stray_replies
 
 from . import NO_WATCHER, Tap, Watcher
 from .cbpf import PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC, SOL_PACKET

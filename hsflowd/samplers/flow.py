@@ -24,9 +24,9 @@ import struct
 import time
 from typing import Callable, Optional, Sequence, Tuple
 
+from ..frames import FCS
 from ..sflow import ExtendedTimestamp, FlowSample, HeaderProtocol, SampledHeader
 
-FCS = 4  # the frame check sequence: on the wire, never in what a socket captures
 
 MAX_HEADER_BYTES = 256   # headerBytes' limit
 # one sampled packet, as samplers hand them over: (captured bytes, frame length as captured
