@@ -14,8 +14,11 @@ install:
 deps:
 	sh .ci/deps
 
+# the tests on TEST_WORKERS processes (pytest-xdist): which tests share one is tests/parallel.py's
+TEST_WORKERS ?= 2
+
 test: deps
-	$(VENV_PY) -m pytest -q tests
+	$(VENV_PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests
 
 bench: deps
 	for b in bench/bench_*.py; do echo "== $$b"; $(VENV_PY) $$b || exit 1; done

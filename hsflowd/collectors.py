@@ -193,6 +193,7 @@ class Collectors:
         self.destinations = list(destinations)
         self.senders: Dict[SenderKey, Sender] = {}
         self._routes: Tuple = ()
+        self._stale = False
         for d in self.destinations:
             self._connect(d)
         self._reroute()
@@ -233,22 +234,24 @@ class Collectors:
                 return
         d.sender, d.family, d.address = sender, family, address
         d.resolve_delay = RESOLVE_RETRY_MIN
-        self._reroute()
+        self._stale = True
         log.info("collector %s -> %s", d.label, address[0])
 
     def _failed(self, d: Destination, e: BaseException) -> None:
         d.address, d.sender = None, None
-        self._reroute()
+        self._stale = True
         d.next_resolve = self.clock() + d.resolve_delay
         d.resolve_delay = min(RESOLVE_RETRY_MAX, d.resolve_delay * 2)
         self._report(d, f"cannot reach collector yet ({_reason(e)}); will try again")
 
     def _reroute(self) -> None:
         """The collectors that can be sent to now, each with its socket's sendto: what
-        ``send`` walks for every datagram (made again when a collector's socket or address
-        changes, never per datagram)."""
+        ``send`` walks for every datagram (made again once a collector's socket or address
+        has changed: at the end of start-up or of the tick that changed it, never per
+        datagram, nor per collector: ten thousand of them would cost a hundred million)."""
         self._routes = tuple((d.sender.sock.sendto, d.address, d) for d in self.destinations
                              if d.sender is not None and d.address is not None)
+        self._stale = False
 
     def send(self, datagram: bytes) -> None:
         for sendto, address, d in self._routes:
@@ -326,6 +329,8 @@ class Collectors:
                 had = d.address
                 self._connect(d)
                 changed = changed or d.address != had
+        if self._stale:
+            self._reroute()
         return changed
 
     def resolve_again(self) -> None:

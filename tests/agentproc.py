@@ -417,6 +417,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05
     return bool(predicate())
 
 
+def assert_period(times: Sequence[float], period: float, what: str = "samples") -> None:
+    """Arrival ``times`` come every ``period`` seconds: the mean gap from the first to the
+    last within 20 % of it.  The agent's ticks are anchored (one late tick does not move the
+    next), so a busy machine that delays one arrival by up to 20 % of the span (0.6 s over
+    three 1-s gaps) stays inside, while half or twice the period (the faults: a setting not
+    applied, a sample sent twice) is far outside.  Gaps one by one would measure the
+    machine's scheduling instead."""
+    assert len(times) >= 3, f"{what}: too few to tell a period: {times}"
+    mean = (times[-1] - times[0]) / (len(times) - 1)
+    gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
+    assert 0.8 * period <= mean <= 1.2 * period, f"{what}: every {mean:.2f} s, not {period} s: {gaps}"
+
+
 # ---------------------------------------------------------------- process figures
 
 def proc_cpu_seconds(pid: int) -> float:

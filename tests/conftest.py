@@ -1,4 +1,9 @@
-"""Shared fixtures: namespaces that are always removed, and a UDP collector socket."""
+"""Shared fixtures (namespaces that are always removed, a UDP collector socket; the daemons
+and builds that several files share: dockerd, libvirtd, the debs), the CI rule on skips
+(with CI=true, a test that skips fails the run unless the reason is one of the kernel
+limits in tests/kernel_limits.py) and the grouping of tests on xdist workers
+(tests/parallel.py).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import kernel_limits  # noqa: E402
+import parallel  # noqa: E402
 from netns import Namespace, is_root  # noqa: E402
 
 
@@ -39,3 +46,163 @@ def udp_collector():
     sock.settimeout(5)
     yield sock, sock.getsockname()[1]
     sock.close()
+
+
+# ---------------------------------------------------------------- daemons shared by files
+# One of each per run: made by the first test that asks, stopped at the end.  On xdist
+# workers every test that uses one runs on the same worker (tests/parallel.py), so one is
+# made there and nowhere else.  Each is handed to a test running and without what earlier
+# tests made in it.
+
+@pytest.fixture(scope="session")
+def dockerd_daemon():
+    """A private dockerd with the busybox image (tests/docker_tools.py)."""
+    import docker_tools
+    why = docker_tools.why_not()
+    if why:
+        pytest.skip(f"dockerd cannot run here: {why}")
+    d = docker_tools.Dockerd()
+    try:
+        d.start()
+        d.import_busybox()
+    except docker_tools.DockerUnavailable as e:
+        d.stop()
+        pytest.skip(f"dockerd cannot run here: {e}")
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def dockerd(dockerd_daemon):
+    """The run's dockerd, started again if an earlier test left it killed; the containers
+    the test made are removed after it."""
+    d = dockerd_daemon
+    if not d._ping():
+        d.start()
+    yield d
+    if d._ping():
+        for container in d.client().containers(all=True):
+            d.remove_container(container["Id"])
+
+
+@pytest.fixture(scope="session")
+def libvirtd_daemon():
+    """A libvirtd of our own on the system socket (tests/libvirt_tools.py)."""
+    import libvirt_tools
+    why = libvirt_tools.why_not()
+    if why:
+        pytest.skip(f"libvirtd cannot run here: {why}")
+    d = libvirt_tools.Libvirtd()
+    try:
+        d.start()
+    except libvirt_tools.LibvirtUnavailable as e:
+        d.stop()
+        pytest.skip(f"libvirtd cannot run here: {e}")
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def libvirtd(libvirtd_daemon):
+    """The run's libvirtd; the domains the test made are destroyed after it."""
+    d = libvirtd_daemon
+    yield d
+    d.destroy_all()
+
+
+@pytest.fixture(scope="session")
+def debs(tmp_path_factory):
+    """{version: path} of two debs of this tree (tests/package_tools.py): this version, and
+    a rebuild with a higher version for upgrades."""
+    import shutil
+
+    import package_tools
+    from hsflowd import __version__
+    missing = [c for c in ("dpkg-buildpackage", "make") if shutil.which(c) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}")
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "LC_ALL": "C.UTF-8"}
+    try:
+        out = package_tools.build_debs(tmp_path_factory.mktemp("deb"), __version__, env)
+    except package_tools.BuildError as e:
+        if str(e).startswith("deb build dependencies"):
+            pytest.skip(str(e))
+        pytest.fail(str(e))
+    assert not (package_tools.REPO / "packaging" / "debian" / ".debhelper").exists()
+    return out
+
+
+# ---------------------------------------------------------------- xdist: who shares a worker
+
+@pytest.hookimpl(tryfirst=True)        # before xdist turns the groups into node ids
+def pytest_collection_modifyitems(config, items):
+    if parallel.under_xdist(config):
+        parallel.order_and_publish(config, items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    return parallel.make_scheduler(config, log)
+
+
+def pytest_unconfigure(config):
+    parallel.unconfigure(config)
+
+
+# ---------------------------------------------------------------- CI: no passing by skipping
+
+CI_SKIP = "CI=true and this skipped: "
+CI_SKIP_HELP = ("In CI only the kernel limits in tests/kernel_limits.py may skip; anything "
+                "else means the install step (.ci/deps) did not set up what this needs.")
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return text[len("Skipped: "):] if text.startswith("Skipped: ") else text
+
+
+def _fail_skip_in_ci(report) -> None:
+    if not (report.skipped and kernel_limits.in_ci()) or hasattr(report, "wasxfail"):
+        return
+    reason = _skip_reason(report)
+    if kernel_limits.allowed_in_ci(reason):
+        return
+    report.outcome = "failed"
+    report.longrepr = CI_SKIP + reason
+
+
+def pytest_configure(config):
+    parallel.configure(config)
+    if kernel_limits.in_ci():       # a module that failed so still lets the others run
+        config.option.continue_on_collection_errors = True
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield                     # a module that skips as a whole (importorskip, ...)
+    _fail_skip_in_ci(outcome.get_result())
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not kernel_limits.in_ci():
+        return
+    failed = [r for key in ("failed", "error") for r in terminalreporter.stats.get(key, [])
+              if str(getattr(r, "longrepr", "")).startswith(CI_SKIP)]
+    limited = terminalreporter.stats.get("skipped", [])
+    terminalreporter.section("CI: skips")
+    if failed:
+        terminalreporter.write_line(
+            f"{len(failed)} test(s) skipped for a reason that is not a kernel limit and FAILED "
+            f"the run:", red=True, bold=True)
+        for r in failed:
+            terminalreporter.write_line(f"  {r.nodeid}: {str(r.longrepr)[len(CI_SKIP):]}")
+        terminalreporter.write_line(CI_SKIP_HELP, red=True)
+    terminalreporter.write_line(f"{len(limited)} test(s) skipped for a kernel limit "
+                                f"(tests/kernel_limits.py).")

@@ -176,6 +176,12 @@ class Libvirtd:
         except Exception:
             pass
 
+    def destroy_all(self) -> None:
+        """Destroy every domain made so far: what one test leaves, the next does not find."""
+        if self.libvirtd is not None and self.libvirtd.poll() is None:
+            for name in self.domains:
+                self.destroy(name)
+
     def restart(self) -> None:
         """libvirtd stopped (SIGTERM by PID) and started again; the domains go on."""
         self._terminate(self.libvirtd)

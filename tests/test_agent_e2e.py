@@ -5,7 +5,8 @@ arrived.  Tests that need interfaces of their own are in test_agent_netns.py.
 
 Every process is started through the ``agents`` fixture (tests/agentproc.py), which stops it
 by its PID even when the test fails.  Timing figures are generous bounds, not benchmarks
-(bench/bench_agent.py measures).
+(bench/bench_agent.py measures): a bound is at least five times what it measures on a quiet
+machine, and says what fault it guards against.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from agentproc import (AgentFactory, Receiver, agents, config_text,  # noqa: F401 (fixtures)
-                       free_udp_port, line_of, pid_alive, receivers, record_tags,
+from agentproc import (AgentFactory, Receiver, agents, assert_period,  # noqa: F401 (fixtures)
+                       config_text, free_udp_port, line_of, pid_alive, receivers, record_tags,
                        records_by_tag, run_hsflowd, samples_from, udp_socket, wait_until)
 
 HOST = (2, 1)
@@ -37,6 +38,11 @@ MEM_BYTES_SLACK = 64 << 20
 PAGES_SLACK = 100_000      # pgpgin/pgpgout (kB) between the two reads
 MIB2_SLACK = 2000          # packets/segments/datagrams between the two reads
 LOAD_SLACK = 0.5           # one 5 s loadavg update moves load_one by < 8% of the run queue
+# The first datagram goes out at the agent's first tick, not a polling interval later; how
+# soon (goal: 1 s) is bench/bench_agent.py's "first" figure.  A test only bounds it at five
+# times that, so a busy machine cannot fail it; a wait for a sample due at the next tick
+# (about a second) uses the same bound.
+START_BOUND = 5.0
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -84,8 +90,8 @@ def one_error_line(stderr: str, path) -> str:
 
 @pytest.fixture(scope="module")
 def run1(tmp_path_factory):
-    """One agent at polling=1, datagramBytes=1400, and what it sent in its first ~3.5 s,
-    each datagram with /proc and psutil as read right after it arrived."""
+    """One agent at polling=1, datagramBytes=1400, and its first five datagrams, each with
+    /proc and psutil as read right after it arrived."""
     workdir = tmp_path_factory.mktemp("run1")
     receiver = Receiver(udp_socket(), probe=host_probe)
     factory = AgentFactory(workdir)
@@ -93,8 +99,9 @@ def run1(tmp_path_factory):
         run = SimpleNamespace()
         run.receiver = receiver
         run.agent = factory(config_text([("127.0.0.1", receiver.port)], polling=1), name="run1")
-        run.first = receiver.first(5.0)
-        run.received = ([run.first] if run.first else []) + receiver.collect(3.3)
+        run.first = receiver.first(2 * START_BOUND)
+        more = receiver.collect(15, until=lambda got: len(got) >= 4) if run.first else []
+        run.received = ([run.first] if run.first else []) + more
         run.alive = run.agent.alive()
         run.auto = run.agent.auto()
         run.stderr = run.agent.stderr()
@@ -104,12 +111,12 @@ def run1(tmp_path_factory):
         receiver.close()
 
 
-def test_first_datagram_within_one_second(run1):
+def test_first_datagram_at_start_up(run1):
     assert run1.first is not None, run1.stderr
-    assert run1.first.at - run1.agent.started < 1.0
+    assert run1.first.at - run1.agent.started < START_BOUND
     dg = run1.first.datagram
     assert dg.version == 5 and dg.sequence_number == 1
-    assert dg.uptime < 1000
+    assert dg.uptime < START_BOUND * 1000
     assert run1.alive and TRACEBACK not in run1.stderr
 
 
@@ -213,8 +220,7 @@ def test_sequence_uptime_and_size(run1):
 def test_polling_one_second(run1):
     times = [r.at for r, _ in samples_from(run1.received, HOST)]
     assert len(times) >= 4
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    assert all(0.75 <= g <= 1.25 for g in gaps), gaps
+    assert_period(times, 1.0)
 
 
 def test_auto_file_format(run1):
@@ -263,12 +269,13 @@ def test_polling_interval_honoured(agents, receivers):
     r2, r0 = receivers(), receivers()
     agents(config_text([("127.0.0.1", r2.port)], polling=2), name="poll2")
     agent0 = agents(config_text([("127.0.0.1", r0.port)], polling=0), name="poll0")
-    got2 = r2.collect(6.0, until=lambda got: len(got) >= 3)
+    got2 = r2.collect(15.0, until=lambda got: len(got) >= 3)
     times = [x.at for x, _ in samples_from(got2, HOST)]
     assert len(times) == 3, times              # at ~0.2 s, ~2.2 s, ~4.2 s
-    gaps = [b - a for a, b in zip(times, times[1:])]
-    assert all(1.75 <= g <= 2.25 for g in gaps), gaps
-    assert r2.collect(1.5) == []               # nothing more before the next 2 s are up
+    assert_period(times, 2.0)
+    # nothing more before the next 2 s are up (a window of half the period, so that a
+    # late third sample cannot bring the fourth inside it)
+    assert r2.collect(1.0) == []
     assert r0.drain() == []                    # polling=0: nothing in those ~6 s
     assert agent0.alive()
     assert "polling=0" in agent0.auto().splitlines()
@@ -279,19 +286,18 @@ def test_polling_interval_honoured(agents, receivers):
 def test_reload_moves_traffic_to_the_new_collector(agents, receivers):
     old, new = receivers(), receivers()
     agent = agents(config_text([("127.0.0.1", old.port)], polling=1))
-    assert old.first(2.0) is not None
+    assert old.first(START_BOUND) is not None
     agent.write_config(config_text([("127.0.0.1", new.port)], polling=1))
-    asked = time.monotonic()
     agent.signal(signal.SIGHUP)
-    first_new = new.first(2.5)
-    assert first_new is not None and first_new.at - asked < 2.0
-    assert wait_until(lambda: "rev_start=2" in agent.auto(), 1.0)
+    # the new collector from the next tick on (about a second after the signal)
+    assert new.first(START_BOUND) is not None
+    assert wait_until(lambda: "rev_start=2" in agent.auto(), START_BOUND)
     lines = agent.auto().splitlines()
     assert lines[1] == "rev_start=2" and lines[-1] == "rev_end=2"
     assert f"collector=127.0.0.1 {new.port}" in lines
     assert f"collector=127.0.0.1 {old.port}" not in lines
     old.drain()
-    more = new.collect(2.1)
+    more = new.collect(15, until=lambda got: len(got) >= 2)
     assert len(more) >= 2
     assert old.drain() == []                   # nothing more for the old collector
     assert agent.alive()
@@ -300,7 +306,7 @@ def test_reload_moves_traffic_to_the_new_collector(agents, receivers):
 def test_bad_reload_keeps_the_running_config(agents, receivers):
     r = receivers()
     agent = agents(config_text([("127.0.0.1", r.port)], polling=1))
-    assert r.first(2.0) is not None
+    assert r.first(START_BOUND) is not None
     # a collector block with a key and no value ("=" is a separator, as in hsflowd, so
     # "polling = = 2" would be valid)
     broken = config_text([("127.0.0.1", r.port + 1), "ip = 127.0.0.2 udpport = "], polling=1)
@@ -308,11 +314,11 @@ def test_bad_reload_keeps_the_running_config(agents, receivers):
     # `hsflowd reload -p PIDFILE`, as an operator would
     res = run_hsflowd("reload", "-p", str(agent.pidfile))
     assert res.returncode == 0, res.stderr
-    assert agent.wait_for_log(f"{agent.config_path}:", 2.0)
+    assert agent.wait_for_log(f"{agent.config_path}:", START_BOUND)
     line = one_error_line(agent.stderr(), agent.config_path)
     assert f"{agent.config_path}:{line_of(broken, '127.0.0.2')}: " in line
     r.drain()
-    got = r.collect(2.1)
+    got = r.collect(15, until=lambda got: len(got) >= 2)
     assert len(got) >= 2                        # the old collector still gets everything
     seqs = [x.datagram.sequence_number for x in r.received]
     assert seqs == list(range(1, len(seqs) + 1))
@@ -327,8 +333,10 @@ def test_unresolvable_collector_name_is_a_warning(agents, receivers):
     text = config_text(["ip = collector.invalid udpport = 6343", ("127.0.0.1", r.port)],
                        polling=1)
     agent = agents(text)
-    first = r.first(2.0)
-    assert first is not None and first.at - agent.started < 1.0
+    # that the name does not hold up the other collector is test_agent_netns.py's
+    # test_slow_dns_...: here the answer is quick (NXDOMAIN), and only its warning is checked
+    first = r.first(2 * START_BOUND)
+    assert first is not None, agent.stderr()
     got = [first] + r.collect(2.1)
     assert [x.datagram.sequence_number for x in got] == list(range(1, len(got) + 1))
     assert agent.alive()
@@ -344,7 +352,7 @@ def test_closed_port_collector_does_not_disturb_the_others(agents, receivers):
     r = receivers()
     closed = free_udp_port()
     agent = agents(config_text([("127.0.0.1", closed), ("127.0.0.1", r.port)], polling=1))
-    got = r.collect(3.2)
+    got = r.collect(15, until=lambda got: len(got) >= 3)
     assert len(got) >= 3
     assert [x.datagram.sequence_number for x in got] == list(range(1, len(got) + 1))
     assert agent.alive()
@@ -375,9 +383,9 @@ def test_ignored_settings_are_said_once_with_the_reason(agents, receivers, tmp_p
             "there are no module files to load",
             "dropmon {} is not supported yet"]
     agent = agents(text)
-    assert r.first(2.0) is not None
+    assert r.first(START_BOUND) is not None
     agent.signal(signal.SIGHUP)
-    assert agent.wait_for_log("configuration revision 2", 3.0)
+    assert agent.wait_for_log("configuration revision 2", START_BOUND)
     for text_said in said:
         assert sum(text_said in line for line in agent.stderr().splitlines()) == 1, text_said
     res = run_hsflowd("check", "-f", str(agent.config_path))
@@ -425,8 +433,8 @@ def test_daemon_verbs(agents, receivers):
     pid = int(pidfile.read_text().split()[0])
     agents.adopt_pid(pid)                       # stopped by PID whatever happens below
     assert pid_alive(pid)
-    first = r.first(2.0)
-    assert first is not None and first.at - t0 < 1.5
+    first = r.first(2 * START_BOUND)
+    assert first is not None and first.at - t0 < 2 * START_BOUND   # two start-ups: `start`'s
     # the pidfile is locked by the daemon
     fd = os.open(pidfile, os.O_RDWR)
     try:
@@ -442,14 +450,16 @@ def test_daemon_verbs(agents, receivers):
     assert pid_alive(pid) and int(pidfile.read_text().split()[0]) == pid
     res = run_hsflowd("reload", "-p", str(pidfile))
     assert res.returncode == 0, res.stderr
-    assert wait_until(lambda: "rev_start=2" in auto.read_text(), 2.0)
+    assert wait_until(lambda: "rev_start=2" in auto.read_text(), START_BOUND)
     t1 = time.monotonic()
     res = run_hsflowd("stop", "-p", str(pidfile))
     stopped_in = time.monotonic() - t1
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 0, res.stderr    # gone within `stop`'s 10 s
     assert not pid_alive(pid)
-    # `stop` returns once the agent is gone; 0.5 s more for the stop command's own start-up
-    assert stopped_in < 1.0 + 0.5
+    # `stop` returns once the agent is gone: its own start-up and the agent's exit (goal
+    # 1 s, bench_agent.py's "first" prints it), about a second; an agent that waits out a
+    # thread's timeout instead of stopping takes far longer
+    assert stopped_in < START_BOUND
     # as nobody it may not remove the file from a root-owned directory: it empties it
     assert not pidfile.exists() or pidfile.read_text() == ""
     res = run_hsflowd("status", "-p", str(pidfile))
@@ -460,12 +470,14 @@ def test_daemon_verbs(agents, receivers):
 def test_signal_ends_foreground_agent(agents, receivers, signum):
     r = receivers()
     agent = agents(config_text([("127.0.0.1", r.port)], polling=1))
-    assert r.first(2.0) is not None
+    assert r.first(START_BOUND) is not None
     t0 = time.monotonic()
     agent.signal(signum)
-    code = agent.wait(1.0)
+    code = agent.wait(2 * START_BOUND)
     assert code == 0, agent.stderr()
-    assert time.monotonic() - t0 < 1.0
+    # gone within a second of the signal (bench_agent.py's "first" prints it): five times
+    # that here, far below what waiting out a thread's timeout would take
+    assert time.monotonic() - t0 < START_BOUND
     assert not agent.pidfile.exists() or agent.pidfile.read_text() == ""   # see test_daemon_verbs
     assert TRACEBACK not in agent.stderr()
 
@@ -482,7 +494,7 @@ def test_daemon_with_relative_paths(tmp_path, agents, receivers):
         for pidfile in (tmp_path / f"{stem}.pid", f"/{stem}.pid"):
             if os.path.exists(pidfile):
                 agents.adopt_pid(int(Path(pidfile).read_text().split()[0]))
-        assert r.first(2.0) is not None
+        assert r.first(2 * START_BOUND) is not None
         res = run_hsflowd("status", "-p", f"{stem}.pid", cwd=tmp_path)
         assert res.returncode == 0, res.stdout
     finally:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_packaging import copy_tree
+from package_tools import copy_tree
 
 REPO = Path(__file__).resolve().parent.parent
 ROLES = REPO / "packaging" / "ansible"
@@ -41,8 +41,9 @@ NODE_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.
 
 if ANSIBLE_PLAYBOOK is None:
     print("\ntest_ansible: skipped: ansible-playbook not found (pip install ansible-core)")
-pytestmark = pytest.mark.skipif(ANSIBLE_PLAYBOOK is None,
-                                reason="ansible-playbook not found (pip install ansible-core)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(ANSIBLE_PLAYBOOK is None,
+                                 reason="ansible-playbook not found (pip install ansible-core)")]
 
 PLAYBOOK = """\
 - name: Install and configure hsflowd

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -176,13 +181,39 @@ def test_utf8_byte_order_mark_is_accepted(tmp_path):
     assert load_config(str(path)).collectors[0].ip == "192.0.2.1"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")
+READ_AS_NOBODY = """
+import sys
+from hsflowd.config import ConfigError, load_config
+try:
+    load_config(sys.argv[1])
+except ConfigError as e:
+    print(e)
+"""
+
+
 def test_unreadable_file(tmp_path):
-    path = tmp_path / "secret.conf"
-    path.write_text("sflow { }")
-    path.chmod(0)
-    with pytest.raises(ConfigError, match="cannot read the file: Permission denied"):
-        load_config(str(path))
+    """Root reads anything, so as root (CI) the file is read by a child run as nobody."""
+    if os.geteuid() != 0:
+        path = tmp_path / "secret.conf"
+        path.write_text("sflow { }")
+        path.chmod(0)
+        with pytest.raises(ConfigError, match="cannot read the file: Permission denied"):
+            load_config(str(path))
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="hsft-unreadable-"))   # tmp_path is root-only
+    try:
+        workdir.chmod(0o755)
+        path = workdir / "secret.conf"
+        path.write_text("sflow { }")
+        path.chmod(0)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        child = subprocess.run([sys.executable, "-c", READ_AS_NOBODY, str(path)], user=65534,
+                               group=65534, extra_groups=[], env=env, cwd="/",
+                               capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == f"{path}: cannot read the file: Permission denied"
 
 
 def test_load_config_names_the_file_in_errors(tmp_path):

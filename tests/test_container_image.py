@@ -19,7 +19,6 @@ from typing import Dict, List
 import pytest
 
 import containerd_tools as ct
-import docker_tools
 from agentproc import receivers, records_by_tag, samples_from  # noqa: F401
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -72,23 +71,13 @@ def run_args(m: Dict, overrides: Dict[str, str], host_paths: Dict[str, str]) -> 
     return args
 
 
-@pytest.fixture(scope="module")
-def dockerd():
-    why = docker_tools.why_not() or ct.why_not()
-    if why is None and not shutil.which("mmdebstrap"):
-        why = "mmdebstrap is missing (apt-get install mmdebstrap)"
-    if why is None and not os.path.exists(DOCKER_CLI):
-        why = f"{DOCKER_CLI} is missing"
-    if why:
-        pytest.skip(f"the image cannot be built here: {why}")
-    d = docker_tools.Dockerd()
-    try:
-        d.start()
-    except docker_tools.DockerUnavailable as e:
-        d.stop()
-        pytest.skip(f"dockerd cannot run here: {e}")
-    yield d
-    d.stop()
+def why_not() -> str:
+    """Why the image cannot be built and run here ("" if it can)."""
+    if not shutil.which("mmdebstrap"):
+        return "mmdebstrap is missing (apt-get install mmdebstrap)"
+    if not os.path.exists(DOCKER_CLI):
+        return f"{DOCKER_CLI} is missing (apt-get install docker.io)"
+    return ct.why_not() or ""
 
 
 def docker(d, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -100,11 +89,22 @@ def docker(d, *args: str, check: bool = True, timeout: float = 120) -> subproces
 
 
 def test_image_runs_as_the_manifest_says(dockerd, receivers):  # noqa: F811
-    image = "hsflowd:test"
+    """The run's dockerd (tests/conftest.py) builds the image; the images go at the end."""
+    why = why_not()
+    if why:
+        pytest.skip(f"the image cannot be built here: {why}")
+    image, base = "hsflowd:test", f"hsft-base-{os.getpid()}:bookworm"
+    try:
+        _build_and_run(dockerd, receivers, image, base)
+    finally:
+        docker(dockerd, "rmi", "--force", image, base, check=False)
+
+
+def _build_and_run(dockerd, receivers, image: str, base: str) -> None:  # noqa: F811
     built = subprocess.run(["sh", str(BUILD), image], capture_output=True, text=True,
                            timeout=600, env={**os.environ, "DOCKER_BUILDKIT": "0",
                                              "DOCKER": f"{DOCKER_CLI} -H {dockerd.url}",
-                                             "PYTHON": sys.executable})
+                                             "BASE": base, "PYTHON": sys.executable})
     assert built.returncode == 0, built.stderr
     size = int(docker(dockerd, "image", "inspect", "--format", "{{.Size}}", image).stdout)
     print(f"\nimage {image}: {size / 1e6:.1f} MB")

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from agentproc import agents, assert_idle, receivers, samples_from  # noqa: F401 (fixtures)
+from agentproc import (agents, assert_idle, assert_period, receivers,  # noqa: F401 (fixtures)
+                       samples_from, wait_until)
 from dnshelp import NamespaceDns, have_dnsmasq
 from netns import veth
 
@@ -86,7 +87,7 @@ def test_dns_sd_life(dns_ns, agents, receivers):
     got = r1.collect(10, until=lambda g: len(host_times(g)) >= 3)
     times = host_times(got)
     assert len(times) >= 3, agent.stderr()
-    assert all(1.5 < g < 2.5 for g in gaps(times)), gaps(times)
+    assert_period(times, 2.0)
     auto = agent.auto()
     assert f"collector={C} {r1.port}\n" in auto and "polling=2\n" in auto
     assert f"{r0.port}" not in auto
@@ -97,7 +98,7 @@ def test_dns_sd_life(dns_ns, agents, receivers):
     got = r2.collect(15, until=lambda g: len(host_times(g)) >= 4)
     times = host_times(got)
     assert len(times) >= 4, agent.stderr()
-    assert all(0.5 < g < 1.5 for g in gaps(times[1:])), gaps(times)
+    assert_period(times[1:], 1.0)
     time.sleep(1.2)
     r1.drain()
     time.sleep(2)
@@ -108,7 +109,8 @@ def test_dns_sd_life(dns_ns, agents, receivers):
     got = r2.collect(13)
     assert agent.wait_for_log("keeping the last settings", 1), agent.stderr()
     times = host_times(got)
-    assert len(times) >= 11 and max(gaps(times)) < 1.5
+    # a tick held up by a query (up to 5 s) would leave a gap that long: 3 s is three ticks
+    assert len(times) >= 11 and max(gaps(times)) < 3.0, gaps(times)
 
     # D: started again, with other records: -> r3
     dns.start(srv=[(C, r3.port)], txt=["polling=1"], hosts=HOSTS)
@@ -137,7 +139,7 @@ def test_dns_sd_life(dns_ns, agents, receivers):
     dns.start(srv=[(C, r1.port)], txt=["polling=1"], hosts=HOSTS, domain="other.test")
     agent.write_config("sflow {\n  dns-sd { domain = other.test  startDelay = 0 }\n}\n")
     agent.signal(signal.SIGHUP)
-    got = r1.collect(5, until=lambda g: len(host_times(g)) >= 2)
+    got = r1.collect(15, until=lambda g: len(host_times(g)) >= 2)
     assert len(host_times(got)) >= 2, agent.stderr()
     assert f"collector={C} {r1.port}\n" in agent.auto()
 
@@ -145,7 +147,7 @@ def test_dns_sd_life(dns_ns, agents, receivers):
     agent.write_config(f"sflow {{\n  polling = 1\n  collector {{ ip = 127.0.0.1  "
                        f"udpport = {r0.port} }}\n}}\n")
     agent.signal(signal.SIGHUP)
-    got = r0.collect(4, until=lambda g: len(host_times(g)) >= 2)
+    got = r0.collect(15, until=lambda g: len(host_times(g)) >= 2)
     assert len(host_times(got)) >= 2, agent.stderr()
     queries = dns.queries()
     fds, threads = settle(agent.pid, 3)
@@ -159,10 +161,15 @@ def test_stops_at_once_with_a_query_in_flight(dns_ns, agents, receivers):
     ns, dns = dns_ns                      # resolv.conf points at 127.0.0.1, where no one answers
     agent = agents("sflow {\n  dns-sd { domain = .example.test  startDelay = 0 }\n}\n",
                    netns=ns.name)
-    assert agent.wait_for_log("configuration revision 1", 5), agent.stderr()
-    time.sleep(2.0)                       # the first round is waiting for its answer (5 s)
+    assert agent.wait_for_log("configuration revision 1", 10), agent.stderr()
+    assert agent.wait_for_log("looking up", 10), agent.stderr()
+    # the first round (a thread of its own, from the next tick) waits up to 5 s for its
+    # answer ...
+    assert wait_until(lambda: fds_threads(agent.pid)[1] > 1, 10), agent.stderr()
     assert "DNS-SD:" not in agent.stderr().split("looking up", 1)[1]
     start = time.monotonic()
     agent.signal(signal.SIGTERM)
-    assert agent.wait(3) == 0
-    assert time.monotonic() - start < 1.0
+    assert agent.wait(10) == 0
+    # ... and stopping waits for none of it (a tenth of a second; bench_agent.py's "first"
+    # prints the exit time): half of those 5 s is far above that, and below the wait
+    assert time.monotonic() - start < 2.5, agent.stderr()

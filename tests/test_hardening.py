@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -15,9 +14,12 @@ from agentproc import (agent_env, agents, config_text, hsflowd,  # noqa: F401
                        receivers, run_hsflowd)
 
 TRACEBACK = "Traceback (most recent call last)"
+# what a datagram due at the next tick, or a log line about a reload, is waited for: five
+# times and more the second or so either takes
+WAIT = 10.0
 
 
-def start_fails(args, timeout: float = 5.0):
+def start_fails(args, timeout: float = 20.0):
     res = run_hsflowd("-d", *args, timeout=timeout)
     assert res.returncode == 1, res
     assert TRACEBACK not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
@@ -58,8 +60,8 @@ def test_auto_file_symlink_is_not_followed(agents, receivers):
     agent = agents(config_text([("127.0.0.1", r.port)], polling=1), start=False)
     agent.auto_path.symlink_to(victim)
     agent.start()
-    assert r.first(3.0) is not None                   # it runs, without the .auto file
-    assert agent.wait_for_log("symbolic link", 2.0), agent.stderr()
+    assert r.first(WAIT) is not None                  # it runs, without the .auto file
+    assert agent.wait_for_log("symbolic link", WAIT), agent.stderr()
     assert victim.read_text() == "precious\n"
 
 
@@ -69,24 +71,22 @@ def test_config_that_is_not_a_regular_file(agents, kind):
     path = {"fifo": work / "fifo.conf", "device": "/dev/zero", "directory": work}[kind]
     if kind == "fifo":
         os.mkfifo(path)
-    t = time.monotonic()
+    # an agent that opened the FIFO would wait for a writer for ever: start_fails' timeout
     line = start_fails(["-f", str(path), "-p", str(work / "x.pid"), "-o", str(work / "x.auto")])
     assert line == f"{path}: not a regular file"
-    assert time.monotonic() - t < 5
 
 
 def test_reload_with_a_fifo_keeps_the_running_config(agents, receivers):
     r = receivers()
     agent = agents(config_text([("127.0.0.1", r.port)], polling=1))
-    assert r.first(2.0) is not None
+    assert r.first(WAIT) is not None
     os.unlink(agent.config_path)
     os.mkfifo(agent.config_path)
     agent.signal(1)
-    assert agent.wait_for_log("not a regular file; keeping the running configuration", 3.0)
+    assert agent.wait_for_log("not a regular file; keeping the running configuration", WAIT)
     r.drain()
-    assert r.collect(2.5), "it stopped sending"
-    t = time.monotonic()
-    assert agent.stop() == 0 and time.monotonic() - t < 2.0
+    assert r.first(WAIT), "it stopped sending"
+    assert agent.stop() == 0        # by itself on SIGTERM: stop() kills it after 5 s (-9)
     assert TRACEBACK not in agent.stderr()
 
 
@@ -100,7 +100,8 @@ def test_ten_thousand_collectors_under_the_usual_fd_limit(agents, receivers):
     agent.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=err, env=agent_env())
     err.close()
-    first = r.first(15.0)
+    # 10,000 collectors set up before the first tick: about 5 s here; five times that
+    first = r.first(30.0)
     assert first is not None, agent.stderr()[-2000:]
     pid = agent.proc.pid
     assert len(os.listdir(f"/proc/{pid}/fd")) < 64
@@ -112,11 +113,11 @@ def test_a_warning_is_given_once_not_on_every_reload(agents, receivers):
     r = receivers()
     text = config_text([("127.0.0.1", r.port)], polling=1, extra="pcap { promisc = on }")
     agent = agents(text)
-    assert r.first(2.0) is not None
+    assert r.first(WAIT) is not None
     for revision in (2, 3, 4):
         agent.write_config(text)
         agent.signal(1)
-        assert agent.wait_for_log(f"configuration revision {revision}", 3.0)
+        assert agent.wait_for_log(f"configuration revision {revision}", WAIT)
     assert agent.stderr().count("so it taps nothing") == 1
 
 

@@ -1,7 +1,7 @@
 """Flow hooks in one fixed order, whatever order their modules start, reload or restart in
 (issue 16, item 1), with the agent as a real process.
 
-The host talks TCP to a container of a dockerd of the test's own (tests/docker_tools.py);
+The host talks TCP to a container of the run's dockerd (``dockerd``, tests/conftest.py);
 the agent samples the dockerd's bridge 1-in-1 with ``tcp {}`` on.  tcp's hook keeps the
 samples of local connections until the kernel's tcp_info comes, then sends them past the
 hooks after it: docker's markTraffic (2210) must run before it, or the samples tcp keeps
@@ -14,6 +14,7 @@ Marks.mark raise one time).  After each step: host-container samples arrive, som
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
@@ -22,30 +23,19 @@ from pathlib import Path
 
 import pytest
 
-import docker_tools
 from agentproc import (AgentProcess, Receiver, assert_idle, config_text, udp_socket,
                        wait_until)
 from hsflowd.frames import TCP, walk_frame
+from hsflowd.modules.tcp import HOLD_MAX
 from hsflowd.sflow import FlowSample
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
 PORT = 8080
-
-
-@pytest.fixture(scope="module")
-def dockerd():
-    why = docker_tools.why_not()
-    if why:
-        pytest.skip(f"dockerd cannot run here: {why}")
-    d = docker_tools.Dockerd()
-    try:
-        d.start()
-        d.import_busybox()
-        yield d
-    finally:
-        d.stop()
+# tcp {} holds a sample at most HOLD_MAX and lets it go at the tick after: what it held from
+# before a step (without 2210) is out once five times that has passed
+HELD_OUT = 5 * HOLD_MAX
 
 
 class FailpointAgent(AgentProcess):
@@ -146,13 +136,15 @@ def test_tcp_and_marks_in_order_across_reload_and_restart(dockerd, tmp_path):
         agent.write_config(conf("on"))
         agent.signal(signal.SIGHUP)
         assert agent.wait_for_log("configuration revision 2", 10)
-        time.sleep(1.5)          # samples tcp held from before the reload have gone out
+        time.sleep(HELD_OUT)     # samples tcp held from before the reload have gone out
         step("reload turned markTraffic on (docker's hook added after tcp's)", marked=True)
         trigger.write_text("")
         assert wait_until(lambda: not trigger.exists(), 10), "the hook was never called"
         assert agent.wait_for_log("module docker failed in flow hook", 5), agent.stderr()
         assert agent.wait_for_log("module docker: starting again", 10), agent.stderr()
-        time.sleep(2)            # restarted: connected and listed again
+        # restarted: connected and listed again, then what tcp held meanwhile has gone out
+        assert wait_until(lambda: docker_knows(agent), 15), status(agent)
+        time.sleep(HELD_OUT)
         step("docker restarted after its hook failed", marked=True)
         assert agent.alive()
         talker.stop()
@@ -165,6 +157,18 @@ def test_tcp_and_marks_in_order_across_reload_and_restart(dockerd, tmp_path):
         agent.stop()
         receiver.close()
         dockerd.remove_container(box["Id"])
+
+
+def docker_knows(agent) -> bool:
+    """The docker module is connected and has listed the container (hsflowd status)."""
+    from agentproc import run_hsflowd
+    try:
+        modules = json.loads(run_hsflowd("status", "--json", "-p", str(agent.pidfile)).stdout)
+    except ValueError:
+        return False
+    docker = next((m for m in modules.get("modules", []) if m.get("name") == "docker"), {})
+    figures = docker.get("docker") or {}
+    return bool(figures.get("connected")) and figures.get("containers", 0) >= 1
 
 
 def status(agent) -> str:

@@ -78,12 +78,12 @@ def test_messages_become_sflow(ns, agents, receivers):
     port = free_udp_port(netns=ns.name)
     agent = agents(f"sflow {{\n polling = 1\n sampling = 1\n json {{ udpport = {port} }}\n"
                    f" collector {{ ip = 127.0.0.1  udpport = {r.port} }}\n}}\n", netns=ns.name)
-    assert agent.wait_for_log(f"json: listening on 127.0.0.1 and ::1 port {port}", 5), \
+    assert agent.wait_for_log(f"json: listening on 127.0.0.1 and ::1 port {port}", 10), \
         agent.stderr()
     assert "running as nobody with no capabilities" in agent.stderr()
     assert client(ns, "127.0.0.1", port, [RTMETRIC, RTFLOW, COUNTERS, b"{not json", b"[1]"]) == 5
     assert client(ns, "::1", port, [TRANSACTION]) == 1
-    got = r.collect(4, until=lambda g: samples(g, RtMetric) and samples(g, RtFlow)
+    got = r.collect(10, until=lambda g: samples(g, RtMetric) and samples(g, RtFlow)
                     and any(s.source_id_type == 3 for s in samples(g, CountersSample))
                     and any(s.source_id_type == 3 for s in samples(g, FlowSample)))
 
@@ -117,7 +117,7 @@ def test_messages_become_sflow(ns, agents, receivers):
     assert (op.status_descr, op.req_bytes, op.resp_bytes, op.uS, op.status) == (
         "ok", 100, 2000, 1500, 0)
 
-    assert agent.wait_for_log("json: 2 bad message(s)", 2) or \
+    assert agent.wait_for_log("json: 2 bad message(s)", 10) or \
         agent.wait_for_log("json: 1 bad message(s)", 0), agent.stderr()
     assert "Traceback" not in agent.stderr()
 
@@ -126,10 +126,10 @@ def test_a_port_under_1024_keeps_cap_net_bind_service(ns, agents, receivers):
     r = receivers(netns=ns.name)
     agent = agents(f"sflow {{\n polling = 1\n json {{ udpport = 999 }}\n"
                    f" collector {{ ip = 127.0.0.1  udpport = {r.port} }}\n}}\n", netns=ns.name)
-    assert agent.wait_for_log("json: listening on 127.0.0.1 and ::1 port 999", 5), agent.stderr()
+    assert agent.wait_for_log("json: listening on 127.0.0.1 and ::1 port 999", 10), agent.stderr()
     assert "running as nobody with CAP_NET_BIND_SERVICE" in agent.stderr()
     client(ns, "127.0.0.1", 999, [RTMETRIC])
-    assert samples(r.collect(3, until=lambda g: samples(g, RtMetric)), RtMetric)
+    assert samples(r.collect(10, until=lambda g: samples(g, RtMetric)), RtMetric)
 
 
 def test_a_flood_costs_no_memory_and_stops_nothing(ns, agents, receivers):
@@ -137,7 +137,7 @@ def test_a_flood_costs_no_memory_and_stops_nothing(ns, agents, receivers):
     port = free_udp_port(netns=ns.name)
     agent = agents(f"sflow {{\n polling = 1\n sampling = 1\n json {{ udpport = {port} }}\n"
                    f" collector {{ ip = 127.0.0.1  udpport = {r.port} }}\n}}\n", netns=ns.name)
-    assert agent.wait_for_log("json: listening", 5), agent.stderr()
+    assert agent.wait_for_log("json: listening", 10), agent.stderr()
     client(ns, "127.0.0.1", port, [RTMETRIC, TRANSACTION])      # warm up, then measure
     time.sleep(1)
     r.drain()
@@ -155,9 +155,10 @@ def test_a_flood_costs_no_memory_and_stops_nothing(ns, agents, receivers):
     with flood.stdout:
         sent = int(flood.stdout.read())
     assert sent == 3000 * len(many)
-    # the host sample kept its 1 s schedule while the flood lasted
+    # the host sample kept its 1 s schedule while the flood lasted: a loop starved by the
+    # flood would send fewer, with a gap as long as the flood; 3 s is three ticks
     times = [x.at for x, _ in samples_from(during, HOST)]
-    assert len(times) >= 4 and max(b - a for a, b in zip(times, times[1:])) < 2.0
+    assert len(times) >= 4 and max(b - a for a, b in zip(times, times[1:])) < 3.0, times
     assert len(samples(during, RtMetric)) > 100
     rss_after = proc_memory_kb(agent.pid)[0]
     assert rss_after - rss_before < 20_000, (rss_before, rss_after)   # kB
@@ -169,27 +170,27 @@ def test_reloads_move_the_port_and_then_close_it(ns, agents, receivers):
     p1, p2 = free_udp_port(netns=ns.name), free_udp_port(netns=ns.name)
     base = f"sflow {{\n polling = 1\n collector {{ ip = 127.0.0.1  udpport = {r.port} }}\n"
     agent = agents(base + "}\n", netns=ns.name)
-    assert r.first(3) is not None
+    assert r.first(10) is not None
     time.sleep(0.5)
     before = fds_threads(agent.pid)
 
     agent.write_config(base + f" json {{ udpport = {p1} }}\n}}\n")
     agent.signal(signal.SIGHUP)
-    assert agent.wait_for_log(f"port {p1}", 3), agent.stderr()
+    assert agent.wait_for_log(f"port {p1}", 10), agent.stderr()
     client(ns, "127.0.0.1", p1, [RTMETRIC])
-    assert samples(r.collect(3, until=lambda g: samples(g, RtMetric)), RtMetric)
+    assert samples(r.collect(10, until=lambda g: samples(g, RtMetric)), RtMetric)
 
     agent.write_config(base + f" json {{ udpport = {p2} }}\n}}\n")
     agent.signal(signal.SIGHUP)
-    assert agent.wait_for_log(f"port {p2}", 3), agent.stderr()
+    assert agent.wait_for_log(f"port {p2}", 10), agent.stderr()
     listening = ns.run(["ss", "-Hlun"]).stdout
     assert f":{p2} " in listening and f":{p1} " not in listening
     client(ns, "127.0.0.1", p2, [RTMETRIC])
-    assert samples(r.collect(3, until=lambda g: samples(g, RtMetric)), RtMetric)
+    assert samples(r.collect(10, until=lambda g: samples(g, RtMetric)), RtMetric)
 
     agent.write_config(base + "}\n")
     agent.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline and f":{p2} " in ns.run(["ss", "-Hlun"]).stdout:
         time.sleep(0.1)
     assert f":{p2} " not in ns.run(["ss", "-Hlun"]).stdout

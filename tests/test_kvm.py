@@ -3,8 +3,8 @@ libvirt API with made-up domains, inside the agent) and against a libvirtd of th
 own running a small QEMU domain (tests/libvirt_tools.py).
 
 Tolerances (the agent reads a moment before the probe asks libvirt the same): CPU time
-0..CPU_MS_SLACK ms behind; interface counters 0..NET_PKTS_SLACK packets behind; times
-within a polling interval plus TIME_SLACK seconds.
+0..CPU_MS_SLACK ms behind; interface counters 0..NET_PKTS_SLACK packets behind.  What is
+due within a polling interval is waited for SOON: five polling intervals.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from agentproc import (agents, config_text, receivers, records_by_tag,  # noqa: 
 from hsflowd.virt.dsindex import preferred_ds_index
 
 POLLING = 2
-TIME_SLACK = 3.0
+SOON = 5 * POLLING
 CPU_MS_SLACK = 1000
 NET_PKTS_SLACK = 10
 ORDER = [2000, 2002, 2104, 2101, 2102, 2103, 2001]
@@ -117,7 +117,7 @@ def test_kvm_test_driver(agents, receivers):  # noqa: F811
     assert [(a.ifIndex, a.mac_addresses[0].hex()) for a in w[2001].adapters] == [(0, "525400112233")]
     assert d[2001].adapters == []
     assert _wait(r, lambda: any(records_by_tag(s)[2100].num_domains == 2
-                                for s in _samples(r, (2, 1))), POLLING + TIME_SLACK)
+                                for s in _samples(r, (2, 1))), SOON)
     assert "Traceback" not in agent.stderr()
 
 
@@ -135,25 +135,10 @@ def test_kvm_without_libvirtd_costs_one_line(agents, receivers):  # noqa: F811
     assert agent.stderr().count("cannot open") == 1, agent.stderr()
     assert not [s for rr in got for s in rr.datagram.samples
                 if getattr(s, "source_id_type", None) == 3]
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10
     while _threads(agent.pid) != 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _threads(agent.pid) == 1
-
-
-@pytest.fixture(scope="module")
-def libvirtd():
-    why = libvirt_tools.why_not()
-    if why:
-        pytest.skip(f"libvirtd cannot run here: {why}")
-    d = libvirt_tools.Libvirtd()
-    try:
-        d.start()
-    except libvirt_tools.LibvirtUnavailable as e:
-        d.stop()
-        pytest.skip(f"libvirtd cannot run here: {e}")
-    yield d
-    d.stop()
 
 
 @pytest.mark.netns
@@ -202,14 +187,14 @@ def test_kvm_qemu_domain(libvirtd, agents, receivers):  # noqa: F811
         checked += 1
     assert checked >= 1
     assert _wait(r, lambda: any(records_by_tag(s)[2100].num_domains == 1
-                                for s in _samples(r, (2, 1))), POLLING + TIME_SLACK)
+                                for s in _samples(r, (2, 1))), SOON)
     threads = _threads(agent.pid)
 
     # stopped: shut off at once (the lifecycle event), still reported until forgetVMs
     t_stop = time.monotonic()
     libvirtd.destroy(vm["name"])
     assert _wait(r, lambda: any(records_by_tag(s)[2101].state == 5
-                                for s in _samples(r, ds, t_stop)), POLLING + TIME_SLACK)
+                                for s in _samples(r, ds, t_stop)), SOON)
 
     # libvirtd restarted: the agent connects again; a domain started then is reported
     libvirtd.restart()
@@ -217,7 +202,7 @@ def test_kvm_qemu_domain(libvirtd, agents, receivers):  # noqa: F811
     t_new = time.monotonic()
     vm2 = libvirtd.create()
     ds2 = ds_of(vm2["uuid"])
-    assert _wait(r, lambda: _samples(r, ds2, t_new), POLLING + TIME_SLACK), agent.stderr()
+    assert _wait(r, lambda: _samples(r, ds2, t_new), SOON), agent.stderr()
     assert records_by_tag(_samples(r, ds2)[-1])[2000].hostname == vm2["name"]
     assert _threads(agent.pid) == threads
     assert "Traceback" not in agent.stderr()

@@ -3,7 +3,7 @@ again, collectors that resolve late, signals in a row or during start-up.
 
 Each sampler (pcap, epcap, nflog) goes through a sequence of events in one agent process;
 after each event ``Rig.check`` asserts that samples come again at the configured rate
-within 2 s, that the agent is idle again (asleep between ticks, its CPU share back near
+(lifecycle.FIRST_SAMPLE_WITHIN), that the agent is idle again (asleep between ticks, its CPU share back near
 what it was at rest) and that its file descriptors and threads are back where they were
 (see tests/lifecycle.py).
 """
@@ -21,7 +21,7 @@ from agentproc import agents, assert_idle, config_text, receivers  # noqa: F401 
 from lifecycle import HOST_IP, PEER_IP, Rig, sampler_body, wait_until
 from netns import veth
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 
 def ebpf_available() -> bool:
@@ -140,22 +140,25 @@ def test_counters_through_reloads_and_flaps(netns, agents):
     """Interface counter samples (0:ifIndex) and the host sample keep their schedule."""
     rig = Rig(netns, agents, "pcap", rate=100, polling=1)
     try:
-        def sources(seconds):
-            got = rig.receiver.collect(seconds)
-            out = set()
-            for r in got:
-                for s in r.datagram.samples:
-                    if hasattr(s, "counters"):
-                        out.add((s.source_id_type, s.source_id_index))
-            return out
+        def sources(got):
+            return {(s.source_id_type, s.source_id_index)
+                    for r in got for s in r.datagram.samples if hasattr(s, "counters")}
 
-        assert {(2, 1), (0, rig.ifindex)} <= sources(2.5)
+        def both_come():
+            """The host's and the interface's counter samples (due every second) both
+            arrive; waited for up to ten times their period."""
+            want = {(2, 1), (0, rig.ifindex)}
+            return want <= sources(rig.receiver.collect(10, until=lambda g: want <= sources(g)))
+
+        assert both_come()
         rig.settle()
         rig.reload(rig.config(rate=50))
-        assert {(2, 1), (0, rig.ifindex)} <= sources(2.5)
+        rig.receiver.drain()
+        assert both_come()
         rig.host.run("ip link set vh down")
         rig.host.run("ip link set vh up")
-        assert {(2, 1), (0, rig.ifindex)} <= sources(2.5)
+        rig.receiver.drain()
+        assert both_come()
         rig.check_idle()
         rig.check_resources()
     finally:
@@ -178,15 +181,15 @@ def test_a_collector_name_that_resolves_later(netns, agents):
         r = Receiver(udp_socket("127.0.0.1", rx_sock_ns))
         agent = agents(config_text([f"ip = late-collector.test udpport = {r.port}"], polling=1,
                                    extra="agentIP = 127.0.0.1"), netns=host.name)
-        assert agent.wait_for_log("cannot reach collector yet", 3.0), agent.stderr()
+        assert agent.wait_for_log("cannot reach collector yet", 10.0), agent.stderr()
         assert r.collect(1.5) == []
         with open(f"{etc}/hosts", "r+") as f:     # in place: the agent's view is a bind mount
             f.seek(0, 2)
             f.write("127.0.0.1 late-collector.test\n")
-        t = time.monotonic()
-        first = r.first(10.0)
+        # retried 1, 2, 4 ... s after failing: the next try comes within about 4 s of this;
+        # a name looked up only at reloads never comes
+        first = r.first(30.0)
         assert first is not None, agent.stderr()
-        assert first.at - t < 8.5   # retried 1, 2, 4 s after failing
 
         # the name moves: a reload (the same file) looks it up again, as hsflowd does
         import socket
@@ -202,7 +205,7 @@ def test_a_collector_name_that_resolves_later(netns, agents):
             f.write("127.0.0.1 localhost\n127.0.0.2 late-collector.test\n")
         agent.signal(signal.SIGHUP)
         assert agent.wait_for_log("late-collector.test:%d -> 127.0.0.2" % r.port, 5), agent.stderr()
-        assert r2.first(3.0) is not None, agent.stderr()
+        assert r2.first(10.0) is not None, agent.stderr()   # the next tick
         r.collect(1.0)                            # what was on its way before the move
         assert r.collect(1.5) == []
         r.close()
@@ -232,7 +235,7 @@ def test_sigterm_during_startup_leaves_nothing(netns, agents):
         assert agent.wait(15) == 0, agent.stderr()
         assert "Traceback" not in agent.stderr()
         assert "hsflowd" not in tc_filters(host, "vh"), delay
-        rules = host.run(["iptables-legacy", "-S"], check=False).stdout
+        rules = host.run(["iptables-legacy", "-w", "-S"], check=False).stdout
         assert "hsflowd:nflog" not in rules, (delay, rules)
 
 

@@ -33,7 +33,7 @@ def test_thousand_veth_pairs_and_five_hundred_taps(netns, agents):
         agent = agents(config_text([("127.0.0.1", r.port)], polling=5,
                                    extra="pcap { dev.pattern = ^ct sampling = 100 }\n"
                                          "pcap { speed = 1G- }"), netns=ns.name)
-        assert r.first(3.0) is not None
+        assert r.first(10.0) is not None
         pid = agent.pid
         rest = assert_idle(pid, 3.0, context=agent.stderr)
         start_rss = proc_memory_kb(pid)[0]

@@ -498,16 +498,18 @@ def probability(rule):
 
 
 def tagged(ns):
+    # -w: the legacy tools' lock (/run/xtables.lock) is the machine's, whatever the
+    # namespace; without it a call fails at once while another test's holds it
     return [line for tool in ("iptables-legacy", "ip6tables-legacy")
-            for line in ns.run([tool, "-S"]).stdout.splitlines() if RULE_TAG in line]
+            for line in ns.run([tool, "-w", "-S"]).stdout.splitlines() if RULE_TAG in line]
 
 
 @pytest.mark.netns
 def test_managed_rules(pair):
     a, b, vb = pair
-    b.run(["iptables-legacy", "-A", "INPUT", "-m", "comment", "--comment", RULE_TAG,
+    b.run(["iptables-legacy", "-w", "-A", "INPUT", "-m", "comment", "--comment", RULE_TAG,
            "-j", "NFLOG", "--nflog-group", "9"])                     # left by a crashed run
-    b.run("iptables-legacy -A INPUT -p tcp --dport 22 -j ACCEPT")   # the operator's own
+    b.run("iptables-legacy -w -A INPUT -p tcp --dport 22 -j ACCEPT")   # the operator's own
     helper = Helper(b, group=7, probability=0.05, sampling=20, manage=True, dev="vB")
     rules = tagged(b)
     assert len(rules) == 4 and not any("group 9" in r for r in rules), rules
@@ -526,7 +528,7 @@ def test_managed_rules(pair):
     assert len(first) + len(second) == len(got)
     assert within_4_sd(len(first), 4000, 0.05) and within_4_sd(len(second), 2000, 0.1)
     assert tagged(b) == []
-    assert "--dport 22 -j ACCEPT" in b.run("iptables-legacy -S INPUT").stdout
+    assert "--dport 22 -j ACCEPT" in b.run("iptables-legacy -w -S INPUT").stdout
     assert any("iptables-legacy -S" in line for line in result["logs"])
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from hsflowd import __version__  # noqa: E402
 from hsflowd.cli import build_parser  # noqa: E402
+from package_tools import copy_tree  # noqa: E402
 
 UNIT = REPO / "hsflowd" / "data" / "hsflowd.service"
 MAN = REPO / "packaging" / "hsflowd.8"
@@ -43,9 +44,13 @@ ENABLED_LINK = "/etc/systemd/system/multi-user.target.wants/hsflowd.service"
 # left: moved aside while the deb is tried, then put back
 SET_ASIDE = ("/etc/hsflowd.conf", "/etc/hsflowd.auto", "/usr/sbin/hsflowd",
              "/lib/systemd/system/hsflowd.service", ENABLED_LINK)
-ENV = {**os.environ, "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+# not PYTHONPATH: Debian's python3 must find the installed package, not a checkout
+ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+       "LC_ALL": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
 # apt-get waits for a dpkg lock another apt holds, where dpkg would fail at once
 APT = ["apt-get", "-y", "-q", "-o", "DPkg::Lock::Timeout=120"]
+
+pytestmark = pytest.mark.slow
 
 
 def run(cmd, check=True, **kw):
@@ -55,24 +60,6 @@ def run(cmd, check=True, **kw):
         pytest.fail(f"{' '.join(map(str, cmd))} exited {result.returncode}\n"
                     f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}")
     return result
-
-
-def copy_tree(dest: Path) -> Path:
-    """The files git knows of (tracked and new, not ignored), as `make deb` packs them."""
-    listed = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO,
-                            capture_output=True)
-    if listed.returncode == 0:
-        names = [n for n in listed.stdout.decode().split("\0") if n]
-    else:  # not a git checkout: everything but build products
-        skip = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache", ".hypothesis"}
-        names = [str(p.relative_to(REPO)) for p in REPO.rglob("*")
-                 if p.is_file() and not skip & set(p.relative_to(REPO).parts)]
-    for name in names:
-        src = REPO / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 def need(*commands):
@@ -204,32 +191,8 @@ def test_unit_security_exposure(unit_copy):
 
 # ------------------------------------------------------------------ deb
 
-def bump_changelog(tree: Path, version: str) -> None:
-    changelog = tree / "packaging" / "debian" / "changelog"
-    entry = (f"hsflowd ({version}) unstable; urgency=medium\n\n  * Rebuilt by the tests.\n\n"
-             f" -- Tests <tests@localhost>  Thu, 26 Nov 2026 00:00:00 +0000\n\n")
-    changelog.write_text(entry + changelog.read_text())
-
-
-@pytest.fixture(scope="module")
-def debs(tmp_path_factory):
-    """{version: path} of two debs: this version, and a rebuild with a higher version."""
-    need("dpkg-buildpackage", "make")
-    base = tmp_path_factory.mktemp("deb")
-    tree = copy_tree(base / "src")
-    missing = run(["dpkg-checkbuilddeps", "packaging/debian/control"], cwd=tree, check=False)
-    if missing.returncode != 0:
-        pytest.skip(f"deb build dependencies: {missing.stderr.strip()}")
-    out = {}
-    for version in (__version__, __version__ + "+test1"):
-        if version != __version__:
-            bump_changelog(tree, version)
-        run(["make", "deb"], cwd=tree)
-        built = tree / "dist" / f"hsflowd_{version}_all.deb"
-        assert built.exists(), sorted(os.listdir(tree / "dist"))
-        out[version] = shutil.copy(built, base / built.name)
-    assert not (REPO / "packaging" / "debian" / ".debhelper").exists()
-    return out
+# ``debs`` (tests/conftest.py, tests/package_tools.py): {version: path} of two debs, this
+# version and a rebuild with a higher version, built once a run
 
 
 def test_deb_metadata(debs):

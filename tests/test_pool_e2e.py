@@ -32,7 +32,7 @@ from agentproc import agents, config_text, receivers  # noqa: F401 (fixtures)
 from netns import veth
 from traffic import SampleReader, flow_samples, link_counters, send_udp, sink, start_udp
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 N = 10
 HOST, PEER = "10.231.31.1", "10.231.31.2"

@@ -33,7 +33,7 @@ from netns import veth
 from traffic import (FlowCounters, SampleReader, TcpFlow, five_tuple, flow_samples, four_sigma,
                      frame_bytes, link_counters, no_offloads, send_udp, sink, start_udp)
 
-pytestmark = [pytest.mark.netns,
+pytestmark = [pytest.mark.netns, pytest.mark.slow,
               pytest.mark.skipif(bool(missing()), reason="no " + ", ".join(missing()) +
                                  " (apt-get install pmacct nfdump nfdump-sflow)")]
 

@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from kernel_limits import NO_IPVLAN, kernel_limit
 from netns import veth
 
 pytestmark = pytest.mark.netns
@@ -31,16 +32,6 @@ MARK = b"hsflowd-e2e"
 PORT = 9999
 N = 10
 PACKETS = 20000
-
-
-def kernel_has(option: str) -> bool:
-    try:
-        out = subprocess.run(["sh", "-c", "zcat /proc/config.gz"], capture_output=True, text=True).stdout
-    except OSError:
-        return True
-    if not out:
-        return True  # no config to read: try, and let the test fail if the kernel refuses
-    return f"{option}=y" in out or f"{option}=m" in out
 
 
 class AgentRun:
@@ -259,8 +250,7 @@ def test_macvlan_parent(netns, tmp_path):
 
 @pytest.mark.parametrize("mode", ["l2", "l3"])
 def test_ipvlan_parent(netns, tmp_path, mode):
-    if not kernel_has("CONFIG_IPVLAN"):
-        pytest.skip("this kernel has no ipvlan (CONFIG_IPVLAN is not set in /proc/config.gz)")
+    kernel_limit(NO_IPVLAN)
     host, outside, c1 = netns(), netns(), netns()
     veth(host, "eth0", outside, "wire", None, "10.231.3.9/24")
     host.run(f"ip link add link eth0 name ipv1 type ipvlan mode {mode}")

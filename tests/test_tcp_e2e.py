@@ -24,7 +24,7 @@ from hsflowd.sflow import ExtendedTcpInfo, FlowSample
 from hsflowd.sources.tcpinfo import packet_endpoints
 from netns import veth
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 A4, B4 = "10.79.0.1", "10.79.0.2"
 A6, B6 = "fd79::1", "fd79::2"
