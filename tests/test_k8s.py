@@ -275,6 +275,7 @@ def test_k8s_life_of_the_module(containerd, node, agents, receivers):  # noqa: F
         revisions = agent.stderr().count("configuration revision")
         agent.signal(signal.SIGHUP)
         assert _wait(r, lambda: agent.stderr().count("configuration revision") > revisions, 5)
+        r.collect(1.5)       # samples taken before the reload, still on their way
         t_ping = time.monotonic()
         _ping(web, late.ip, 3)
         pair = {(tw.ds[1], tl.ds[1])}
