@@ -8,7 +8,8 @@ import re
 import pytest
 
 from hsflowd.config import (AgentCidr, Collector, ConfigError, DockerConfig, KvmConfig,
-                            NflogConfig, OvsConfig, PcapRule, TcpConfig, parse_config)
+                            NflogConfig, OvsConfig, PcapRule, SystemdConfig, TcpConfig,
+                            parse_config)
 from hsflowd.config.grammar import Token, tokenize
 from hsflowd.config.keywords import SPEED_MAX
 from hsflowd.config.values import Bad, parse_number
@@ -327,6 +328,17 @@ def test_docker_and_kvm_blocks_are_typed_and_supported():
     assert config.kvm == KvmConfig(uri="test:///default")
     assert "docker" not in config.blocks and "kvm" not in config.blocks
     assert with_collector("").docker is None
+
+
+def test_systemd_block_is_typed_and_its_old_path_formats_are_ignored():
+    config = with_collector("systemd { refreshVMs=10 markTraffic=on\n"
+                            "  cgroup_procs=\"/sys/fs/cgroup/systemd/%s/cgroup.procs\" }")
+    assert config.unsupported == []
+    assert config.systemd == SystemdConfig(refresh_vms=10, drop_priv=False, mark_traffic=True)
+    assert "systemd" not in config.blocks
+    assert any("'cgroup_procs' is ignored" in w for w in config.warnings), config.warnings
+    with pytest.raises(ConfigError, match="refreshVMs"):
+        with_collector("systemd { refreshVMs=5 }")
 
 
 def test_legacy_flat_keys_turn_their_block_on():

@@ -16,7 +16,8 @@ from hsflowd.config import BLOCKS, ConfigError, parse_config
 from hsflowd.config import keywords as K
 from hsflowd.config.model import AgentCidr
 
-TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "tcp", "ovs", "docker", "kvm")
+TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "tcp", "ovs", "docker", "kvm",
+         "systemd")
 COLLECTOR = "collector { ip=192.0.2.1 }"
 
 
@@ -114,11 +115,12 @@ def test_non_default_value(block, keyword):
 
 @pytest.mark.parametrize("block,keyword", all_keywords(lambda k: k.ignored))
 def test_ignored_keyword_is_checked_then_dropped(block, keyword):
-    good = {K.INT: "1", K.ONOFF: "on", K.DIRECTION: "both"}[keyword.kind]
+    good = {K.INT: "1", K.ONOFF: "on", K.DIRECTION: "both", K.STRING: '"/x/%s"'}[keyword.kind]
     config = parse_config(wrap(block, f"{keyword.name}={good}"))
     assert any(f"'{keyword.name}' is ignored" in w for w in config.warnings)
-    with pytest.raises(ConfigError):
-        parse_config(wrap(block, f"{keyword.name}=bogus"))
+    if keyword.kind != K.STRING:     # any word is a string
+        with pytest.raises(ConfigError):
+            parse_config(wrap(block, f"{keyword.name}=bogus"))
 
 
 @pytest.mark.parametrize("block,keyword", all_keywords(
@@ -148,7 +150,7 @@ def test_wrong_kind_of_value(block, keyword):
 def test_every_spelling_is_case_insensitive(block, keyword):
     for spelling in keyword.spellings:
         if keyword.ignored:
-            good = {K.INT: "1", K.ONOFF: "on", K.DIRECTION: "in"}[keyword.kind]
+            good = {K.INT: "1", K.ONOFF: "on", K.DIRECTION: "in", K.STRING: "x"}[keyword.kind]
         else:
             good = sample(keyword)[0]
         parse_config(wrap(block, f"{spelling.upper()} = {good}"))
@@ -194,7 +196,7 @@ def test_table_shape():
         assert len(spellings) == len(set(spellings)), block.name
     supported = sorted(b.name for b in BLOCKS.values() if b.supported)
     assert supported == ["collector", "dns-sd", "docker", "epcap", "json", "kvm", "nflog", "ovs",
-                         "pcap", "sflow", "tcp"]
+                         "pcap", "sflow", "systemd", "tcp"]
 
 
 def test_uuid_spellings():

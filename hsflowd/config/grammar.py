@@ -32,7 +32,8 @@ from typing import Dict, List, Optional, Tuple
 from . import keywords as K
 from .errors import ConfigError
 from .model import (Collector, Config, DockerConfig, DropmonConfig, JsonConfig, KvmConfig,
-                    NflogConfig, OvsConfig, PcapRule, PsampleConfig, TcpConfig, UlogConfig)
+                    NflogConfig, OvsConfig, PcapRule, PsampleConfig, SystemdConfig, TcpConfig,
+                    UlogConfig)
 from .sampling import print_speed
 from .values import Bad, read_value
 
@@ -41,7 +42,7 @@ _WORD_END = _SEPARATORS + "#{}"
 # Blocks with a class of their own; the others' settings go to Config.blocks as dicts.
 _CLASSES = {"nflog": NflogConfig, "ulog": UlogConfig, "psample": PsampleConfig,
             "dropmon": DropmonConfig, "json": JsonConfig, "tcp": TcpConfig, "ovs": OvsConfig,
-            "docker": DockerConfig, "kvm": KvmConfig}
+            "docker": DockerConfig, "kvm": KvmConfig, "systemd": SystemdConfig}
 # A deprecated spelling warns wherever it appears, inside its block too ("nflogGroup").
 _DEPRECATED = {s.lower(): k.prefer for k in K.BLOCKS["sflow"].keywords
                if k.prefer and not k.ignored for s in k.spellings}
