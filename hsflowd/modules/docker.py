@@ -42,8 +42,7 @@ from ..sources.identity import machine_type_of
 from ..virt import dockerapi as api
 from ..virt.guests import Guest
 from ..virt.marks import Marks
-from ..virt.records import (DiskIo, GuestReading, NetIo, VirState, guest_records,
-                            round_half_up, virt_node)
+from ..virt.records import DiskIo, GuestReading, NetIo, VirState, guest_records, vcpus_of
 from . import ROOT, AgentState, DataSource, register
 from .guests import GuestsModule
 
@@ -107,14 +106,6 @@ def uuid_of(container_id: str) -> bytes:
     return bytes.fromhex(container_id[:32])
 
 
-def vcpus_of(c: cgroups.CgroupCounters, host_cpus: int) -> int:
-    """virt_cpu's nrVirtCpu: the CPU quota rounded as C's round() (0.5 CPU -> 1, as
-    hsflowd's NanoCpus/1e9), at least 1; without a quota, the CPUs it may run on."""
-    if c.cpu_limit:
-        return max(1, round_half_up(c.cpu_limit))
-    return c.cpus_allowed or host_cpus
-
-
 def _merge(old: cgroups.CgroupCounters, new: cgroups.CgroupCounters) -> cgroups.CgroupCounters:
     """The new reading, the old value wherever the new one is missing (a group that went
     away between the event and the poll keeps its last counters)."""
@@ -135,7 +126,6 @@ class DockerModule(GuestsModule):
         self.resync = False
         self.tickets: Dict[str, int] = {}     # events seen per id: an older inspect loses
         self.books = Books()
-        self.kvm_too = False
         self.marks = Marks()
         try:
             self.mounts: Optional[cgroups.Mounts] = cgroups.read_mounts(procfs)
@@ -155,7 +145,7 @@ class DockerModule(GuestsModule):
             return
         self.settings = settings_of(state.config)
         self.set_intervals(self.settings.refresh, self.settings.forget)
-        self.kvm_too = state.config.kvm is not None
+        self.set_vnode_role(state.config)
         self._marks_changed()
 
     def _forgotten(self, gone: Container) -> None:
@@ -356,18 +346,12 @@ class DockerModule(GuestsModule):
         net = NetIo(**c.net._asdict()) if c.net is not None else NetIo()
         return GuestReading(
             hostname=name, uuid=c.uuid, state=c.state, cpu_ns=k.cpu_ns,
-            vcpus=vcpus_of(k, self.host_cpus), memory=k.memory or 0,
+            vcpus=vcpus_of(k.cpu_limit, k.cpus_allowed, self.host_cpus), memory=k.memory or 0,
             max_memory=min(limit, self.host_memory),
             disk=DiskIo(rd_req=k.rd_req, rd_bytes=k.rd_bytes, wr_req=k.wr_req,
                         wr_bytes=k.wr_bytes),
             net=net, adapters=c.adapters, machine_type=self.machine_type,
             os_name=int(OsName.LINUX), os_release=self.os_release)
-
-    def host_records(self) -> List[Record]:
-        # one module sends virt_node; with kvm {} as well, kvm does (hsflowd's VNode role)
-        if self.kvm_too:
-            return []
-        return [virt_node(self.book.running_count())]
 
     # ------------------------------------------------------------ markTraffic
     def _marks_changed(self) -> None:

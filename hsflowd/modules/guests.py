@@ -1,12 +1,18 @@
-"""What ``docker {}`` and ``kvm {}`` share: a book of guests, each a data source 3:N, and one
-connection to the daemon that knows them (dockerd, libvirtd), made again with back-off.
+"""What ``docker {}``, ``kvm {}`` and ``systemd {}`` share: a book of guests, each a data
+source 3:N, and one connection to the daemon that knows them (dockerd, libvirtd, systemd
+over D-Bus), made again with back-off.
 
-The connection (``virt.dockerapi.DockerLink``, ``virt.libvirtapi.LibvirtLink``) talks to the
-daemon on threads of its own and hands its messages over through a descriptor the loop
-watches; ``_handle`` gets them one by one, on the loop's thread.  When it says it is
-connected the guests are listed, and again every ``refresh`` seconds; when it is lost it is
-made again 1, 2, 4 ... seconds later (``RETRY_MIN`` to ``RETRY_MAX``).  A guest that stops is
-reported as it last was until ``forget`` seconds have passed.
+The connection (``virt.dockerapi.DockerLink``, ``virt.libvirtapi.LibvirtLink``,
+``virt.systemdapi.SystemdLink``) talks to the daemon on threads of its own and hands its
+messages over through a descriptor the loop watches; ``_handle`` gets them one by one, on
+the loop's thread.  When it says it is connected the guests are listed, and again every
+``refresh`` seconds; when it is lost it is made again 1, 2, 4 ... seconds later
+(``RETRY_MIN`` to ``RETRY_MAX``).  A guest that stops is reported as it last was until
+``forget`` seconds have passed.
+
+virt_node (2100) goes in the host sample once, from one module: of those enabled, the one
+last in ``VNODE_ROLE`` (hsflowd's requestVNodeRole priorities: a KVM host's domains are
+its guests before its containers, its containers before its services).
 """
 
 from __future__ import annotations
@@ -15,7 +21,16 @@ import time
 from typing import Any, Callable, Optional
 
 from ..virt.guests import Guest, GuestBook
-from . import Module
+from ..virt.records import virt_node
+from . import Module, enabled_specs
+
+VNODE_ROLE = ("systemd", "docker", "containerd", "k8s", "kvm", "xen")
+
+
+def has_vnode_role(name: str, config) -> bool:
+    """Whether module ``name`` sends virt_node with this configuration."""
+    enabled = [s.name for s in enabled_specs(config) if s.name in VNODE_ROLE]
+    return bool(enabled) and max(enabled, key=VNODE_ROLE.index) == name
 
 
 class GuestsModule(Module):
@@ -35,6 +50,7 @@ class GuestsModule(Module):
         self.next_list = 0.0
         self.said: set = set()            # what _once has said
         self.unavailable: Optional[str] = None   # why it cannot work at all (no library)
+        self.vnode = False                # it sends virt_node (``has_vnode_role``)
 
     # ------------------------------------------------------------ what each says its own way
     def _connect(self, now: float) -> None:
@@ -63,6 +79,12 @@ class GuestsModule(Module):
         if refresh != self.refresh and self.connected:
             self.next_list = min(self.next_list, self.clock() + refresh)
         self.refresh, self.forget = refresh, forget
+
+    def set_vnode_role(self, config) -> None:
+        self.vnode = has_vnode_role(self.name, config)
+
+    def host_records(self):
+        return [virt_node(self.book.running_count())] if self.vnode else []
 
     def tick(self, now: float) -> None:
         if self.link is None:
