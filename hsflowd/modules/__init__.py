@@ -230,7 +230,7 @@ def _load_all() -> None:
     _LOADED = True
     # ORDER, not the order of these imports, decides the order of modules and hooks
     from . import (host, interfaces, pcap, epcap, nflog, ovs, tunnels, docker, kvm,  # noqa: F401
-                   dnssd, jsonapp, tcp)
+                   systemd, dnssd, jsonapp, tcp)
 
 
 __all__ = ["AgentState", "Context", "DataSource", "HOST_SOURCE", "Module", "ModuleSpec",
