@@ -213,7 +213,8 @@ def test_socket_marks_look_up_on_a_miss_and_mark_the_packets_after(monkeypatch):
     m.set_services({111: 100001, 222: 100002})
     inbound = tcp_sample(PEER, LOCAL, 40000, 8080)
     assert m.mark(inbound, walk_sample(inbound)) is inbound        # a miss: sent as it is
-    assert m.mark(inbound, walk_sample(inbound)) is inbound        # asked once only
+    again = tcp_sample(PEER, LOCAL, 40002, 8080)
+    assert m.mark(again, walk_sample(again)) is again      # that port is being looked up
     outbound = tcp_sample(LOCAL, PEER, 51000, 9000)
     m.mark(outbound, walk_sample(outbound))
     wait_answers(m, 2)
@@ -230,11 +231,16 @@ def test_socket_marks_look_up_on_a_miss_and_mark_the_packets_after(monkeypatch):
     # passing through: neither end is this host's
     transit = tcp_sample(PEER, PEER, 1, 2)
     assert m.mark(transit, walk_sample(transit)) is transit and len(kernel.asked) == 2
-    # the services changed: answers dropped, asked again
+    # the client service stopped: its socket is forgotten (asked again), the web's is not
     m.set_services({111: 100001})
-    assert m.mark(inbound, walk_sample(inbound)) is inbound
+    assert entities(m.mark(inbound, walk_sample(inbound))).dst_dsIndex == 100001
+    assert m.mark(outbound, walk_sample(outbound)) is outbound
     wait_answers(m, 1)
-    assert kernel.asked[-1] == web
+    assert kernel.asked[-1] == client
+    # an answer given before its cgroup was a service's serves once it is, with no look-up
+    m.set_services({111: 100001, 222: 100003})
+    assert entities(m.mark(outbound, walk_sample(outbound))).src_dsIndex == 100003
+    assert len(kernel.asked) == 3
     # answers expire
     m.tick(time.monotonic() + marksmod.CACHE_SECONDS + 1)
     assert not m.connected and not m.bound
@@ -247,7 +253,7 @@ def test_socket_marks_ask_at_most_the_budget_a_second():
     m.local = frozenset({LOCAL})
     m.set_services({1: 100001})
     for port in range(marksmod.LOOKUPS_PER_SECOND + 10):
-        s = tcp_sample(PEER, LOCAL, 1000 + port, 80)
+        s = tcp_sample(PEER, LOCAL, 80, 1000 + port)
         m.mark(s, walk_sample(s))
     assert m.lookups == marksmod.LOOKUPS_PER_SECOND and m.over_budget == 10
     m.tick(time.monotonic())

@@ -4,10 +4,11 @@ which is the inode number of its directory).  markTraffic of ``systemd {}`` find
 packet's service this way, as hsflowd's mod_systemd does.
 
 One look-up is one dump filtered by the kernel on the local port (two for IPv4, whose
-connections a dual-stack IPv6 socket may hold as ::ffff:a.b.c.d): the connected socket
-with the packet's remote end if there is one, else the socket that listens on (TCP) or is
-bound to (UDP) that port, on the packet's local address or on every address.  pyroute2
-0.7 does not know the attribute, so it is read from the raw message.
+connections a dual-stack IPv6 socket may hold as ::ffff:a.b.c.d): the socket that listens
+on (TCP) or is bound to (UDP) that port, on the packet's local address or on every address,
+if there is one (a connection it accepted belongs to the same cgroup, and the answer serves
+the port's every packet), else the connected socket with the packet's remote end (a
+client's).  pyroute2 0.7 does not know the attribute, so it is read from the raw message.
 """
 
 from __future__ import annotations
@@ -54,15 +55,15 @@ def find_owner(ds, endpoints: Endpoints) -> Optional[Owner]:
     if v4:
         tries.append((socket.AF_INET6, f"::ffff:{here}", f"::ffff:{there}", "::"))
     states = TCP_STATES if protocol == socket.IPPROTO_TCP else EVERY_STATE
-    bound: Optional[Owner] = None
+    connected: Optional[Owner] = None
     for fam, mine, theirs, every in tries:
         for msg in dump_sockets(ds, fam, lport, 0, protocol, states, ext=0):
             src, dport = msg["idiag_src"], msg["idiag_dport"]
+            if dport == 0 and src in (mine, every):
+                return Owner(cgroup_id_of(msg), local if src == mine else b"")
             if dport == rport and src == mine and msg["idiag_dst"] == theirs:
-                return Owner(cgroup_id_of(msg), None)
-            if dport == 0 and bound is None and src in (mine, every):
-                bound = Owner(cgroup_id_of(msg), local if src == mine else b"")
-    return bound
+                connected = connected or Owner(cgroup_id_of(msg), None)
+    return connected
 
 
 __all__ = ["Endpoints", "Owner", "cgroup_id_of", "find_owner"]

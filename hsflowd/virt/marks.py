@@ -9,12 +9,13 @@ per sample.
 ``SocketMarks`` (systemd {}): a service shares the host's addresses, so a packet is its
 when the local socket it belongs to is: the socket's cgroup (``sources.sockowner``) is the
 service's.  Asking the kernel is I/O, which a flow hook must not do: the hook reads a
-cache, and a packet it does not find there goes without 2210 while its socket is looked
-up on a thread of its own, for the packets after it.  At most LOOKUPS_PER_SECOND look-ups
-start each second; an answer is used for CACHE_SECONDS (sockets close, ports are used
-again), and every answer is dropped when the services change (a service started again
-has a new cgroup).  A listening or unbound socket's answer serves every packet to or from
-its port.
+cache of sockets and their cgroups, and a packet it does not find there goes without 2210
+while its socket is looked up on a thread of its own, for the packets after it.  At most
+LOOKUPS_PER_SECOND look-ups start each second, and one at a time per local port (a server's
+answer serves all its clients).  An answer is kept for CACHE_SECONDS (sockets close, ports
+are used again), and dropped sooner when its cgroup's service stops (started again, it has
+a new group and new sockets).  A listening or unbound socket's answer serves every packet
+to or from its port.
 """
 
 from __future__ import annotations
@@ -106,9 +107,10 @@ class SocketMarks:
         self.find, self.open_diag, self.clock = find, open_diag, clock
         self.by_cgroup: Dict[int, int] = {}          # service cgroup id -> its ds index
         self.local: FrozenSet[bytes] = frozenset()   # this host's addresses
-        self.connected: Dict[Endpoints, Tuple[int, float]] = {}       # -> (ds index, when)
+        # the sockets found: -> (cgroup id, 0 if none was found; when)
+        self.connected: Dict[Endpoints, Tuple[int, float]] = {}
         self.bound: Dict[Tuple[int, bytes, int], Tuple[int, float]] = {}
-        self.asked: Set[Endpoints] = set()
+        self.asked: Set[Tuple[int, bytes, int]] = set()     # local ends being looked up
         self.budget = LOOKUPS_PER_SECOND
         self.handover: Optional[Handover] = None
         self.worker: Optional[Worker] = None
@@ -118,11 +120,14 @@ class SocketMarks:
         self.last_error = ""
 
     def set_services(self, by_cgroup: Dict[int, int]) -> None:
-        """The services' cgroup ids now; answers given for the old ones are dropped."""
-        if by_cgroup != self.by_cgroup:
-            self.by_cgroup = dict(by_cgroup)
-            self.connected.clear()
-            self.bound.clear()
+        """The services' cgroup ids now; the sockets of those that stopped are forgotten."""
+        if by_cgroup == self.by_cgroup:
+            return
+        gone = set(self.by_cgroup) - set(by_cgroup)
+        self.by_cgroup = dict(by_cgroup)
+        for cache in (self.connected, self.bound) if gone else ():
+            for key in [key for key, (cgroup_id, _) in cache.items() if cgroup_id in gone]:
+                del cache[key]
 
     # ------------------------------------------------------------ the hot path
     def mark(self, sample: bytes, pkt: SampledPacket) -> bytes:
@@ -148,16 +153,16 @@ class SocketMarks:
             if found is None:
                 self._ask(key)
                 return 0
-        return found[0]
+        return self.by_cgroup.get(found[0], 0)
 
     def _ask(self, key: Endpoints) -> None:
-        if key in self.asked:
+        if key[:3] in self.asked:
             return
         if self.budget <= 0 or len(self.asked) >= MAX_ASKED:
             self.over_budget += 1
             return
         self.budget -= 1
-        self.asked.add(key)
+        self.asked.add(key[:3])
         self.lookups += 1
         if self.worker is None:
             self.handover = Handover()
@@ -188,17 +193,17 @@ class SocketMarks:
         now = self.clock()
         for answer in self.handover.drain():
             key, owner = answer.endpoints, answer.owner
-            self.asked.discard(key)
+            self.asked.discard(key[:3])
             if answer.error:
                 self.errors += 1
                 self.last_error = answer.error
                 continue
-            ds_index = self.by_cgroup.get(owner.cgroup_id, 0) if owner is not None else 0
-            self.found += bool(ds_index)
+            cgroup_id = owner.cgroup_id if owner is not None else 0
+            self.found += cgroup_id in self.by_cgroup
             if owner is None or owner.bound is None:
-                _put(self.connected, key, (ds_index, now))
+                _put(self.connected, key, (cgroup_id, now))
             else:
-                _put(self.bound, (key[0], owner.bound, key[2]), (ds_index, now))
+                _put(self.bound, (key[0], owner.bound, key[2]), (cgroup_id, now))
 
     def tick(self, now: float) -> None:
         self.budget = LOOKUPS_PER_SECOND
