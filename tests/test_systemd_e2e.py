@@ -291,7 +291,7 @@ def test_systemd_life_in_a_booted_container(inside):
     from_web = [e for p, e in samples if p.src_port == 8080]
     from_client = [e for p, e in samples if p.dst_port == 9000]
     assert len(to_web) >= 40 and len(from_web) >= 40 and len(from_client) >= 20
-    assert all(e is not None and (e.src_dsIndex, e.dst_dsIndex) == (0, web) for e in to_web), [e and (e.src_dsIndex, e.dst_dsIndex) for e in to_web]
+    assert all(e is not None and (e.src_dsIndex, e.dst_dsIndex) == (0, web) for e in to_web)
     assert all(e is not None and (e.src_dsIndex, e.dst_dsIndex) == (web, 0) for e in from_web)
     assert all(e is not None and (e.src_dsIndex, e.dst_dsIndex) == (client_n, 0)
                for e in from_client[-10:])

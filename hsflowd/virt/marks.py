@@ -116,7 +116,7 @@ class SocketMarks:
         self.worker: Optional[Worker] = None
         self.token: Any = None
         self._ds = None                              # the thread's DiagSocket
-        self.lookups = self.found = self.marked = self.over_budget = self.errors = 0
+        self.lookups = self.marked = self.over_budget = self.errors = 0
         self.last_error = ""
 
     def set_services(self, by_cgroup: Dict[int, int]) -> None:
@@ -199,7 +199,6 @@ class SocketMarks:
                 self.last_error = answer.error
                 continue
             cgroup_id = owner.cgroup_id if owner is not None else 0
-            self.found += cgroup_id in self.by_cgroup
             if owner is None or owner.bound is None:
                 _put(self.connected, key, (cgroup_id, now))
             else:
@@ -215,7 +214,7 @@ class SocketMarks:
                 del cache[oldest]
 
     def status(self) -> Dict[str, int]:
-        return {"lookups": self.lookups, "found": self.found, "marked": self.marked,
+        return {"lookups": self.lookups, "marked": self.marked,
                 "over_budget": self.over_budget, "errors": self.errors,
                 "cached": len(self.connected) + len(self.bound)}
 
