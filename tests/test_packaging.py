@@ -241,7 +241,7 @@ def test_deb_metadata(debs):
     for dep in ("python3-psutil (>= 5.9)", "python3-pyroute2 (>= 0.7.2)", "python3:any"):
         assert dep in depends
     suggests = re.search(r"^Suggests: (.*)$", fields, re.M).group(1)
-    for dep in ("python3-openvswitch", "python3-bpfcc", "python3-iptables"):
+    for dep in ("python3-openvswitch", "python3-bpfcc", "python3-iptables", "python3-jeepney"):
         assert dep in suggests and dep not in depends
 
 
