@@ -45,7 +45,8 @@ def udp_collector():
 def booted_machine(tmp_path_factory):
     """One Debian root with a real systemd, booted with systemd-nspawn, shared by every test
     of the session that needs one (tests/nspawn_tools.py): this tree is mounted read-only at
-    /src inside.  Made with mmdebstrap (about half a minute), removed at the end."""
+    /src inside, and ``machine.shared`` is a directory both sides see.  Made with mmdebstrap
+    (about half a minute), removed at the end."""
     import nspawn_tools
     why = nspawn_tools.why_not()
     if why:
@@ -55,7 +56,8 @@ def booted_machine(tmp_path_factory):
     # iterate on these tests without mmdebstrap each time
     kept = os.environ.get("HSFT_NSPAWN_ROOT")
     root = kept or tmp_path_factory.mktemp("nspawn") / "root"
-    machine = nspawn_tools.Machine(root, f"hsft{os.getpid() % 100000}", binds=[(repo, "/src")])
+    machine = nspawn_tools.Machine(root, f"hsft{os.getpid() % 100000}", binds=[(repo, "/src")],
+                                   shared=tmp_path_factory.mktemp("shared"))
     try:
         if not kept:
             nspawn_tools.make_root(machine.root)

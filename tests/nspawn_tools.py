@@ -84,12 +84,15 @@ def _children(pid: int) -> List[int]:
 
 class Machine:
     """One booted container (see the module doc).  ``binds`` are (host path, path inside)
-    pairs mounted read-only."""
+    pairs mounted read-only; ``shared`` is a directory both sides see at the same path,
+    writable (files handed in and out, ansible's temporary files)."""
 
-    def __init__(self, root: Path, name: str, binds: Sequence[Tuple[str, str]] = ()):
+    def __init__(self, root: Path, name: str, binds: Sequence[Tuple[str, str]] = (),
+                 shared: Optional[Path] = None):
         self.root = Path(root)
         self.name = name
         self.binds = list(binds)
+        self.shared = shared
         self.log = Path(tempfile.mkstemp(prefix="hsft-nspawn-", suffix=".log")[1])
         self.proc: Optional[subprocess.Popen] = None
         self.init = 0                     # the container's systemd, as the host sees it
@@ -100,6 +103,8 @@ class Machine:
         cmd = ["systemd-nspawn", "-D", str(self.root), "--private-network", "--register=no",
                "--keep-unit", "-M", self.name]
         cmd += [f"--bind-ro={src}:{dest}" for src, dest in self.binds]
+        if self.shared is not None:
+            cmd.append(f"--bind={self.shared}")
         cmd += ["-b", "--", "systemd.firstboot=off"]
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
