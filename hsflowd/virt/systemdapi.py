@@ -25,7 +25,7 @@ thread, which ends it at once, even in the middle of a call.
 from __future__ import annotations
 
 import collections
-import select
+import selectors
 import socket
 import threading
 import time
@@ -179,21 +179,23 @@ class SystemdLink:
         self._call(conn, "setup", SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe")
         version = self._get(conn, MANAGER_PATH, MANAGER, "Version", kind="setup")
         self.handover.post(Connected(f"systemd {version}"))
-        while not self.handover.closed.is_set():
-            self._receive(conn)
-            self._signals(conn, signals)
-            now = time.monotonic()
-            if self._want_list or (self._due is not None and now >= self._due):
-                self._want_list, self._due = False, None
-                self._sync(conn)
-                continue
-            timeout = None if self._due is None else self._due - now
-            readable, _, _ = select.select([conn.sock, self._wake_r], [], [], timeout)
-            if self._wake_r in readable:
-                try:
-                    self._wake_r.recv(4096)
-                except OSError:
-                    return
+        with selectors.DefaultSelector() as waiting:     # descriptors above 1024 too
+            waiting.register(conn.sock, selectors.EVENT_READ)
+            waiting.register(self._wake_r, selectors.EVENT_READ)
+            while not self.handover.closed.is_set():
+                self._receive(conn)
+                self._signals(conn, signals)
+                now = time.monotonic()
+                if self._want_list or (self._due is not None and now >= self._due):
+                    self._want_list, self._due = False, None
+                    self._sync(conn)
+                    continue
+                ready = waiting.select(None if self._due is None else self._due - now)
+                if any(key.fileobj is self._wake_r for key, _ in ready):
+                    try:
+                        self._wake_r.recv(4096)
+                    except OSError:
+                        return
 
     def _receive(self, conn) -> None:
         """Every message already here (on the socket, or in jeepney's buffer after a
