@@ -98,8 +98,8 @@ class Answer:
 
 class SocketMarks:
     """The services' sockets: the flow hook (``mark``), its caches, and the look-up thread,
-    made when the first look-up is asked for.  ``watch(fd, callback)`` and ``unwatch`` are
-    the module's (``Context``)."""
+    there while there is a service to find.  ``watch(fd, callback)`` and ``unwatch`` are the
+    module's (``Context``)."""
 
     def __init__(self, watch: Callable, unwatch: Callable, find: Callable = find_owner,
                  open_diag: Callable = open_diag_socket, clock: Callable[[], float] = time.monotonic):
@@ -120,7 +120,12 @@ class SocketMarks:
         self.last_error = ""
 
     def set_services(self, by_cgroup: Dict[int, int]) -> None:
-        """The services' cgroup ids now; the sockets of those that stopped are forgotten."""
+        """The services' cgroup ids now; the sockets of those that stopped are forgotten.
+        The look-up thread is made with the first service (never in the hook)."""
+        if by_cgroup and self.worker is None:
+            self.handover = Handover()
+            self.worker = Worker("systemd-sockets", self.handover).start()
+            self.token = self.watch(self.handover.fileno(), self.answers)
         if by_cgroup == self.by_cgroup:
             return
         gone = set(self.by_cgroup) - set(by_cgroup)
@@ -164,10 +169,6 @@ class SocketMarks:
         self.budget -= 1
         self.asked.add(key[:3])
         self.lookups += 1
-        if self.worker is None:
-            self.handover = Handover()
-            self.worker = Worker("systemd-sockets", self.handover).start()
-            self.token = self.watch(self.handover.fileno(), self.answers)
         self.worker.submit("lookup", lambda: self._lookup(key))
 
     # ------------------------------------------------------------ the look-up thread
@@ -226,6 +227,7 @@ class SocketMarks:
             self.handover.close()
             self.worker = self.handover = self.token = None
         self.asked.clear()
+        self.by_cgroup = {}
 
 
 def _put(cache: Dict, key, value) -> None:
