@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from hsflowd.decode.packet import add_decoded, decode_header  # noqa: E402
 from hsflowd.decode.sflowtool import Received, datagram_lines  # noqa: E402
 from hsflowd.sflow import SampledHeader, decode_datagram, to_dict  # noqa: E402
-from hsflowd.sflow.pcap import read_udp  # noqa: E402
+from hsflowd.decode.capture import read_udp  # noqa: E402
 from pinning import pin_one_core  # noqa: E402
 
 VECTORS = os.path.join(os.path.dirname(HERE), "tests", "vectors")

@@ -169,7 +169,7 @@ def decode_workload(datagrams):
 
 def real_datagrams():
     try:
-        from hsflowd.sflow.pcap import read_udp
+        from hsflowd.decode.capture import read_udp
     except ImportError:
         return []
     out = []

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from agentproc import AgentFactory, Receiver, in_netns, proc_cpu_seconds, udp_socket  # noqa: E402
 from hsflowd.modules import Context  # noqa: E402
 from hsflowd.frames import append_records  # noqa: E402
-from hsflowd.modules.flowhooks import FlowHooks  # noqa: E402
+from hsflowd.modules.flowhooks import FlowHooks, Sink  # noqa: E402
 from hsflowd.modules.tcp import TcpModule  # noqa: E402
 from hsflowd.sflow import ExtendedTcpInfo, FlowSample, SampledHeader  # noqa: E402
 from hsflowd.sources.tcpinfo import open_diag_socket, read_tcp_info, tcp_info_record  # noqa: E402
@@ -71,7 +71,7 @@ def loopback_connections(n: int):
 def in_process(rounds: int = 20000):
     print("1. in-process, per sampled packet (best of 3)")
     sent = []
-    hooks = FlowHooks(sent.append)
+    hooks = FlowHooks(Sink(sent.append))
     plain = sample(header("127.0.0.2", "127.0.0.1", 1000, 2000))
 
     def timed(fn, n=rounds):

@@ -158,7 +158,7 @@ class Agent:
         self.link_stats = LinkStats(self.interfaces)
         self.memory = MemoryTrim()
         self.output = Output(self.clock)
-        self.supervisor = Supervisor(self.loop, self.output.emit, self.link_stats, self.interfaces,
+        self.supervisor = Supervisor(self.loop, self.output, self.link_stats, self.interfaces,
                                      self.clock, config_changed=lambda: self.runtime.config_changed())
         self.polling = CounterPolling()
         self.runtime = Runtime(options, self.interfaces, self.output, self.supervisor,

@@ -192,8 +192,10 @@ class Collectors:
         self.clock = clock
         self.destinations = list(destinations)
         self.senders: Dict[SenderKey, Sender] = {}
+        self._routes: Tuple = ()
         for d in self.destinations:
             self._connect(d)
+        self._reroute()
         pending = [d.pending for d in self.destinations if d.pending is not None]
         if pending:  # names usually resolve at once: let the first datagram reach them
             concurrent.futures.wait(pending, timeout=RESOLVE_WAIT)
@@ -231,35 +233,46 @@ class Collectors:
                 return
         d.sender, d.family, d.address = sender, family, address
         d.resolve_delay = RESOLVE_RETRY_MIN
+        self._reroute()
         log.info("collector %s -> %s", d.label, address[0])
 
     def _failed(self, d: Destination, e: BaseException) -> None:
         d.address, d.sender = None, None
+        self._reroute()
         d.next_resolve = self.clock() + d.resolve_delay
         d.resolve_delay = min(RESOLVE_RETRY_MAX, d.resolve_delay * 2)
         self._report(d, f"cannot reach collector yet ({_reason(e)}); will try again")
 
+    def _reroute(self) -> None:
+        """The collectors that can be sent to now, each with its socket's sendto: what
+        ``send`` walks for every datagram (made again when a collector's socket or address
+        changes, never per datagram)."""
+        self._routes = tuple((d.sender.sock.sendto, d.address, d) for d in self.destinations
+                             if d.sender is not None and d.address is not None)
+
     def send(self, datagram: bytes) -> None:
-        for d in self.destinations:
-            sender = d.sender
-            if sender is None or d.address is None:
-                continue
+        for sendto, address, d in self._routes:
             try:
-                sender.sock.sendto(datagram, d.address)
-                d.stats.sent += 1
-                continue
+                sendto(datagram, address)
             except OSError:
-                pass
-            # maybe an error the network sent back for some destination of this socket:
-            # read the queue (it says which), then this send goes again
-            self._read_errors(sender)
-            try:
-                sender.sock.sendto(datagram, d.address)
-                d.stats.sent += 1
-            except OSError as e:
-                self._send_failed(d, e)
-                if e.errno == errno.ENODEV and sender.key[1]:
-                    self._drop(sender)
+                self._send_again(d, datagram)
+                continue
+            d.stats.sent += 1
+
+    def _send_again(self, d: Destination, datagram: bytes) -> None:
+        """Maybe an error the network sent back for some destination of this socket: read
+        the queue (it says which), then this send goes again."""
+        sender = d.sender
+        if sender is None or d.address is None:
+            return                      # dropped meanwhile (its dev= went away)
+        self._read_errors(sender)
+        try:
+            sender.sock.sendto(datagram, d.address)
+            d.stats.sent += 1
+        except OSError as e:
+            self._send_failed(d, e)
+            if e.errno == errno.ENODEV and sender.key[1]:
+                self._drop(sender)
 
     def _drop(self, sender: Sender) -> None:
         """Close a socket pinned to a dev= interface that is gone (made again, it has a new
@@ -269,6 +282,7 @@ class Collectors:
         for d in self.destinations:
             if d.sender is sender:
                 d.sender, d.next_resolve = None, now
+        self._reroute()
         sender.close()
 
     def _send_failed(self, d: Destination, e: OSError) -> None:
@@ -344,6 +358,7 @@ class Collectors:
                 d.pending.cancel()
                 d.pending = None
             d.sender = None
+        self._routes = ()
         for sender in self.senders.values():
             sender.close()
         self.senders.clear()

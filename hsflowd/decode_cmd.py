@@ -16,8 +16,8 @@ import time
 from ipaddress import ip_address
 from typing import Iterator, NamedTuple, Optional, TextIO
 
+from .decode.capture import CaptureError, read_udp
 from .sflow import DecodeError, decode_datagram, to_dict, to_text
-from .sflow.pcap import CaptureError, read_udp
 
 MAX_DATAGRAM = 65535
 RECEIVE_BUFFER = 8 << 20  # agents send in bursts; the kernel caps this at net.core.rmem_max

@@ -20,6 +20,7 @@ import struct
 from typing import Optional
 
 ETHERNET, IPV4, IPV6 = 1, 11, 12              # sampled_header's header_protocol
+FCS = 4          # an Ethernet frame's check sequence: on the wire, never in what is captured
 VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
 MAX_TAGS = 4
 ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
@@ -59,11 +60,13 @@ class SampledPacket:
     l2 = l3 = l4 = -1
     ethertype = ip_version = ip_protocol = tos = 0
     src_ip = dst_ip = b""
+    fragment = False              # a piece of a fragmented IP packet (the first one too)
     src_port = dst_port = 0
 
     FIELDS = ("ds_index", "input", "output_format", "output", "header_protocol",
               "frame_length", "start", "end", "l2", "ethertype", "l3", "ip_version",
-              "src_ip", "dst_ip", "ip_protocol", "tos", "l4", "src_port", "dst_port")
+              "src_ip", "dst_ip", "ip_protocol", "tos", "fragment", "l4", "src_port",
+              "dst_port")
 
     def __repr__(self) -> str:
         return "SampledPacket(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.FIELDS) + ")"
@@ -113,6 +116,8 @@ def walk_frame(buf: bytes, start: int, end: int, protocol: int,
             return pkt
         pkt.l3, pkt.ip_version, pkt.tos, pkt.ip_protocol = p, 4, tos, nh
         pkt.src_ip, pkt.dst_ip = src, dst
+        if frag & 0x3FFF:
+            pkt.fragment = True                    # more fragments, or an offset
         ihl = (vihl & 0x0F) * 4
         if ihl < 20 or frag & 0x1FFF:
             return pkt                             # a later fragment has no ports
@@ -136,6 +141,7 @@ def walk_frame(buf: bytes, start: int, end: int, protocol: int,
                 elif nh == _V6_FRAGMENT:
                     if t + 8 > end:
                         break
+                    pkt.fragment = True
                     if _U16(buf, t + 2)[0] & 0xFFF8:
                         pkt.ip_protocol = buf[t]
                         return pkt                 # a later fragment
@@ -209,5 +215,5 @@ def append_records(sample: bytes, records: bytes, count: int) -> bytes:
                      sample[COUNT_OFFSET + 4:], records))
 
 
-__all__ = ["SampledPacket", "walk_frame", "walk_sample", "append_records", "ETHERNET", "IPV4",
+__all__ = ["FCS", "SampledPacket", "walk_frame", "walk_sample", "append_records", "ETHERNET", "IPV4",
            "IPV6", "TCP", "UDP", "ICMP", "ICMPV6", "VLAN_TPIDS"]

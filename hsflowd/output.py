@@ -20,19 +20,18 @@ OVERSIZE_LOG_INTERVAL = 60.0
 
 
 class Output:
-    """The open datagram and the collectors; ``emit`` is the one way out for samples."""
+    """The open datagram and the collectors; ``emit(sample)`` is the one way out for
+    samples: the open datagram's ``add`` itself (one call per sample on the hot path), or,
+    while there is no agent address, a call that drops the sample."""
 
     def __init__(self, clock: Callable[[], float]):
         self.clock = clock
         self.collectors: Optional[Collectors] = None
         self.builder: Optional[DatagramBuilder] = None
+        self.emit: Callable[[bytes], None] = _no_datagram
         self.config_path = ""
         self._oversized_reported = 0
         self._next_oversized_report = 0.0
-
-    def emit(self, sample: bytes) -> None:
-        if self.builder is not None:
-            self.builder.add(sample)
 
     def _send(self, datagram: bytes) -> None:
         if self.collectors is not None:
@@ -59,10 +58,11 @@ class Output:
             b.datagram_bytes = datagram_bytes
             return
         self.flush()
-        self.builder = None
+        self.builder, self.emit = None, _no_datagram
         if address is not None:
             self.builder = DatagramBuilder(address, sub_agent_id, self._send,
                                            datagram_bytes=datagram_bytes, clock=self.clock)
+            self.emit = self.builder.add
             self._oversized_reported = 0
 
     def report_oversized(self, now: float) -> None:
@@ -78,8 +78,19 @@ class Output:
         self._oversized_reported = b.oversized
         self._next_oversized_report = now + OVERSIZE_LOG_INTERVAL
 
+    def status(self) -> dict:
+        """For ``hsflowd status``: the sub-agent, datagrams sent, each collector's figures."""
+        b = self.builder
+        return {"sub_agent_id": b.sub_agent_id if b else None,
+                "datagrams": b.sequence_number if b else 0,
+                "collectors": self.collectors.status() if self.collectors else []}
+
     def close(self) -> None:
         self.flush()
         if self.collectors is not None:
             self.collectors.close()
             self.collectors = None
+
+
+def _no_datagram(sample: bytes) -> None:
+    """No agent address (yet): nothing can be sent, as in hsflowd."""

@@ -84,32 +84,21 @@ class CounterPolling:
         self.pollers = PollerSet(rng or random.Random())
 
     def tick(self, supervisor, interval: int, emit: Callable[[bytes], None]) -> int:
-        owners: Dict[DataSource, object] = {}
-        for slot, module in supervisor.running():
-            sources = supervisor.call(slot, "counter_sources",
-                                      lambda m=module: list(m.counter_sources()), default=[])
-            for source in sources:
-                owners.setdefault(source, slot)
+        owners = supervisor.counter_sources()
         for source in owners:
             self.pollers.ensure(source, interval, first=1 if source == HOST_SOURCE else None)
         self.pollers.keep_only(set(owners))
         due = self.pollers.due()
         if not due:
             return 0
-        by_slot: Dict[object, List[Poller]] = {}
+        by_owner: Dict[str, List[DataSource]] = {}
         for poller in due:
-            by_slot.setdefault(owners[poller.source], []).append(poller)
+            by_owner.setdefault(owners[poller.source], []).append(poller.source)
         records: Dict[DataSource, List[Record]] = {}
-        for slot, pollers in by_slot.items():
-            if slot.module is None:     # it failed earlier this second
-                continue
-            got = supervisor.call(slot, "counters", slot.module.counters,
-                                  [p.source for p in pollers], default={})
-            records.update(got or {})
+        for owner, sources in by_owner.items():
+            records.update(supervisor.counters(owner, sources))
         if records.get(HOST_SOURCE):
-            for slot, module in supervisor.running():
-                extra = supervisor.call(slot, "host_records", module.host_records, default=[])
-                records[HOST_SOURCE] = list(records[HOST_SOURCE]) + list(extra or [])
+            records[HOST_SOURCE] = list(records[HOST_SOURCE]) + supervisor.host_records()
         sent = 0
         for poller in due:
             recs = records.get(poller.source)

@@ -104,10 +104,7 @@ class Runtime:
                      self.address.ip if self.address else "none")
 
     def _adjusted(self, config):
-        for slot, module in self.supervisor.running():
-            config = self.supervisor.call(slot, "adjust_config", module.adjust_config, config,
-                                          default=config)
-        return config
+        return self.supervisor.adjust_config(config)
 
     def config_changed(self) -> None:
         """A source of settings has a new answer: a new revision at the next tick."""
@@ -213,17 +210,7 @@ class Runtime:
 
     # ------------------------------------------------------------ status
     def status(self) -> Dict[str, Any]:
-        samplers, modules = [], []
-        for slot in self.supervisor.slots.values():
-            entry = {"name": slot.name, "running": slot.module is not None, "error": slot.error}
-            modules.append(entry)
-            if slot.module is not None:
-                figures = self.supervisor.call(slot, "status", slot.module.status, default={}) or {}
-                for sampler in figures.get("samplers", ()):
-                    samplers.append({"module": slot.name, **sampler})
-                entry.update((k, v) for k, v in figures.items() if k != "samplers")
-        collectors = self.output.collectors
-        builder = self.output.builder
+        modules, samplers = self.supervisor.status()
         return {
             "pid": os.getpid(),
             "config": self.options.config_path,
@@ -231,9 +218,7 @@ class Runtime:
             "uptime": round(self.clock() - self.started, 3),
             "agent_address": str(self.address.ip) if self.address else None,
             "agent_device": self.address.device if self.address else None,
-            "sub_agent_id": builder.sub_agent_id if builder else None,
-            "datagrams": builder.sequence_number if builder else 0,
-            "collectors": collectors.status() if collectors else [],
+            **self.output.status(),
             "samplers": samplers,
             "modules": modules,
         }

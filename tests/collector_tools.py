@@ -95,7 +95,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> Optional[int]:
 def socket_drops(ns, port: int) -> int:
     """Datagrams the kernel dropped for the UDP socket bound to ``port`` (its buffer was
     full): /proc/net/udp's last column, read in the namespace."""
-    text = ns.run(["cat", "/proc/net/udp"]).stdout if ns else open("/proc/net/udp").read()
+    text = ns.run(["cat", "/proc/net/udp"]).stdout if ns else Path("/proc/net/udp").read_text()
     for line in text.splitlines()[1:]:
         cols = line.split()
         if int(cols[1].split(":")[1], 16) == port:

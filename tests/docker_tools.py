@@ -27,6 +27,7 @@ import io
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -153,9 +154,15 @@ class Dockerd:
         raise DockerUnavailable(f"dockerd did not answer within {timeout:.0f} s: {self.log_tail()}")
 
     def _ping(self) -> bool:
+        """dockerd answers /_ping on its socket (asked by hand: a docker-py client made
+        while dockerd is not up yet leaves its socket open behind the exception)."""
         try:
-            return bool(self.client(fresh=True).ping())
-        except Exception:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect(str(self.socket))
+                s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                return s.recv(64).split(b" ", 2)[1:2] == [b"200"]     # HTTP/1.x 200 OK
+        except OSError:
             return False
 
     @property

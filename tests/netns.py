@@ -66,6 +66,9 @@ class Namespace:
                     proc.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     pass
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         self.processes.clear()
         run(["ip", "netns", "del", self.name], check=False)
 

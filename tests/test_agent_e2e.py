@@ -17,6 +17,7 @@ import platform
 import re
 import signal
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
@@ -363,6 +364,29 @@ def test_check_prints_the_effective_config(tmp_path):
     assert "datagramBytes = 1400" in res.stdout
 
 
+def test_ignored_settings_are_said_once_with_the_reason(agents, receivers, tmp_path):
+    """By the agent (at start, not again on reload) and by hsflowd check."""
+    r = receivers()
+    text = config_text([("127.0.0.1", r.port)], polling=1,
+                       extra="checkAdaptors = 10\nmodules = /etc/hsflowd/modules\ndropmon { }")
+    said = [f"{line_of(text, 'checkAdaptors')}: 'checkAdaptors' is ignored: this agent follows "
+            "interface changes through netlink events, so it needs no periodic check",
+            f"{line_of(text, 'modules')}: 'modules' is ignored: every module is built in, so "
+            "there are no module files to load",
+            "dropmon {} is not supported yet"]
+    agent = agents(text)
+    assert r.first(2.0) is not None
+    agent.signal(signal.SIGHUP)
+    assert agent.wait_for_log("configuration revision 2", 3.0)
+    for text_said in said:
+        assert sum(text_said in line for line in agent.stderr().splitlines()) == 1, text_said
+    res = run_hsflowd("check", "-f", str(agent.config_path))
+    assert res.returncode == 0, res.stderr
+    for text_said in said:
+        assert sum(text_said in line for line in res.stderr.splitlines()) == 1, text_said
+    assert "checkAdaptors =" not in res.stdout and "modules =" not in res.stdout
+
+
 def test_check_broken_file(tmp_path):
     path = tmp_path / "broken.conf"
     path.write_text(BROKEN)
@@ -457,7 +481,7 @@ def test_daemon_with_relative_paths(tmp_path, agents, receivers):
         assert res.returncode == 0, res.stderr
         for pidfile in (tmp_path / f"{stem}.pid", f"/{stem}.pid"):
             if os.path.exists(pidfile):
-                agents.adopt_pid(int(open(pidfile).read().split()[0]))
+                agents.adopt_pid(int(Path(pidfile).read_text().split()[0]))
         assert r.first(2.0) is not None
         res = run_hsflowd("status", "-p", f"{stem}.pid", cwd=tmp_path)
         assert res.returncode == 0, res.stdout

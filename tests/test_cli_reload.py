@@ -38,12 +38,13 @@ def test_reload_pid_sends_sighup_to_that_process():
         assert p.stdout.readline().strip() == "hup"
     finally:
         p.kill()
-        p.wait()
+        p.communicate()
 
 
 def test_reload_pid_of_no_process_is_one_line():
     # a pid that is free: the highest one not in use below pid_max
-    pid = int(open("/proc/sys/kernel/pid_max").read()) - 1
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid = int(f.read()) - 1
     while os.path.exists(f"/proc/{pid}"):
         pid -= 1
     result = hsflowd("reload", "--pid", str(pid))

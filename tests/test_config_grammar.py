@@ -150,15 +150,15 @@ def test_aliases():
                             "ovs { socket=unix:/tmp/db.sock }\n"
                             "nflog { nflogGroup=5 nflogProbability=0.01 }")
     assert (config.sampling, config.polling) == (500, 15)
-    assert (config.json.udpport, config.json.fifo) == (36343, "/tmp/fifo")
+    assert config.json.udpport == 36343
     assert config.ovs == OvsConfig(db="unix:/tmp/db.sock")
     assert config.nflog == NflogConfig(group=5, probability=0.01)
     assert [w.split(": ", 1)[1] for w in config.warnings] == [
         "'jsonPort' is deprecated: write json { udpport=N }",
         "'jsonFIFO' is deprecated: write json { fifo=/path }",
+        "'jsonFIFO' is ignored: not supported yet (applications send JSON to udpport)",
         "'nflogGroup' is deprecated: write nflog { group=N }",
-        "'nflogProbability' is deprecated: write nflog { probability=0.nn }",
-        "json { fifo= } is not supported yet; ignored"]
+        "'nflogProbability' is deprecated: write nflog { probability=0.nn }"]
 
 
 def test_quoted_values():
@@ -272,15 +272,25 @@ def test_repeated_singleton_block_merges():
         "the last value wins"]
 
 
-def test_ignored_keys_warn():
+def test_ignored_keys_warn_with_the_reason():
     config = with_collector("loopback=on\nsamplingDirection=both\n"
-                            "dropmon { group=1 hw_function=off }")
+                            "dropmon { group=1 hw_function=off }\n"
+                            "checkAdaptors=20 modules=/usr/lib/hsflowd\n"
+                            "pcap { dev=eth0 dynamic=on }\ntcp { udp=on }")
     assert config.warnings == [
-        "t.conf:3: 'loopback' is ignored",
-        "t.conf:4: 'samplingDirection' is ignored; use psample { ingress=on|off "
-        "egress=on|off } instead",
-        "t.conf:5: 'group' is ignored",
-        "t.conf:5: 'hw_function' is ignored"]
+        "t.conf:3: 'loopback' is ignored: loopback devices are always read, as in hsflowd",
+        "t.conf:4: 'samplingDirection' is ignored: hsflowd ignores it too; use psample { "
+        "ingress=on|off egress=on|off } instead",
+        "t.conf:5: 'group' is ignored: hsflowd ignores it too",
+        "t.conf:5: 'hw_function' is ignored: hsflowd ignores it too",
+        "t.conf:6: 'checkAdaptors' is ignored: this agent follows interface changes through "
+        "netlink events, so it needs no periodic check",
+        "t.conf:6: 'modules' is ignored: every module is built in, so there are no module "
+        "files to load",
+        "t.conf:7: 'dynamic' is ignored: not supported yet (such a rule taps the devices that "
+        "other modules, like k8s, ask for)",
+        "t.conf:8: 'udp' is ignored: not supported yet (only TCP sockets are looked up)"]
+    assert config.pcap == [PcapRule(dev="eth0")] and config.tcp == TcpConfig()
 
 
 def test_sampling_keys_that_never_match_a_speed_warn():
@@ -309,8 +319,9 @@ def test_unsupported_blocks_are_parsed_and_listed_in_order():
                             "containerd { hostname=on }\nos10 { port { dev=swp1 } port { dev=swp2 } }\n"
                             "tcp { tunnel=on }\nnvml { }")
     assert config.unsupported == ["containerd", "k8s", "psample", "os10", "nvml"]
-    assert config.tcp == TcpConfig(tunnel=True)
-    assert "t.conf:8: tcp { tunnel=on } is not supported yet; ignored" in config.warnings
+    assert config.tcp == TcpConfig()
+    assert "t.conf:8: 'tunnel' is ignored: not supported yet (the inner packets of tunnels " \
+        "are not looked up)" in config.warnings
     assert config.blocks["containerd"] == {"forgetVMs": None, "hostname": True,
                                            "markTraffic": True}
     assert config.blocks["os10"]["port"] == [{"dev": "swp1"}, {"dev": "swp2"}]

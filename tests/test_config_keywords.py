@@ -61,6 +61,14 @@ def value_in(config, block: str, keyword: K.Keyword):
     return config.blocks[block][keyword.name]
 
 
+def ignored(keyword: K.Keyword) -> str:
+    """Why the keyword, or the one a legacy key stands for, is ignored ("": it acts)."""
+    if keyword.target:
+        target, _, name = keyword.target.partition(".")
+        return BLOCKS[target].keyword(name).ignored
+    return keyword.ignored
+
+
 def all_keywords(include=lambda k: True):
     return [pytest.param(block.name, keyword, id=f"{block.name}.{keyword.name}")
             for block in BLOCKS.values() for keyword in block.keywords
@@ -104,7 +112,7 @@ def test_default(block, keyword):
                for w in config.warnings)
 
 
-@pytest.mark.parametrize("block,keyword", all_keywords(lambda k: not k.ignored))
+@pytest.mark.parametrize("block,keyword", all_keywords(lambda k: not ignored(k)))
 def test_non_default_value(block, keyword):
     text, expected = sample(keyword)
     config = parse_config(wrap(block, f"{keyword.name} = {text}"))
@@ -113,18 +121,68 @@ def test_non_default_value(block, keyword):
         assert any("is deprecated" in w for w in config.warnings)
 
 
-@pytest.mark.parametrize("block,keyword", all_keywords(lambda k: k.ignored))
+IGNORED_SAMPLES = {K.INT: "1", K.ONOFF: "on", K.DIRECTION: "both", K.PATH: "/x",
+                   K.STRING: '"/x/%s"'}
+
+
+@pytest.mark.parametrize("block,keyword", all_keywords(ignored))
 def test_ignored_keyword_is_checked_then_dropped(block, keyword):
-    good = {K.INT: "1", K.ONOFF: "on", K.DIRECTION: "both", K.STRING: '"/x/%s"'}[keyword.kind]
-    config = parse_config(wrap(block, f"{keyword.name}={good}"))
-    assert any(f"'{keyword.name}' is ignored" in w for w in config.warnings)
-    if keyword.kind != K.STRING:     # any word is a string
+    config = parse_config(wrap(block, f"{keyword.name}={IGNORED_SAMPLES[keyword.kind]}"))
+    assert any(f"'{keyword.name}' is ignored: {ignored(keyword)}" in w for w in config.warnings)
+    if not keyword.target:                             # (a legacy key opens its block)
+        assert parse_config(wrap(block, "")) == config     # nothing of it is kept
+    if keyword.kind not in (K.PATH, K.STRING):         # any word is a path, or a string
         with pytest.raises(ConfigError):
             parse_config(wrap(block, f"{keyword.name}=bogus"))
 
 
+def test_the_typed_model_has_a_field_for_each_keyword_that_acts_and_none_for_the_others():
+    """What makes an ignored keyword act: the table without ``ignored``, and a field."""
+    from dataclasses import fields
+
+    from hsflowd.config import model
+    classes = {"sflow": model.Config, "collector": model.Collector, "pcap": model.PcapRule,
+               "epcap": model.PcapRule, **{name: getattr(model, f"{name.title()}Config")
+                                           for name in TYPED}}
+    for name, cls in classes.items():
+        have = {f.name for f in fields(cls)}
+        for keyword in BLOCKS[name].keywords:
+            if keyword.kind == K.BLOCK or keyword.target or keyword.kind == K.SPEEDS:
+                continue
+            if name == "sflow" and keyword.name.startswith("DNSSD"):
+                continue                       # dns-sd { } and DNSSD share these fields
+            if keyword.ignored:
+                assert keyword.attr not in have, (name, keyword.name)
+            else:
+                assert keyword.attr in have, (name, keyword.name)
+
+
+def test_readme_table_is_the_keyword_table_s():
+    from pathlib import Path
+
+    from hsflowd.config.docs import markdown_table
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    begin = readme.index("\n", readme.index("<!-- made by `python -m hsflowd.config.docs`")) + 1
+    end = readme.index("<!-- end of the table made by hsflowd.config.docs -->")
+    assert readme[begin:end] == markdown_table(), \
+        "README.md's table is out of date: python -m hsflowd.config.docs"
+
+
+def test_readme_table_rows():
+    from hsflowd.config.docs import not_acted_on
+    rows = dict(not_acted_on())
+    assert rows["`pcap { dynamic }`, `epcap { dynamic }`"].startswith("ignored: not supported")
+    assert rows["`checkAdaptors`"] == ("ignored: this agent follows interface changes through "
+                                       "netlink events, so it needs no periodic check")
+    assert rows["`samplingDirection`"].endswith(
+        "; write `psample { ingress=on|off egress=on|off }` instead")
+    blocks = [w for w in rows if w.startswith("`ulog { }`")]
+    assert len(blocks) == 1 and "`dropmon { }`" in blocks[0] and "`os10 { }`" in blocks[0]
+    assert "`docker { }`" not in blocks[0]
+
+
 @pytest.mark.parametrize("block,keyword", all_keywords(
-    lambda k: k.kind in (K.INT, K.FLOAT) and not k.ignored))
+    lambda k: k.kind in (K.INT, K.FLOAT) and not ignored(k)))
 def test_range_edges(block, keyword):
     lo, hi = keyword.range
     for edge in (lo, hi):
@@ -149,14 +207,14 @@ def test_wrong_kind_of_value(block, keyword):
 @pytest.mark.parametrize("block,keyword", all_keywords())
 def test_every_spelling_is_case_insensitive(block, keyword):
     for spelling in keyword.spellings:
-        if keyword.ignored:
-            good = {K.INT: "1", K.ONOFF: "on", K.DIRECTION: "in", K.STRING: "x"}[keyword.kind]
+        if ignored(keyword):
+            good = IGNORED_SAMPLES[keyword.kind]
         else:
             good = sample(keyword)[0]
         parse_config(wrap(block, f"{spelling.upper()} = {good}"))
 
 
-@pytest.mark.parametrize("block,keyword", all_keywords(lambda k: not k.ignored))
+@pytest.mark.parametrize("block,keyword", all_keywords(lambda k: not ignored(k)))
 def test_missing_value(block, keyword):
     with pytest.raises(ConfigError, match=f"'{re.escape(keyword.name)}' needs a value$"):
         parse_config(wrap(block, keyword.name + " }"))
@@ -168,8 +226,7 @@ def test_model_defaults_come_from_the_table():
     assert Collector("x").udpport == BLOCKS["collector"].keyword("udpport").default == 6343
     assert Config().sampling == 400 and Config().polling == 30
     assert Config().sub_agent_id == 100000 and Config().header_bytes == 128
-    assert Config().datagram_bytes == 1400 and Config().modules_dir == "/etc/hsflowd/modules"
-    assert (Config().refresh_adaptors, Config().check_adaptors) == (180, 10)
+    assert Config().datagram_bytes == 1400 and Config().refresh_adaptors == 180
     assert (Config().refresh_vms, Config().forget_vms) == (60, 180)
     assert NflogConfig(group=1).manage_rule is False
     assert PcapRule().promisc is None and PcapRule().vport is None

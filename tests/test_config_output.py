@@ -160,7 +160,10 @@ def test_describe_round_trips_everything():
     text = describe(config)
     assert parse_config(text) == config
     assert "# not supported yet: ulog, psample, dropmon, opx, xen" in text
-    assert "# warning: all.conf:12: 'loopback' is ignored\n" in text
+    assert "# warning: all.conf:12: 'loopback' is ignored: loopback devices are always read, " \
+        "as in hsflowd\n" in text
+    assert "# warning: all.conf:7: 'dynamic' is ignored: not supported yet" in text
+    assert "dynamic" not in text.split("sflow {", 1)[1] and "fifo" not in text.split("sflow {")[1]
     assert '    speed = 2500M-\n' in text
 
 

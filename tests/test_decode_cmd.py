@@ -117,8 +117,8 @@ def test_listening_socket_and_ctrl_c(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "hsflowd", "decode", "--json", "--bind",
                              "127.0.0.1", "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         deadline = time.time() + 10
         first = ""
         while not first and time.time() < deadline:  # send until the listener is up
@@ -130,8 +130,10 @@ def test_listening_socket_and_ctrl_c(tmp_path):
         out, err = proc.communicate(timeout=5)
         out = first + out
     finally:
+        s.close()
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()
     assert proc.returncode == 0
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     lines = [json.loads(line) for line in out.splitlines()]

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hsflowd.decode.packet import Field, Note, as_dict, decode_header
+from hsflowd.decode.packet import LAYERS, Field, Note, as_dict, decode_header
 from hsflowd.sflow import Datagram, FlowSample, SampledHeader, decode_datagram
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors")
@@ -172,28 +172,67 @@ def test_a_cut_header_decodes_as_far_as_it_goes():
     assert names(decode_header(1, 100, 4, frame[:13])) == []
 
 
+TRANSPORTS = {"tcp": (6, tcp()), "udp": (17, udp(b"")), "icmp": (1, icmp())}
+
+
+@FUZZ
+@given(st.lists(st.sampled_from([0x8100, 0x88A8, 0x9100]), max_size=3),
+       st.sampled_from(["ipv4", "ipv6"]), st.sampled_from(sorted(TRANSPORTS)), st.data())
+def test_a_cut_header_says_which_layer_it_ends_in(tags, version, transport, data):
+    """Each layer's bytes, as the decoder counts them (a tag is its TCI and the type after
+    it, as dpkt's VLANtag8021Q); a cut anywhere names its layer."""
+    proto, l4 = TRANSPORTS[transport]
+    ip = ipv4(l4, proto) if version == "ipv4" else ipv6(l4, proto)
+    frame = eth(ip, 0x0800 if version == "ipv4" else 0x86DD, [(t, 7, 0) for t in tags])
+    layers = [("ethernet", 14), *[("vlan", 4)] * len(tags), (version, len(ip) - len(l4)), (transport, len(l4))]
+    cut = data.draw(st.integers(0, len(frame)))
+    end, expected = 0, None
+    for layer, size in layers:
+        end += size
+        if cut < end:
+            expected = layer
+            break
+    pkt = decode_header(1, 1500, 4, frame[:cut])
+    assert pkt.truncated == expected
+    assert as_dict(pkt).get("truncated") == expected
+
+
+def test_a_cut_inner_packet_is_the_inner_packet_s():
+    vx = struct.pack(">B3sI", 0x08, b"\0\0\0", 77 << 8) + eth(ipv4(tcp(), 6))
+    frame = eth(ipv4(udp(vx, dport=4789), 17))
+    got = as_dict(decode_header(1, 1500, 4, frame[:-10]))
+    assert "truncated" not in got and got["VXLAN_VNI"] == 77
+    assert got["inner"]["truncated"] == "tcp" and got["inner"]["TCPDstPort"] == 443
+    assert as_dict(decode_header(1, 1500, 4, frame[:14 + 20 + 8 + 5]))["truncated"] == "vxlan"
+
+
+# decode_header catches nothing but its own "the header ends here": any exception that gets
+# out of it fails these tests, so an out-of-bounds slip cannot hide.
+
 @FUZZ
 @given(st.sampled_from([1, 11, 12, 15, 5, 77]), st.binary(max_size=200),
        st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
 def test_any_bytes_decode_without_raising(protocol, header, frame_length, stripped):
     pkt = decode_header(protocol, frame_length, stripped, header)
     json.dumps(as_dict(pkt))
+    assert pkt.truncated is None or pkt.truncated in LAYERS
 
 
 @FUZZ
 @given(st.binary(max_size=120), st.sampled_from([0x0800, 0x86DD, 0x8100, 0x88A8, 0x0040]))
 def test_any_bytes_after_an_ethernet_header(rest, ethertype):
-    frame = eth(rest, ethertype)
-    decode_header(1, 1500, 4, frame)
-    decode_header(1, 1500, 4, eth(ipv4(rest, 6)))
-    decode_header(1, 1500, 4, eth(ipv6(rest, 0), 0x86DD))
-    decode_header(1, 1500, 4, eth(ipv4(udp(rest, dport=4789), 17)))
+    for frame in (eth(rest, ethertype), eth(ipv4(rest, 6)), eth(ipv6(rest, 0), 0x86DD),
+                  eth(ipv4(udp(rest, dport=4789), 17))):
+        pkt = decode_header(1, 1500, 4, frame)
+        assert pkt.truncated is None or pkt.truncated in LAYERS
 
 
 # ---------------------------------------------------------------- the captures vs sflowtool -j
 
 def _sflowtool_json(path):
-    text, dec, i, out = open(path).read(), json.JSONDecoder(), 0, []
+    with open(path) as f:
+        text = f.read()
+    dec, i, out = json.JSONDecoder(), 0, []
     while True:
         while i < len(text) and text[i].isspace():
             i += 1
@@ -218,7 +257,7 @@ def _as_sflowtool(name, value):
 
 @pytest.mark.parametrize("capture", ["hsflowd-2.1.25", "ovs-3.1.0"])
 def test_capture_headers_match_sflowtool_field_by_field(capture):
-    from hsflowd.sflow.pcap import read_udp
+    from hsflowd.decode.capture import read_udp
     pcap, tool = os.path.join(VECTORS, capture + ".pcap"), os.path.join(
         VECTORS, capture + ".sflowtool.json")
     if not os.path.exists(pcap):

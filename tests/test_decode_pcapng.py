@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from hsflowd.sflow.pcap import CaptureError, read_udp
+from hsflowd.decode.capture import CaptureError, read_udp
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors")
 HSFLOWD_PCAP = os.path.join(VECTORS, "hsflowd-2.1.25.pcap")
@@ -77,7 +77,10 @@ def test_dumpcap_live_capture_on_a_namespace_loopback(tmp_path, netns):
     deadline = time.time() + 30
     while cap.poll() is None and time.time() < deadline:  # dumpcap needs a moment to start
         ns.run([sys.executable, "-c", sender, payload.hex()], check=False, timeout=30)
-    assert cap.poll() == 0, cap.stderr.read().decode() if cap.stderr else ""
+    if cap.poll() is None:
+        cap.kill()
+    _, err = cap.communicate(timeout=10)
+    assert cap.returncode == 0, err.decode()
     assert out.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
     got = datagrams(out)
     assert len(got) == 3 and all(g.payload == payload for g in got)
@@ -96,25 +99,38 @@ def shb(length=28, bom=b"\x4d\x3c\x2b\x1a"):
 
 
 @pytest.mark.parametrize("data, message", [
-    (struct.pack("<II", 0x0A0D0D0A, 8) + b"\x4d\x3c\x2b\x1a" + bytes(8), "section header of 8"),
-    (struct.pack("<II", 0x0A0D0D0A, 0) + b"\x4d\x3c\x2b\x1a", "section header of 0"),
-    (struct.pack("<II", 0x0A0D0D0A, 28) + b"XXXX" + bytes(20), "byte-order magic"),
-    (shb() + struct.pack("<II", 1, 4), "block of 4 bytes"),
-    (shb() + struct.pack("<II", 1, 13), "block of 13 bytes"),
+    (struct.pack("<II", 0x0A0D0D0A, 8) + b"\x4d\x3c\x2b\x1a" + bytes(8), "invalid pcapng header"),
+    (struct.pack("<II", 0x0A0D0D0A, 0) + b"\x4d\x3c\x2b\x1a", "invalid pcapng header"),
+    (struct.pack("<II", 0x0A0D0D0A, 28) + b"XXXX" + bytes(20), "unknown endianness"),
+    (shb(), "IDB not found"),
+    (shb() + struct.pack("<II", 1, 4), "bad pcapng file"),
+    (shb() + struct.pack("<II", 1, 13), "header cut short"),
+    (b"", "the file is empty"),
+    (b"\xd4\xc3\xb2\xa1" + bytes(10), "pcap file header cut short"),
 ])
-def test_bad_pcapng_is_a_capture_error(data, message):
+def test_bad_capture_is_a_capture_error(data, message):
     with pytest.raises(CaptureError, match=message):
         list(read_udp(io.BytesIO(data)))
 
 
-def test_truncated_pcapng_ends_quietly(tmp_path):
+def test_truncated_pcapng(tmp_path):
+    """Cut inside its header blocks, a file is one error; cut later, it ends quietly after its
+    last whole packet (a capture stopped while it was written)."""
     need("editcap")
     out = tmp_path / "e.pcapng"
     subprocess.run(["editcap", "-F", "pcapng", HSFLOWD_PCAP, str(out)], check=True)
     data = out.read_bytes()
-    for cut in (4, 8, 27, 28, 100, len(data) // 2, len(data) - 1):
+    first_packet = 0
+    while struct.unpack_from("<I", data, first_packet)[0] != 6:   # the first EPB
+        first_packet += struct.unpack_from("<I", data, first_packet + 4)[0]
+    for cut in (4, 8, 27, 28, first_packet - 1):
+        with pytest.raises(CaptureError):
+            list(read_udp(io.BytesIO(data[:cut])))
+    whole = [g.payload for g in datagrams(HSFLOWD_PCAP)]
+    for cut in (first_packet, first_packet + 5, len(data) // 2, len(data) - 1):
         got = list(read_udp(io.BytesIO(data[:cut])))
-        assert [g.payload for g in got] == [g.payload for g in datagrams(HSFLOWD_PCAP)][:len(got)]
+        assert [g.payload for g in got] == whole[:len(got)]
+    assert len(list(read_udp(io.BytesIO(data[:len(data) - 1])))) == len(whole) - 1
 
 
 def test_bad_pcapng_through_the_command_is_one_line(tmp_path):
@@ -122,7 +138,7 @@ def test_bad_pcapng_through_the_command_is_one_line(tmp_path):
     path.write_bytes(struct.pack("<II", 0x0A0D0D0A, 4) + b"\x4d\x3c\x2b\x1a")
     got = hsflowd("decode", "--pcap", str(path))
     assert got.returncode == 1 and got.stdout == ""
-    assert got.stderr == f"hsflowd decode: {path}: pcapng section header of 4 bytes\n"
+    assert got.stderr == f"hsflowd decode: {path}: bad pcapng file: invalid pcapng header\n"
 
 
 def test_big_endian_pcapng(tmp_path):
@@ -144,4 +160,5 @@ def test_big_endian_pcapng(tmp_path):
                       len(frame)) + frame + pad + struct.pack(">I", epb_len)
     got = list(read_udp(io.BytesIO(head + idb + epb)))
     assert len(got) == 1 and got[0].payload == payload and got[0].source == "192.0.2.1:1234"
-    assert got[0].nanoseconds == ticks
+    # dpkt gives the time as a float, which keeps it to the microsecond
+    assert got[0].nanoseconds == 1_700_000_000_123_457_000

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hsflowd.decode.sflowtool import Received, datagram_lines, fmt_percentage, signed
-from hsflowd.sflow.pcap import read_udp
+from hsflowd.decode.capture import read_udp
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors")
 CAPTURES = ["hsflowd-2.1.25", "ovs-3.1.0"]
@@ -50,7 +50,8 @@ def utc(monkeypatch):
 @pytest.mark.parametrize("capture", CAPTURES)
 @pytest.mark.parametrize("form", ["l", "g"])
 def test_command_matches_sflowtool_line_for_line(capture, form):
-    want = open(vector(f"{capture}.sflowtool-{form}.txt")).read()
+    with open(vector(f"{capture}.sflowtool-{form}.txt")) as f:
+        want = f.read()
     got = subprocess.run([sys.executable, "-m", "hsflowd", "decode", f"-{form}", "--pcap",
                           vector(capture + ".pcap")], capture_output=True, text=True,
                          timeout=60, env={**os.environ, "TZ": "UTC"})
@@ -64,7 +65,8 @@ def test_command_matches_sflowtool_line_for_line(capture, form):
 
 @pytest.mark.parametrize("capture", CAPTURES)
 def test_in_process_datagram_lines(capture, utc):
-    want = open(vector(f"{capture}.sflowtool-g.txt")).read().splitlines()
+    with open(vector(f"{capture}.sflowtool-g.txt")) as f:
+        want = f.read().splitlines()
     got = []
     for p in payloads(capture):
         lines, error = datagram_lines(p.payload, "g", Received(pcap_ns=p.nanoseconds))

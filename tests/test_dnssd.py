@@ -15,6 +15,7 @@ import pytest
 from hsflowd.config import parse_config
 from hsflowd.config.dynamic import DnsSdAnswer
 from hsflowd.modules import AgentState, Context
+from hsflowd.modules.flowhooks import Sink
 from hsflowd.modules.dnssd import DnsSdError, DnsSdModule, candidate_names, lookup
 
 NAME = "_sflow._udp.example.test."
@@ -254,7 +255,7 @@ def test_sources_of_settings_start_before_the_revision_and_stop_with_the_file():
         def unwatch(self, token):
             pass
 
-    sup = Supervisor(Loop(), lambda s: None, lambda i: {}, None)
+    sup = Supervisor(Loop(), Sink(lambda s: None), lambda i: {}, None)
     with_dns = parse_config("sflow {\ndns-sd { startDelay = 0 }\n}\n")
     sup.start_sources(with_dns)
     assert list(sup.slots) == ["dns-sd"] and sup.slots["dns-sd"].module is not None

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import select
+import struct
 import subprocess
 import sys
 import time
@@ -538,3 +539,43 @@ def test_debian_python_and_pyroute2(pair):
     assert all(s["input"] == pair.ifindex and s["output"] == INTERNAL for s in got["samples"])
     agent.call(op="close")
     assert pair.tc("filter", "ingress").strip() == "" and "clsact" not in pair.tc("qdisc")
+
+
+# ---------------------------------------------------------------- the perf ring, by hand
+
+def _ring_with(records, size=256, tail=0):
+    """A PerfRing over memory laid out as the kernel lays it out: the metadata page (only
+    data_head and data_tail matter), then ``size`` bytes of ring; ``records`` (bytes each,
+    8-aligned) written one after another from ``tail``, wrapping at the end."""
+    import mmap as _mmap
+    from hsflowd.samplers.perfring import PerfRing
+    mem = bytearray(_mmap.PAGESIZE + size)
+    pos = tail
+    for rec in records:
+        for b in rec:
+            mem[_mmap.PAGESIZE + pos % size] = b
+            pos += 1
+    struct.pack_into("=QQ", mem, 1024, pos, tail)
+    ring = PerfRing.__new__(PerfRing)
+    ring.mm, ring.start, ring.size, ring.lost, ring.cpu = mem, _mmap.PAGESIZE, size, 0, 0
+    return ring, mem
+
+
+def _sample_record(raw: bytes) -> bytes:
+    body = struct.pack("=I", len(raw)) + raw
+    body += bytes(-(8 + len(body)) % 8)
+    return struct.pack("=IHH", 9, 0, 8 + len(body)) + body
+
+
+def test_perf_ring_records_in_place_across_the_end_and_lost():
+    raws = [bytes(range(i, i + 20)) for i in (1, 50, 100)]
+    lost = struct.pack("=IHHQQ", 2, 0, 24, 7, 42)          # PERF_RECORD_LOST: 42 records
+    records = [_sample_record(raws[0]), lost, _sample_record(raws[1]), _sample_record(raws[2])]
+    # start near the end of a 256-byte ring: the third sample wraps around it
+    ring, mem = _ring_with(records, tail=192)
+    got = [bytes(buf[off:off + 20]) for buf, off in ring.records()]
+    assert got == raws
+    assert ring.lost == 42
+    head, tail = struct.unpack_from("=QQ", mem, 1024)
+    assert tail == head == 192 + sum(len(r) for r in records)      # all of it given back
+    assert list(ring.records()) == []                               # nothing new: nothing

@@ -152,7 +152,8 @@ def test_a_flood_costs_no_memory_and_stops_nothing(ns, agents, receivers):
     flood.stdin.close()
     during = r.collect(6)
     flood.wait(60)
-    sent = int(flood.stdout.read())
+    with flood.stdout:
+        sent = int(flood.stdout.read())
     assert sent == 3000 * len(many)
     # the host sample kept its 1 s schedule while the flood lasted
     times = [x.at for x, _ in samples_from(during, HOST)]

@@ -366,9 +366,10 @@ def test_agent_process_configures_ovs_and_cleans_up(tmp_path):
         body = ("sflow {\n  agentIP = 127.0.0.1\n  sampling = %d\n  polling = 20\n"
                 "  collector { ip = 127.0.0.1 udpport = 16360 }\n  ovs { db = %s }\n}\n")
         conf.write_text(body % (512, server.remote))
-        agent = subprocess.Popen([sys.executable, "-m", "hsflowd", "-d", "-f", str(conf),
-                                  "-p", str(tmp_path / "pid"), "-o", str(tmp_path / "auto")],
-                                 stdout=subprocess.DEVNULL, stderr=open(tmp_path / "log", "w"))
+        with open(tmp_path / "log", "w") as log:
+            agent = subprocess.Popen([sys.executable, "-m", "hsflowd", "-d", "-f", str(conf),
+                                      "-p", str(tmp_path / "pid"), "-o", str(tmp_path / "auto")],
+                                     stdout=subprocess.DEVNULL, stderr=log)
 
         def row():
             rows = server.sflow_rows()

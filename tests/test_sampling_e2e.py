@@ -54,8 +54,9 @@ class AgentRun:
         conf.write_text("sflow {\n  polling = 1\n  collector { ip = 127.0.0.1 udpport = %d }\n%s\n}\n"
                         % (port, config_body))
         self.log = open(tmp_path / "agent.log", "w")
-        self.decoder = ns.popen([sys.executable, "-m", "hsflowd", "decode", "--json", "--port", str(port)],
-                                stdout=open(self.out, "w"), stderr=subprocess.DEVNULL)
+        with open(self.out, "w") as out:
+            self.decoder = ns.popen([sys.executable, "-m", "hsflowd", "decode", "--json", "--port",
+                                     str(port)], stdout=out, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
         self.agent = ns.popen([sys.executable, "-m", "hsflowd", "-dd", "-f", str(conf),
                                "-p", str(tmp_path / "pid"), "-o", str(tmp_path / "auto")],

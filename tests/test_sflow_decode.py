@@ -19,7 +19,7 @@ from hsflowd.sflow import (
     CountersSample, DecodeError, EthernetCounters, ExtendedTimestamp, FlowSample, HostCpu,
     HostDescr, IfCounters, PortName, SampledHeader, UnknownRecord, decode_datagram,
 )
-from hsflowd.sflow.pcap import read_udp
+from hsflowd.decode.capture import read_udp
 from hsflowd.sflow.samples import Datagram
 
 from test_sflow_records import h

@@ -22,7 +22,7 @@ from hsflowd.sflow import (
     Mib2UdpGroup, OfPort, OvsDpStats, PortName, SampledHeader, UnknownRecord, decode_datagram,
     to_dict,
 )
-from hsflowd.sflow.pcap import read_udp
+from hsflowd.decode.capture import read_udp
 
 VECTORS = os.environ.get("SFLOW_VECTORS", os.path.join(os.path.dirname(__file__), "vectors"))
 CAPTURES = {"hsflowd": "hsflowd-2.1.25", "ovs": "ovs-3.1.0"}
@@ -38,7 +38,7 @@ def _path(name):
 
 def read_pcap_payloads(path: str) -> List[bytes]:
     """UDP payloads of a classic pcap of Ethernet/IPv4/UDP frames, read here by hand so the
-    test does not rest on hsflowd.sflow.pcap alone."""
+    test does not rest on hsflowd.decode.capture alone."""
     with open(path, "rb") as f:
         data = f.read()
     magic, = struct.unpack_from("<I", data)

@@ -15,7 +15,7 @@ import pytest
 
 from hsflowd.modules import AgentState, Context
 from hsflowd.modules import tcp as tcpmod
-from hsflowd.modules.flowhooks import FlowHooks
+from hsflowd.modules.flowhooks import FlowHooks, Sink
 from hsflowd.modules.tcp import LOOKUPS_PER_SECOND, PER_CONNECTION, TcpModule
 from hsflowd.sources.interfaces import local_addresses
 from hsflowd.sflow import ExtendedSwitch, ExtendedTcpInfo, FlowSample, SampledHeader
@@ -128,7 +128,7 @@ class Kernel:
 
 def make(kernel, local=(A4, A6)):
     sent, watched = [], []
-    hooks = FlowHooks(sent.append)
+    hooks = FlowHooks(Sink(sent.append))
     ctx = Context("tcp", lambda name, fd, cb: watched.append(cb) or object(), lambda t: None,
                   hooks.emit, sent.append, lambda i: {}, None, hooks)
     module = TcpModule(ctx, read=kernel, open_diag=lambda: object())

@@ -581,9 +581,9 @@ def test_the_hook_runs_before_tcps():
     """tcp's hook keeps samples and sends them later past the hooks after it: tunnels'
     records and docker's entities must already be on them, whatever order the hooks were
     added in (a module that starts late, reloads or is restarted adds its hook last)."""
-    from hsflowd.modules.flowhooks import FlowHooks
+    from hsflowd.modules.flowhooks import FlowHooks, Sink
     seen = []
-    hooks = FlowHooks(lambda s: None)
+    hooks = FlowHooks(Sink(lambda s: None))
     for owner in ("tcp", "docker", "tunnels"):
         hooks.set(owner, lambda s, p, owner=owner: seen.append(owner) or s)
     hooks.emit(sample(inner_frame(), 3, 4))

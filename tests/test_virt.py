@@ -12,7 +12,7 @@ import pytest
 
 from hsflowd.modules import Context
 from hsflowd.frames import walk_frame, walk_sample
-from hsflowd.modules.flowhooks import FlowHooks
+from hsflowd.modules.flowhooks import FlowHooks, Sink
 from hsflowd.sflow import FlowSample
 from hsflowd.sflow.counters import UNKNOWN32, UNKNOWN64
 from hsflowd.sflow.flows import ExtendedEntities, SampledHeader
@@ -402,7 +402,7 @@ def test_kvm_reading_of_stats():
 
 class _Ctx(Context):
     def __init__(self, hooks, table):
-        super().__init__("docker", lambda *a: None, lambda t: None, hooks.emit, hooks.send,
+        super().__init__("docker", lambda *a: None, lambda t: None, hooks.emit, hooks.output.emit,
                          lambda i: {}, None, hooks, ds_indexes=table)
 
 
@@ -425,7 +425,7 @@ def test_mark_traffic_hook(monkeypatch):
     from hsflowd.modules.docker import Container, DockerModule
     sent = []
     table = DsIndexTable(signed_char=True)
-    hooks = FlowHooks(sent.append)
+    hooks = FlowHooks(Sink(sent.append))
     monkeypatch.setattr(DockerModule, "_connect", lambda self, now: None)
     module = DockerModule(_Ctx(hooks, table))
     config = parse_config("sflow { collector { ip=127.0.0.1 } docker { markTraffic=on } }")
@@ -469,7 +469,7 @@ def test_mark_traffic_hook_only_while_a_container_is_known(monkeypatch):
     from hsflowd.config import parse_config
     from hsflowd.modules import AgentState
     from hsflowd.modules.docker import Container, DockerModule
-    hooks = FlowHooks(lambda s: None)
+    hooks = FlowHooks(Sink(lambda s: None))
     monkeypatch.setattr(DockerModule, "_connect", lambda self, now: None)
     module = DockerModule(_Ctx(hooks, DsIndexTable(signed_char=True)))
     module.reconcile(AgentState(config=parse_config(
@@ -491,7 +491,7 @@ def test_container_whose_cgroup_vanished_is_stopped(tmp_path, monkeypatch):
     from hsflowd.modules.docker import Container, DockerModule
     table = DsIndexTable(signed_char=True)
     monkeypatch.setattr(DockerModule, "_connect", lambda self, now: None)
-    module = DockerModule(_Ctx(FlowHooks(lambda s: None), table), procfs=str(tmp_path / "proc"))
+    module = DockerModule(_Ctx(FlowHooks(Sink(lambda s: None)), table), procfs=str(tmp_path / "proc"))
     module.reconcile(AgentState(config=parse_config(
         "sflow { collector { ip=127.0.0.1 } docker { } }"), revision=1, interfaces=None))
     _tree(tmp_path, {"cg/x/memory.current": "4096\n", "cg/x/cpu.stat": "usage_usec 7000\n"})

@@ -2,7 +2,8 @@
 
 Every keyword appears with its effective value, defaults included, so the output answers
 "what is this agent really using?" and can be pasted back as a config file.  Keys that are
-not set are shown as comments; legacy spellings come out in their current form.
+not set are shown as comments; legacy spellings come out in their current form; keywords
+the agent ignores are left out (its warnings say so).
 """
 
 from __future__ import annotations

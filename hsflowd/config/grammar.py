@@ -200,10 +200,6 @@ class _Parser:
 
     def assign(self, inst: _Instance, keyword: K.Keyword, tok: Token, value) -> None:
         spelled = tok.text
-        if keyword.ignored:
-            hint = f"; use {keyword.prefer} instead" if keyword.prefer else ""
-            self.warn(tok.line, f"{spelled!r} is ignored{hint}")
-            return
         prefer = _DEPRECATED.get(spelled.lower())
         if prefer:
             self.warn(tok.line, f"{spelled!r} is deprecated: write {prefer}")
@@ -213,6 +209,10 @@ class _Parser:
             block, _, name = keyword.target.partition(".")
             inst = self.singleton(block, tok.line)
             keyword = inst.block.keyword(name)
+        if keyword.ignored:
+            hint = f"; use {keyword.prefer} instead" if keyword.prefer else ""
+            self.warn(tok.line, f"{spelled!r} is ignored: {keyword.ignored}{hint}")
+            return
         if inst.name == "dns-sd" and keyword.name == "domain":   # the same as DNSSD_domain
             inst, keyword = self.top, self.top.block.keyword("DNSSD_domain")
         if keyword.repeat:
@@ -315,17 +315,17 @@ class _Parser:
         return cls(line=inst.line, **fields)
 
     def make_rule(self, inst: _Instance) -> PcapRule:
-        values = inst.values
-        speed = values["speed"] or (None, None)
+        """A pcap or epcap rule: each keyword to its field, as ``make``, but speed's
+        min[-max] to two fields."""
+        values = dict(inst.values)
+        speed = values.pop("speed") or (None, None)
         if values["dev"] is None and values["dev.pattern"] is None and speed[0] is None:
             self.warn(inst.line, f"'{inst.name} {{ }}' has no dev, dev.pattern or speed, so "
                       "it taps nothing")
         elif values["dev"] is not None and values["dev.pattern"] is not None:
             self.warn(inst.line, f"'{inst.name} {{ }}' has both dev and dev.pattern: dev wins")
-        return PcapRule(dev=values["dev"], dev_pattern=values["dev.pattern"],
-                        speed_min=speed[0], speed_max=speed[1], promisc=values["promisc"],
-                        vport=values["vport"], dynamic=values["dynamic"],
-                        sampling=values["sampling"], line=inst.line)
+        return PcapRule(speed_min=speed[0], speed_max=speed[1], line=inst.line,
+                        **{inst.block.keyword(name).attr: v for name, v in values.items()})
 
     def generic(self, inst: _Instance) -> dict:
         settings = dict(inst.values)
@@ -395,16 +395,8 @@ class _Parser:
                                                       if n in self.app_seen])
                 self.warn(line, f"{', '.join(unused)} not used: with dns-sd on, DNS TXT records "
                           "set sampling and polling (else 400 and 30 s, as in hsflowd)")
-        if config.json is not None:
-            if config.json.fifo is not None:
-                self.warn(config.json.line, "json { fifo= } is not supported yet; ignored")
-            if not config.json.udpport:
-                self.warn(config.json.line, "json { } has no udpport=, so it listens nowhere")
-        if config.tcp is not None:
-            for name in ("tunnel", "udp"):
-                if getattr(config.tcp, name):
-                    self.warn(config.tcp.line, f"tcp {{ {name}=on }} is not supported yet; "
-                              "ignored")
+        if config.json is not None and not config.json.udpport:
+            self.warn(config.json.line, "json { } has no udpport=, so it listens nowhere")
 
 
 def parse_config(text: str, path: str = "<string>") -> Config:

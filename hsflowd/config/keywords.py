@@ -25,10 +25,16 @@ BLOCK      opens the block named in ``block``
 =========  ===============================================================================
 
 Columns: ``aliases`` are other spellings of the same keyword; ``prefer`` marks a
-deprecated spelling (a warning names the form to use instead); ``ignored`` keywords are
-checked and then dropped; ``repeat`` keywords collect a list; ``target`` makes a legacy
-top-level key stand for a keyword inside a block ("nflog.group").  Keywords are matched
-without regard to case.  ``default`` None means "not set".
+deprecated spelling (a warning names the form to use instead); ``ignored`` says why this
+agent does not act on a keyword: its value is checked, the agent and ``hsflowd check`` say
+once that it is ignored and why, and it is dropped (the typed model has no field for it);
+``repeat`` keywords collect a list; ``target`` makes a legacy top-level key stand for a
+keyword inside a block ("nflog.group").  Keywords are matched without regard to case.
+``default`` None means "not set".
+
+To make an ignored keyword act, drop its ``ignored`` and give its block's dataclass in
+model.py a field named ``attr`` (tests/test_config_keywords.py checks that the two agree),
+then regenerate README's table (``python -m hsflowd.config.docs``).
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ class Keyword:
     aliases: Tuple[str, ...] = ()
     attr: str = ""                 # field name in the typed model (default: snake_case)
     prefer: Optional[str] = None   # deprecated: what to write instead
-    ignored: bool = False
+    ignored: str = ""              # why this agent does not act on it ("": it does)
     repeat: bool = False
     target: Optional[str] = None   # legacy top-level key: "block.keyword" it stands for
     block: Optional[str] = None    # kind BLOCK: the block it opens
@@ -138,20 +144,22 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _k("uuid", UUID, None, None, "host UUID (default: from DMI, else machine-id)"),
        _k("headerBytes", INT, 128, (0, 256), "bytes of each sampled packet to send"),
        _k("datagramBytes", INT, 1400, (200, 8192), "largest sFlow datagram to send"),
-       _k("modules", PATH, "/etc/hsflowd/modules", None, "C hsflowd's module directory; kept "
-          "for compatibility", attr="modules_dir"),
+       _k("modules", PATH, "/etc/hsflowd/modules", None, "C hsflowd's module directory",
+          ignored="every module is built in, so there are no module files to load"),
        _k("refreshAdaptors", INT, 180, (60, 3600), "seconds between full interface re-reads"),
-       _k("checkAdaptors", INT, 10, (1, 3600), "seconds between quick interface-change checks"),
+       _k("checkAdaptors", INT, 10, (1, 3600), "seconds between quick interface-change checks",
+          ignored="this agent follows interface changes through netlink events, so it "
+          "needs no periodic check"),
        _k("refreshVMs", INT, 60, (60, 3600), "seconds between VM/container list reads"),
        _k("forgetVMs", INT, 180, (60, U32_MAX), "seconds before a vanished VM is forgotten"),
        _k("DNSSD", ONOFF, False, None, "turn DNS-SD on or off", attr="dns_sd",
           prefer="dns-sd { } (leave it out to turn DNS-SD off)"),
        _k("DNSSD_domain", STRING, None, None, "DNS-SD domain", attr="dns_sd_domain",
           prefer="dns-sd { domain=.example.com }"),
-       _k("loopback", ONOFF, None, None, "no effect: loopback devices are always read",
-          ignored=True),
-       _k("samplingDirection", DIRECTION, None, None, "no effect", ignored=True,
-          prefer="psample { ingress=on|off egress=on|off }"),
+       _k("loopback", ONOFF, None, None, "read loopback devices",
+          ignored="loopback devices are always read, as in hsflowd"),
+       _k("samplingDirection", DIRECTION, None, None, "which direction to sample",
+          ignored="hsflowd ignores it too", prefer="psample { ingress=on|off egress=on|off }"),
        _k("nflogGroup", INT, None, (1, 32), target="nflog.group", prefer="nflog { group=N }"),
        _k("nflogProbability", FLOAT, None, (0, 1), target="nflog.probability",
           prefer="nflog { probability=0.nn }"),
@@ -193,7 +201,9 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _k("promisc", ONOFF, None, None, "promiscuous mode (default: on for bridges, to see "
           "what they forward between their ports)"),
        _k("vport", ONOFF, None, None, "also poll bridge-port counters (default: on for bridges)"),
-       _k("dynamic", ONOFF, False, None, "follow devices that appear and disappear"),
+       _k("dynamic", ONOFF, False, None, "tap the devices other modules ask for (k8s)",
+          ignored="not supported yet (such a rule taps the devices that "
+          "other modules, like k8s, ask for)"),
        _k("sampling", INT, None, (0, MAX_SAMPLING), "1-in-N for this rule, beating every "
           "other rate rule"),
        supported=True, multi=True),
@@ -219,8 +229,8 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
     _b("json",
        _k("udpport", INT, None, (0, 65535), "UDP port on 127.0.0.1 and ::1 (below 1024 the "
           "agent keeps CAP_NET_BIND_SERVICE)", aliases=("jsonPort",)),
-       _k("fifo", PATH, None, None, "read JSON from this FIFO (not supported yet)",
-          aliases=("jsonFIFO",)),
+       _k("fifo", PATH, None, None, "read JSON from this FIFO", aliases=("jsonFIFO",),
+          ignored="not supported yet (applications send JSON to udpport)"),
        supported=True),
     _b("ulog",
        _k("group", INT, None, (1, 32), "ULOG group", aliases=("ulogGroup",)),
@@ -231,13 +241,14 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _k("ingress", ONOFF, True, None, "sample ingress"),
        _k("egress", ONOFF, False, None, "sample egress")),
     _b("dropmon",
-       _k("group", INT, None, (1, U32_MAX), "no effect", ignored=True),
+       _k("group", INT, None, (1, U32_MAX), "netlink group", ignored="hsflowd ignores it too"),
        _k("start", ONOFF, True, None, "start the kernel drop monitor if it is stopped"),
        _k("sw", ONOFF, True, None, "software drops"),
        _k("hw", ONOFF, True, None, "hardware drops"),
        _k("rn", ONOFF, True, None, "route-not-found drops"),
        _k("hw_unknown", ONOFF, False, None, "hardware drops of unknown reason"),
-       _k("hw_function", ONOFF, None, None, "no effect", ignored=True),
+       _k("hw_function", ONOFF, None, None, "hardware drops by function",
+          ignored="hsflowd ignores it too"),
        _k("sw_passive", ONOFF, False, None, "listen without configuring software drops"),
        _k("hw_passive", ONOFF, False, None, "listen without configuring hardware drops"),
        _k("hide", REGEX, None, None, "drop reasons to leave out"),
@@ -245,10 +256,12 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _k("max", INT, 100000, (1, U32_MAX), "circuit breaker: events before the feed stops"),
        _k("max_trip", INT, 2, (0, U32_MAX), "times the circuit breaker may trip")),
     _b("tcp",
-       _k("tunnel", ONOFF, False, None, "look inside tunnels (not supported yet)"),
-       _k("udp", ONOFF, False, None, "UDP sockets too (not supported yet)"),
-       _k("dump", ONOFF, False, None, "no effect: sockets are always found by a filtered dump",
-          ignored=True),
+       _k("tunnel", ONOFF, False, None, "look up the sockets of tunnelled packets",
+          ignored="not supported yet (the inner packets of tunnels are not looked up)"),
+       _k("udp", ONOFF, False, None, "look up UDP sockets too",
+          ignored="not supported yet (only TCP sockets are looked up)"),
+       _k("dump", ONOFF, False, None, "find sockets by a full dump",
+          ignored="sockets are always found by a filtered dump"),
        supported=True),
     _b("docker",
        _k("refreshVMs", INT, None, (60, 3600), "seconds between full container list reads "
@@ -286,10 +299,12 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
           "accounting then get no disk counters)"),
        _k("markTraffic", ONOFF, False, None, "add the services' data sources to sampled "
           "packets of their sockets (extended_entities)"),
-       _k("cgroup_procs", STRING, None, None, "no effect: the cgroup mounts are read from "
-          "/proc/self/mountinfo, as hsflowd 2.0.51-16 and later do", ignored=True),
-       _k("cgroup_acct", STRING, None, None, "no effect: the cgroup mounts are read from "
-          "/proc/self/mountinfo, as hsflowd 2.0.51-16 and later do", ignored=True),
+       _k("cgroup_procs", STRING, None, None, "format of the cgroup.procs path",
+          ignored="the cgroup mounts are read from /proc/self/mountinfo, as hsflowd "
+          "2.0.51-16 and later do"),
+       _k("cgroup_acct", STRING, None, None, "format of the accounting files' path",
+          ignored="the cgroup mounts are read from /proc/self/mountinfo, as hsflowd "
+          "2.0.51-16 and later do"),
        supported=True),
     _b("nvml"),
     _b("dbus"),

@@ -63,7 +63,6 @@ class PcapRule:
     speed_max: Optional[int] = None
     promisc: Optional[bool] = default_of("pcap", "promisc")  # None: on for bridges only
     vport: Optional[bool] = None        # None: on for bridges, off otherwise
-    dynamic: bool = default_of("pcap", "dynamic")
     sampling: Optional[int] = None      # this rule's 1-in-N, beats every other rate rule
     line: int = _line()
 
@@ -130,15 +129,12 @@ class DropmonConfig:
 class JsonConfig:
     """``json { }``: applications send JSON messages to ``udpport`` on 127.0.0.1 and ::1."""
     udpport: Optional[int] = None
-    fifo: Optional[str] = None
     line: int = _line()
 
 
 @dataclass(frozen=True)
 class TcpConfig:
     """``tcp { }``: extended_tcp_info on samples of this host's TCP connections."""
-    tunnel: bool = default_of("tcp", "tunnel")
-    udp: bool = default_of("tcp", "udp")
     line: int = _line()
 
 
@@ -210,12 +206,10 @@ class Config:
     uuid: Optional[str] = None
     header_bytes: int = _sflow("headerBytes")
     datagram_bytes: int = _sflow("datagramBytes")
-    modules_dir: str = _sflow("modules")
     dns_sd: bool = _sflow("DNSSD")
     dns_sd_domain: Optional[str] = None
     dns_sd_start_delay: int = default_of("dns-sd", "startDelay")
     refresh_adaptors: int = _sflow("refreshAdaptors")
-    check_adaptors: int = _sflow("checkAdaptors")
     refresh_vms: int = _sflow("refreshVMs")
     forget_vms: int = _sflow("forgetVMs")
     collectors: List[Collector] = field(default_factory=list)

@@ -7,7 +7,8 @@ under its names, plus the flow key it keeps for ``-l`` (addresses, protocol, por
 rules are sflowtool's own (src/sflowtool.c, decodeLinkLayer and after), so that ``-g`` can
 match it line for line: how many bytes each layer needs before it is read, which VLAN tag
 types are followed, the 802.2/SNAP forms, the IPv6 extension headers skipped.  A header cut
-short is read as far as it goes; nothing here raises on any bytes.
+short is read as far as it goes, and ``truncated`` names the layer it ends in; nothing here
+raises on any bytes (the fuzz tests fail on any exception).
 
 The layouts of the headers themselves (where each field is, how wide) are dpkt's: its
 declarative header classes are read header by header, not as a whole packet, because dpkt's
@@ -23,7 +24,6 @@ VXLAN (UDP port 4789) is this decoder's addition: sflowtool stops at the outer U
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Dict, List, NamedTuple, Optional, Union
@@ -40,6 +40,9 @@ MAX_INNER = 2  # VXLAN inside VXLAN inside VXLAN is not followed further
 NO_DECODE = frozenset({2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 16, 17, 18})
 VLAN_TPIDS = frozenset({0x8100, 0x88A8, 0x9100, 0x9200, 0x9300})
 IPV6_SKIPPED = frozenset({0, 43, 44, 51, 60})  # hop-by-hop, routing, fragment, AH, dest. options
+TRANSPORT = {1: "icmp", 6: "tcp", 17: "udp"}   # the layer names ``truncated`` uses, and:
+LAYERS = frozenset({"ethernet", "vlan", "llc", "802.11", "ipv4", "ipv6", "ipv6 extension",
+                    "vxlan", *TRANSPORT.values()})
 
 
 class Field(NamedTuple):
@@ -131,6 +134,7 @@ class SampledPacket:
     tcp_flags: Optional[int] = None
     vni: Optional[int] = None
     inner: Optional["SampledPacket"] = None
+    truncated: Optional[str] = None  # the layer (LAYERS) the header ends in, if it ends in one
 
     def add(self, name: str, value: Value) -> None:
         self.items.append(Field(name, value))
@@ -142,9 +146,24 @@ def decode_header(protocol: int, frame_length: int, stripped: int, header: bytes
     pkt = SampledPacket()
     try:
         _decode(pkt, protocol, frame_length, stripped, bytes(header), depth)
-    except (dpkt.UnpackError, struct.error, IndexError, ValueError):  # pragma: no cover
-        pass  # every read is bounds-checked first; this only keeps a slip from escaping
+    except _Cut as cut:
+        pkt.truncated = cut.layer
     return pkt
+
+
+class _Cut(Exception):
+    """The header ends inside ``layer``: the decode stops there, with what it has read."""
+
+    def __init__(self, layer: str):
+        super().__init__(layer)
+        self.layer = layer
+
+
+def _need(h: bytes, end: int, layer: str) -> None:
+    """Each header is checked here before it is read: ``end`` bytes of ``h``, or the decode
+    stops (only sflowtool's look-ahead, ``_byte``, reads past the end, as zeros)."""
+    if end > len(h):
+        raise _Cut(layer)
 
 
 def _decode(pkt, protocol, frame_length, stripped, h, depth):
@@ -184,16 +203,14 @@ def _byte(h: bytes, i: int) -> int:
 
 def _ethernet(pkt: SampledPacket, h: bytes):
     """(IP version, offset of the IP header) or (None, 0); adds the link-layer fields."""
-    if len(h) < 14:
-        return None, 0
+    _need(h, 14, "ethernet")
     eth = _Ether(h[:14])
     pkt.add("dstMAC", eth.dst)
     pkt.add("srcMAC", eth.src)
     pkt.eth_dst, pkt.eth_src = eth.dst, eth.src
     type_len, ptr, depth = eth.type, 14, 0
     while type_len in VLAN_TPIDS:
-        if len(h) - ptr < 4:
-            return None, 0
+        _need(h, ptr + 4, "vlan")
         tag = _VlanTag(h[ptr:ptr + 4])
         suffix = f".{depth}" if depth else ""
         pkt.add("decodedVLAN" + suffix, tag.id)
@@ -201,6 +218,8 @@ def _ethernet(pkt: SampledPacket, h: bytes):
         pkt.vlan = tag.id
         type_len, ptr, depth = tag.type, ptr + 4, depth + 1
     if len(h) < 20:  # sflowtool: too short for IP, IPX or SNAP after all
+        if type_len in (0x0800, 0x86DD) or type_len <= 1500:
+            raise _Cut("ipv4" if type_len == 0x0800 else "ipv6" if type_len == 0x86DD else "llc")
         return None, 0
     if type_len in (0x0200, 0x0201, 0x0600):  # a raw IPX packet: nothing to decode
         ipx_len = (_byte(h, ptr + 2) << 8) | _byte(h, ptr + 3)
@@ -221,18 +240,20 @@ def _ethernet(pkt: SampledPacket, h: bytes):
     pkt.eth_type = type_len
     pkt.add("ethernet_type", type_len)
     if type_len == 0x0800:
-        if len(h) - ptr < 20 or h[ptr] >> 4 != 4 or h[ptr] & 15 < 5:
+        _need(h, ptr + 20, "ipv4")
+        if h[ptr] >> 4 != 4 or h[ptr] & 15 < 5:
             return None, 0
         return 4, ptr
-    if type_len == 0x86DD and _byte(h, ptr) >> 4 == 6:
-        return 6, ptr
+    if type_len == 0x86DD:
+        _need(h, ptr + 1, "ipv6")
+        if h[ptr] >> 4 == 6:
+            return 6, ptr
     return None, 0
 
 
 def _ieee80211(pkt: SampledPacket, h: bytes) -> None:
     """An 802.11 data frame's addresses, chosen by its ToDS/FromDS bits (as sflowtool)."""
-    if len(h) < 24:
-        return
+    _need(h, 24, "802.11")
     fc = h[0] | (h[1] << 8)
     if (fc >> 2) & 3 != 2:  # management or control: no addresses decoded
         return
@@ -249,11 +270,12 @@ def _ieee80211(pkt: SampledPacket, h: bytes) -> None:
     pkt.add("txMAC", addr[1])
     pkt.add("rxMAC", addr[0])
     pkt.eth_src = pkt.eth_dst = src  # sflowtool copies the source into both
+    if to_ds and from_ds:
+        _need(h, 30, "802.11")  # the fourth address, read as zeros where it is missing
 
 
 def _ipv4(pkt: SampledPacket, h: bytes, off: int, depth: int) -> None:
-    if len(h) - off < 20:
-        return
+    _need(h, off + 20, "ipv4")
     ip = _IPv4(h[off:off + 20])
     pkt.ip_src, pkt.ip_dst = IPv4Address(ip.src), IPv4Address(ip.dst)
     pkt.protocol, pkt.tos, pkt.ttl = ip.p, ip.tos, ip.ttl
@@ -268,15 +290,13 @@ def _ipv4(pkt: SampledPacket, h: bytes, off: int, depth: int) -> None:
     if fragment:
         pkt.add("IPFragmentOffset", fragment)
         return
-    header_bytes = (ip._v_hl & 0x0F) * 4
-    if len(h) - off < header_bytes:
-        return
-    _layer4(pkt, h, off + header_bytes, depth)
+    end = off + (ip._v_hl & 0x0F) * 4
+    _need(h, end, "ipv4")   # its options
+    _layer4(pkt, h, end, depth)
 
 
 def _ipv6(pkt: SampledPacket, h: bytes, off: int, depth: int) -> None:
-    if len(h) - off < 40:
-        return
+    _need(h, off + 40, "ipv6")
     version = h[off] >> 4
     if version != 6:  # only a raw IPv6 header (protocol 12) can get here so
         pkt.items.append(Note(f"header decode error: unexpected IP version: {version}"))
@@ -293,20 +313,20 @@ def _ipv6(pkt: SampledPacket, h: bytes, off: int, depth: int) -> None:
     next_header, ptr = ip6.nxt, off + 40
     while next_header in IPV6_SKIPPED:
         pkt.add("IP6HeaderExtension", next_header)
-        if ptr + 2 > len(h):
-            return
+        _need(h, ptr + 2, "ipv6 extension")
         # sflowtool counts every extension's length in 8-byte units (AH's is in 4-byte ones)
         next_header, ptr = h[ptr], ptr + 8 * (h[ptr + 1] + 1)
-        if ptr > len(h):
-            return
+        _need(h, ptr, "ipv6 extension")
     pkt.protocol = next_header
     pkt.add("IPProtocol", next_header)
     _layer4(pkt, h, ptr, depth)
 
 
 def _layer4(pkt: SampledPacket, h: bytes, ptr: int, depth: int) -> None:
-    if ptr > len(h) - 8:  # sflowtool reads no transport header from fewer than 8 bytes
+    layer = TRANSPORT.get(pkt.protocol)
+    if layer is None:
         return
+    _need(h, ptr + 8, layer)  # sflowtool reads no transport header from fewer than 8 bytes
     if pkt.protocol == 1:
         icmp = _ICMP(h[ptr:ptr + 4])
         pkt.add("ICMPType", icmp.type)
@@ -319,6 +339,7 @@ def _layer4(pkt: SampledPacket, h: bytes, ptr: int, depth: int) -> None:
         pkt.add("TCPSrcPort", tcp.sport)
         pkt.add("TCPDstPort", tcp.dport)
         pkt.add("TCPFlags", pkt.tcp_flags)
+        _need(h, ptr + 20, "tcp")
     elif pkt.protocol == 17:
         udp = _UDP(h[ptr:ptr + 8])
         pkt.src_port, pkt.dst_port = udp.sport, udp.dport
@@ -330,8 +351,9 @@ def _layer4(pkt: SampledPacket, h: bytes, ptr: int, depth: int) -> None:
 
 
 def _vxlan(pkt: SampledPacket, payload: bytes, udp_length: int, depth: int) -> None:
-    if len(payload) < 8 or depth >= MAX_INNER:
+    if depth >= MAX_INNER:
         return
+    _need(payload, 8, "vxlan")
     vx = _VXLAN(payload[:8])
     if not vx.flags & 0x08:  # no valid VNI: not VXLAN after all
         return
@@ -345,7 +367,7 @@ def _vxlan(pkt: SampledPacket, payload: bytes, udp_length: int, depth: int) -> N
 def as_dict(pkt: SampledPacket) -> Dict[str, Any]:
     """The decoded fields under sflowtool's names, as JSON values (MACs as aa:bb:..., IP
     addresses as Python writes them); a name met twice gives a list; VXLAN adds
-    ``VXLAN_VNI`` and the inner packet under ``inner``."""
+    ``VXLAN_VNI`` and the inner packet under ``inner``; a header cut short, ``truncated``."""
     out: Dict[str, Any] = {}
     for item in pkt.items:
         if isinstance(item, Note):
@@ -365,6 +387,8 @@ def as_dict(pkt: SampledPacket) -> Dict[str, Any]:
         out["VXLAN_VNI"] = pkt.vni
     if pkt.inner is not None:
         out["inner"] = as_dict(pkt.inner)
+    if pkt.truncated is not None:
+        out["truncated"] = pkt.truncated
     return out
 
 

@@ -6,7 +6,8 @@ registry is the model).  The agent walks the registry; it never imports a module
 internals, and no module reaches into another's state.
 
 What a module is given (``Context``): ``watch(fd, callback)`` for the descriptors it reads,
-``emit(sample)`` for encoded flow samples, ``link_stats(ifindexes)`` for interface counters
+``emit(sample)`` for encoded flow samples (``writer()``: the datagram a sampler may pack them
+straight into, while no hook needs to see them), ``link_stats(ifindexes)`` for interface counters
 read once per tick, the interface table, ``add_flow_hook`` to add records to other modules'
 flow samples (``flowhooks``), ``claim_ds_index`` for a container's or VM's data source 3:N
 (one table for every module, ``virt.dsindex``), and ``config_changed()`` for a source of
@@ -40,6 +41,9 @@ HOST_SOURCE: DataSource = (2, 1)
 ROOT = "root"   # in a module's privileges: it cannot run without uid 0 (as hsflowd's module)
 
 
+EVERYTHING = frozenset({"config", "interfaces", "agent", "targets"})
+
+
 @dataclass(frozen=True)
 class AgentState:
     """What modules are told on every change: the running configuration and the facts of
@@ -52,7 +56,7 @@ class AgentState:
     agent: Any = None                 # hsflowd.address.AgentAddress, None until elected
     targets: Tuple[Tuple[str, int], ...] = ()   # collectors as resolved (address, port)
     host_uuid: Any = None             # uuid.UUID of this host, decided once by the agent
-    changed: FrozenSet[str] = frozenset({"config", "interfaces", "agent", "targets"})
+    changed: FrozenSet[str] = EVERYTHING
 
 
 class Context:
@@ -68,6 +72,8 @@ class Context:
         self._watch, self._unwatch = watch, unwatch
         self.emit = emit                  # a flow sample: through other modules' hooks, out
         self.send = send                  # a sample straight into the datagram (no hooks)
+        # the open datagram, while no hook needs to see flow samples (samplers.flow)
+        self.writer = flow_hooks.writer if flow_hooks is not None else (lambda: None)
         self.link_stats = link_stats
         self.interfaces = interfaces
         self.config_changed = config_changed
@@ -233,5 +239,5 @@ def _load_all() -> None:
                    systemd, dnssd, jsonapp, tcp)
 
 
-__all__ = ["AgentState", "Context", "DataSource", "HOST_SOURCE", "Module", "ModuleSpec",
+__all__ = ["EVERYTHING", "AgentState", "Context", "DataSource", "HOST_SOURCE", "Module", "ModuleSpec",
            "ORDER", "REGISTRY", "ROOT", "enabled_specs", "privileges_for", "register"]

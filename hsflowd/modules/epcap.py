@@ -31,12 +31,14 @@ class EpcapModule(TapModule):
         from ..samplers.ebpf import EbpfSampler, EbpfUnavailable  # bcc only with epcap {}
         ctx = self.ctx
         try:
-            sampler = EbpfSampler(ctx.emit, lambda: ctx.interfaces, watcher=ctx)
+            sampler = EbpfSampler(ctx.emit, lambda: ctx.interfaces, watcher=ctx,
+                                  writer=ctx.writer)
         except EbpfUnavailable as e:
             if not self.fallback:
                 self.log.warning("epcap: %s; sampling with classic BPF instead", e)
             if self.sampler is None:
-                self.sampler = ClassicBpfSampler(ctx.emit, lambda: ctx.interfaces, watcher=ctx)
+                self.sampler = ClassicBpfSampler(ctx.emit, lambda: ctx.interfaces, watcher=ctx,
+                                                 writer=ctx.writer)
                 self.sampler.label = "epcap (classic BPF)"
             self.fallback = True
             return

@@ -25,7 +25,7 @@ record that comes before a known one).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..frames import SampledPacket, walk_sample
 
@@ -35,10 +35,9 @@ Hook = Callable[[bytes, SampledPacket], Optional[bytes]]
 class FlowHooks:
     """The hooks of the running modules, at most one each, in registry order."""
 
-    def __init__(self, send: Callable[[bytes], None],
-                 failed: Callable[[str, Exception], None] = None,
+    def __init__(self, output: Any, failed: Callable[[str, Exception], None] = None,
                  order: Callable[[str], int] = None):
-        self.send = send
+        self.output = output          # output.emit(sample): the datagram (see output.py)
         self.failed = failed or _reraise
         self.order = order or _registry_order
         self.hooks: Dict[str, Hook] = {}
@@ -55,6 +54,11 @@ class FlowHooks:
             self.hooks[owner] = hook
         self.chain = tuple(sorted(self.hooks.items(), key=lambda item: self.order(item[0])))
 
+    def writer(self):
+        """The open datagram a sampler may pack its samples straight into (see
+        ``samplers.flow``): only while no hook needs to see them, and there is one."""
+        return None if self.chain else self.output.builder
+
     def emit(self, sample: bytes) -> None:
         """A sample on its way out: through every hook, then to the datagram."""
         chain = self.chain
@@ -70,7 +74,7 @@ class FlowHooks:
                     if out is None:
                         return   # kept by that hook: it sends it later
                     sample = out
-        self.send(sample)
+        self.output.emit(sample)
 
 
 def _registry_order(owner: str) -> int:
@@ -80,3 +84,13 @@ def _registry_order(owner: str) -> int:
 
 def _reraise(owner: str, e: Exception) -> None:
     raise e
+
+
+class Sink:
+    """An output made of a function (tests, benchmarks): ``Sink(list.append)``; it has no
+    datagram for samplers to write into."""
+
+    builder = None
+
+    def __init__(self, emit: Callable[[bytes], None]):
+        self.emit = emit

@@ -25,7 +25,7 @@ class NflogModule(Module):
         c = state.config
         if self.sampler is None:
             self.sampler = NflogSampler(c.nflog, c.sampling, c.header_bytes, self.ctx.emit,
-                                        watcher=self.ctx)
+                                        watcher=self.ctx, writer=self.ctx.writer)
         elif "config" in state.changed:
             self.sampler.update(c.nflog, c.sampling, c.header_bytes)
         if "interfaces" in state.changed:

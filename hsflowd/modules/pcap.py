@@ -35,7 +35,8 @@ class TapModule(Module):
 class PcapModule(TapModule):
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.sampler = ClassicBpfSampler(ctx.emit, lambda: ctx.interfaces, watcher=ctx)
+        self.sampler = ClassicBpfSampler(ctx.emit, lambda: ctx.interfaces, watcher=ctx,
+                                         writer=ctx.writer)
 
     def reconcile(self, state: AgentState) -> None:
         if state.changed & {"config", "interfaces"}:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from dataclasses import replace
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import AgentState, Context, Module, ModuleSpec, enabled_specs
+from . import EVERYTHING, AgentState, Context, Module, ModuleSpec, enabled_specs
 from ..virt.dsindex import DsIndexTable
 from .flowhooks import FlowHooks
 
@@ -49,12 +50,12 @@ class Slot:
 class Supervisor:
     """The enabled modules, in registry order."""
 
-    def __init__(self, loop, send: Callable[[bytes], None], link_stats: Callable,
+    def __init__(self, loop, output: Any, link_stats: Callable,
                  interfaces: Any, clock: Callable[[], float] = time.monotonic,
                  config_changed: Callable[[], None] = lambda: None):
         self.loop = loop
-        self.send = send
-        self.flow_hooks = FlowHooks(send, self._hook_failed)
+        self.output = output          # where samples go: output.emit(sample)
+        self.flow_hooks = FlowHooks(output, self._hook_failed)
         self.ds_indexes = DsIndexTable()      # 3:N for every module's containers and VMs
         self.link_stats = link_stats
         self.interfaces = interfaces
@@ -108,7 +109,9 @@ class Supervisor:
             return
         slot.module = module
         if state is not None:
-            self.call(slot, "reconcile", module.reconcile, state)
+            # new to it, all of it: a module started again after a failure, when the last
+            # change was only "targets", must still read the configuration
+            self.call(slot, "reconcile", module.reconcile, replace(state, changed=EVERYTHING))
 
     def _stop(self, slot: Slot) -> None:
         module, slot.module = slot.module, None
@@ -120,6 +123,10 @@ class Supervisor:
             except Exception as e:  # closing is best effort; say so, never raise
                 log.warning("module %s: close failed: %s", slot.name, _one_line(e))
                 log.debug("module %s: close failed", slot.name, exc_info=True)
+
+    def send(self, sample: bytes) -> None:
+        """A sample straight into the datagram, past the flow hooks (``Context.send``)."""
+        self.output.emit(sample)
 
     def _hook_failed(self, owner: str, e: Exception) -> None:
         """A flow hook raised: its module fails (which takes the hook back); the sample
@@ -179,11 +186,56 @@ class Supervisor:
         log.debug("module %s failed in %s", slot.name, what, exc_info=e)
         self._stop(slot)
 
-    # ------------------------------------------------------------ reading modules
+    # ------------------------------------------------------------ asking the modules
     def running(self) -> Iterator[Tuple[Slot, Module]]:
         for slot in list(self.slots.values()):
             if slot.module is not None:
                 yield slot, slot.module
+
+    def adjust_config(self, config: Any) -> Any:
+        """``config`` as the sources of settings (DNS-SD) make it (``Module.adjust_config``)."""
+        for slot, module in self.running():
+            config = self.call(slot, "adjust_config", module.adjust_config, config, default=config)
+        return config
+
+    def counter_sources(self) -> Dict[Any, str]:
+        """Every data source a running module polls, and the module's name (the first
+        module to claim a source owns it)."""
+        owners: Dict[Any, str] = {}
+        for slot, module in self.running():
+            sources = self.call(slot, "counter_sources", lambda m=module: list(m.counter_sources()),
+                                default=[])
+            for source in sources:
+                owners.setdefault(source, slot.name)
+        return owners
+
+    def counters(self, owner: str, due: List[Any]) -> Dict[Any, list]:
+        """The records of ``owner``'s data sources that are due ({} if it failed)."""
+        slot = self.slots.get(owner)
+        if slot is None or slot.module is None:
+            return {}
+        return self.call(slot, "counters", slot.module.counters, due, default={}) or {}
+
+    def host_records(self) -> list:
+        """What the running modules add to the host sample (virt_node)."""
+        out: list = []
+        for slot, module in self.running():
+            out.extend(self.call(slot, "host_records", module.host_records, default=[]) or [])
+        return out
+
+    def status(self) -> Tuple[List[dict], List[dict]]:
+        """(one entry a module: name, running, last error and its own figures; every
+        sampler's figures, with its module's name), for ``hsflowd status``."""
+        modules, samplers = [], []
+        for slot in list(self.slots.values()):
+            entry = {"name": slot.name, "running": slot.module is not None, "error": slot.error}
+            modules.append(entry)
+            if slot.module is not None:
+                figures = self.call(slot, "status", slot.module.status, default={}) or {}
+                for sampler in figures.get("samplers", ()):
+                    samplers.append({"module": slot.name, **sampler})
+                entry.update((k, v) for k, v in figures.items() if k != "samplers")
+        return modules, samplers
 
 
 def _one_line(e: BaseException) -> str:

@@ -58,13 +58,12 @@ import struct
 import time
 from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
-from ..samplers.flow import FCS
 from ..sflow import (ExtendedDecapsulateEgress, ExtendedDecapsulateIngress, ExtendedIPv4TunnelEgress,
                      ExtendedIPv4TunnelIngress, ExtendedIPv6TunnelEgress, ExtendedIPv6TunnelIngress,
                      ExtendedVniEgress, ExtendedVniIngress, HeaderProtocol)
 from ..sflow.samples import INTERNAL
-from ..frames import SampledPacket, append_records, walk_frame
-from ..sources.interfaces import discard_stray_replies
+from ..frames import FCS, SampledPacket, append_records, walk_frame
+from ..netlink import discard_stray_replies
 from . import AgentState, Module, register
 
 log = logging.getLogger("hsflowd.tunnels")

@@ -17,9 +17,11 @@ import socket
 import struct
 from typing import Dict, Iterator, List, Tuple
 
+from ..sflow import INTERNAL
 from . import Tap
 from .flow import FlowSampleBuilder
-from .ports import ETHERNET_LINK_TYPES, sample_packet
+from .ports import (ETHERNET_LINK_TYPES, PACKET_OTHERHOST, PACKET_OUTGOING, RAW_IP_STRIPPED,
+                    ethernet_packet, raw_ip_packet)
 from .taps import Tapped, TapSampler
 
 log = logging.getLogger("hsflowd.samplers")
@@ -52,12 +54,14 @@ BLOCK_TIMEOUT_MS = 100       # a part-filled block is handed over after this lon
 FRAME_SIZE = 1 << 11
 
 _BLOCK = struct.Struct("<III")        # block_status, num_pkts, offset_to_first_pkt (at +8)
-_PACKET = struct.Struct("<IIIIIIHHIHH")  # tpacket3_hdr up to the vlan tpid
-_SLL_HATYPE = 48 + 8                  # sockaddr_ll follows the 48-byte tpacket3_hdr
-_SLL_PKTTYPE = 48 + 10
-_HATYPE = struct.Struct("<H")
+# tpacket3_hdr: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, tp_status, tp_mac,
+# (tp_net, tp_rxhash skipped), tp_vlan_tci (a __u32), tp_vlan_tpid
+_PACKET = struct.Struct("<IIIIIIH2x4xIH")
+_SLL_PKTTYPE = 48 + 10               # sockaddr_ll follows the 48-byte tpacket3_hdr
 _STATS = struct.Struct("III")         # tpacket_stats_v3: packets, drops, freeze count
 _VLAN = struct.Struct(">HH")
+_RELEASE = struct.Struct("<I")
+_NONE: frozenset = frozenset()
 
 
 def random_sampling_program(rate: int, snaplen: int) -> bytes:
@@ -106,6 +110,8 @@ class PacketRing:
             self.ring = mmap.mmap(sock.fileno(), block_size * nblocks, mmap.MAP_SHARED,
                                   mmap.PROT_READ | mmap.PROT_WRITE)
             sock.bind((ifname, ETH_P_ALL))
+            # the device's link type (sll_hatype): Ethernet frames, or bare IP (tun)
+            self.ethernet = sock.getsockname()[3] in ETHERNET_LINK_TYPES
             if promisc:
                 _promisc(sock, ifindex, True)
             sock.setblocking(False)
@@ -123,33 +129,20 @@ class PacketRing:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def packets(self) -> Iterator[Tuple[bytes, int, int, int, int]]:
-        """Every packet in the blocks the kernel has handed over:
-        (captured bytes, original length, sll_pkttype, sll_hatype, timestamp in ns)."""
+    def blocks(self) -> Iterator[Tuple[int, int]]:
+        """(offset of the first packet, packet count) of each block the kernel has handed
+        over, in order; a block goes back to the kernel when the next one is asked for.
+        Each packet is a tpacket3_hdr (``_PACKET``), its sockaddr_ll, then the data at
+        tp_mac; tp_next_offset leads to the next."""
         ring = self.ring
         size = self.block_size
-        unpack_block = _BLOCK.unpack_from
-        unpack_packet = _PACKET.unpack_from
-        unpack_hatype = _HATYPE.unpack_from
         for _ in range(self.block_count):
             base = self.next_block * size
-            status, count, offset = unpack_block(ring, base + 8)
+            status, count, offset = _BLOCK.unpack_from(ring, base + 8)
             if not status & TP_STATUS_USER:
                 return
-            off = base + offset
-            for _ in range(count):
-                (nxt, sec, nsec, snaplen, length, pstatus, mac, _net,
-                 _hash, tci, tpid) = unpack_packet(ring, off)
-                data = ring[off + mac: off + mac + snaplen]
-                if pstatus & TP_STATUS_VLAN_VALID and len(data) >= 12:
-                    # the kernel took the 802.1Q tag out of the frame: put it back
-                    tpid = tpid if pstatus & TP_STATUS_VLAN_TPID_VALID else 0x8100
-                    data = data[:12] + _VLAN.pack(tpid, tci) + data[12:]
-                    length += 4
-                yield (data, length, ring[off + _SLL_PKTTYPE], unpack_hatype(ring, off + _SLL_HATYPE)[0],
-                       sec * 1_000_000_000 + nsec)
-                off += nxt
-            struct.pack_into("<I", ring, base + 8, TP_STATUS_KERNEL)
+            yield base + offset, count
+            _RELEASE.pack_into(ring, base + 8, TP_STATUS_KERNEL)
             self.next_block = (self.next_block + 1) % self.block_count
 
     def retune(self, rate: int, snaplen: int, promisc: bool) -> None:
@@ -189,7 +182,8 @@ class ClassicBpfSampler(TapSampler):
 
     def _open(self, tap: Tap) -> Tapped:
         ring = PacketRing(tap.name, tap.ifindex, tap.sampling_rate, tap.header_bytes, tap.promisc)
-        builder = FlowSampleBuilder(tap.ifindex, tap.sampling_rate, tap.header_bytes, self.emit)
+        builder = FlowSampleBuilder(tap.ifindex, tap.sampling_rate, tap.header_bytes, self.emit,
+                                    writer=self.writer)
         t = Tapped(tap, builder, ring)
         t.watch = self.watcher.watch(ring.fileno(), lambda: self._read_tap(t))
         return t
@@ -229,11 +223,50 @@ class ClassicBpfSampler(TapSampler):
             return 0
 
     def _drain(self, t: Tapped) -> int:
-        tap, builder, ports, interfaces = t.tap, t.builder, self.ports, self.interfaces
+        """Frame every packet the kernel has handed over.  The hot path: one loop over the
+        ring slots, the host model (the common case) worked out in line, and each block's
+        packets framed by the builder in one call."""
+        tap, builder, ring = t.tap, t.builder, t.handle
+        mm = ring.ring
+        unpack_packet = _PACKET.unpack_from
+        ifindex, bridge, ethernet = tap.ifindex, tap.bridge, ring.ethernet
+        ports, interfaces = self.ports, self.interfaces
+        local = ports.local_macs
+        uppers = ports.uppers.get(ifindex, _NONE)
         n = 0
-        for data, length, pkttype, hatype, ts in t.handle.packets():
-            n += sample_packet(builder, ports, tap, interfaces, data, length, pkttype, ts,
-                               hatype in ETHERNET_LINK_TYPES)
+        for off, count in ring.blocks():
+            batch = []
+            add = batch.append
+            for _ in range(count):
+                nxt, sec, nsec, snaplen, length, pstatus, mac, tci, tpid = unpack_packet(mm, off)
+                data = mm[off + mac: off + mac + snaplen]
+                if pstatus & TP_STATUS_VLAN_VALID and len(data) >= 12:
+                    # the kernel took the 802.1Q tag out of the frame: put it back
+                    tpid = tpid if pstatus & TP_STATUS_VLAN_TPID_VALID else 0x8100
+                    data = data[:12] + _VLAN.pack(tpid, tci) + data[12:]
+                    length += 4
+                pkttype = mm[off + _SLL_PKTTYPE]
+                ts = sec * 1_000_000_000 + nsec
+                off += nxt
+                if not ethernet:
+                    raw = raw_ip_packet(ifindex, data, length, pkttype, ts)
+                    if raw is not None:
+                        builder.frame((raw[0],), raw[1], RAW_IP_STRIPPED)
+                        n += 1
+                elif len(data) < 14:
+                    continue                # a runt: no addresses to describe it by
+                elif bridge:
+                    add(ethernet_packet(ports, tap, interfaces, data, length, pkttype, ts))
+                # the host model (ports.host_ports), in line
+                elif pkttype == PACKET_OUTGOING:
+                    add((data, length, INTERNAL, ifindex, ts, 0))
+                elif pkttype != PACKET_OTHERHOST or data[0:6] in local or data[0:6] in uppers:
+                    add((data, length, ifindex, INTERNAL, ts, 0))
+                else:
+                    add((data, length, ifindex, 0, ts, 0))
+            if batch:
+                builder.frame(batch)
+                n += len(batch)
         return n
 
     def _tick(self, counts: Dict[int, int]) -> None:

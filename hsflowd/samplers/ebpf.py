@@ -10,10 +10,11 @@ filter at a later priority still runs (with direct-action, OK would end classifi
 
 Perf buffer, not ring buffer: ``perf_submit_skb`` copies the packet (paged data too) from
 the skb into a record of exactly the captured size, on any kernel bcc runs on; a ring buffer
-(5.8+) needs ``bpf_skb_load_bytes`` into a fixed-size slot.  The per-CPU buffers' fds go to
-the agent's select loop and ``read(fd)`` drains that CPU's buffer: no thread.  A buffer wakes
-the agent every 16 samples (measured: waking on each slowed a 1-in-1 sender from 200 to 55
-kpps and cost 6-15 us a sample instead of 2-4); ``tick()`` drains the rest before the
+(5.8+) needs ``bpf_skb_load_bytes`` into a fixed-size slot.  The agent opens the per-CPU
+perf events and reads their rings' memory itself (``perfring``: no callback per record);
+their fds go to the agent's select loop and ``read(fd)`` drains that CPU's ring: no thread.
+A ring wakes the agent when a quarter full (waking on each record slowed a 1-in-1 sender
+from 200 to 55 kpps and cost 6-15 us a sample); ``tick()`` drains the rest before the
 agent's once-a-second flush, so no sample waits longer than datagrams already do.
 
 sample_pool follows the program's packet count since the tap was attached (ingress + egress,
@@ -48,18 +49,20 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..sources.interfaces import discard_stray_replies
+from ..sflow import INTERNAL
+from ..netlink import discard_stray_replies
 
 from . import NO_WATCHER, Tap, Watcher
 from .cbpf import PACKET_ADD_MEMBERSHIP, PACKET_MR_PROMISC, SOL_PACKET
 from .flow import FlowSampleBuilder
-from .ports import ETHERNET_LINK_TYPES, PACKET_OUTGOING, PortMap, sample_packet
+from .perfring import PerfRing, open_rings
+from .ports import (ETHERNET_LINK_TYPES, PACKET_OTHERHOST, PACKET_OUTGOING, RAW_IP_STRIPPED,
+                    PortMap, ethernet_packet, raw_ip_packet)
 from .taps import Tapped, TapSampler
 
 log = logging.getLogger("hsflowd.samplers")
 
 BCC_DIST = "/usr/lib/python3/dist-packages/bcc"   # Debian's python3-bpfcc
-WAKEUP_EVENTS = 16       # a CPU's buffer wakes the agent every 16 samples; tick() drains the rest
 TC_PRIORITY = 32         # our filters' priority on both hooks: ahead of tc's automatic ones
 TC_NAME = "hsflowd_epcap"
 INGRESS, EGRESS = 0xFFFFFFF2, 0xFFFFFFF3   # clsact's two parents
@@ -69,12 +72,15 @@ PROGRAM_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ebpf_pr
 
 _META = struct.Struct("=QIIIHHBBB5x")  # native order: the kernel wrote it
 _VLAN = struct.Struct(">HH")
+_NONE: frozenset = frozenset()
 
 
 def perf_pages(cpus: int, page_size: int = mmap.PAGESIZE) -> int:
-    """Pages in each CPU's perf buffer (a power of two): 512 KiB, about 2,800 samples of
-    128 bytes, on small machines; less per CPU on big ones, 8 MiB in all (64 KiB at least)."""
-    per_cpu = max(64 << 10, min(512 << 10, (8 << 20) // max(cpus, 1)))
+    """Pages in each CPU's perf buffer (a power of two): 4 MiB, about 20,000 samples of 128
+    bytes (the same as a pcap ring at 1-in-1: 100 ms of 200,000 samples a second), on
+    machines of one or two CPUs; less per CPU on bigger ones, where the same packets are
+    spread over more rings: 8 MiB in all (64 KiB at least)."""
+    per_cpu = max(64 << 10, min(4 << 20, (8 << 20) // max(cpus, 1)))
     pages = max(1, per_cpu // page_size)
     return 1 << (pages.bit_length() - 1)
 
@@ -260,27 +266,34 @@ class EbpfSampler(TapSampler):
     wants_counts = False
 
     def __init__(self, emit: Callable[[bytes], None], interfaces: Callable[[], Iterable],
-                 ports: Optional[PortMap] = None, watcher: Watcher = NO_WATCHER):
-        super().__init__(emit, interfaces, ports, watcher)
+                 ports: Optional[PortMap] = None, watcher: Watcher = NO_WATCHER,
+                 writer: Callable[[], Optional[object]] = lambda: None):
+        super().__init__(emit, interfaces, ports, watcher, writer=writer)
         bcc = load_bcc()
         self.bpf, self.fn_ingress, self.fn_egress = compile_program(bcc)
+        self.rings: List[PerfRing] = []
         try:
             self.config, self.counts = self.bpf[b"config"], self.bpf[b"counts"]
-            self.bpf[b"samples"].open_perf_buffer(self._on_sample, lost_cb=self._on_lost,
-                                                  page_cnt=perf_pages(os.cpu_count() or 1),
-                                                  wakeup_events=WAKEUP_EVENTS)
-            lib = bcc.libbcc.lib
-            self._event_read = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(("perf_reader_event_read", lib))
-            self.readers = {lib.perf_reader_fd(r): r for r in self.bpf.perf_buffers.values()}
+            cpus = bcc.utils.get_online_cpus()
+            self.rings = open_rings(cpus, perf_pages(len(cpus)))
+            samples = self.bpf[b"samples"]
+            for ring in self.rings:
+                samples[ctypes.c_int(ring.cpu)] = ctypes.c_int(ring.fd)
         except Exception as e:
+            for ring in self.rings:
+                ring.close()
             self.bpf.cleanup()
             raise EbpfUnavailable(f"cannot open the perf buffers: {e}") from None
-        self.lost = 0                 # records lost, as the perf buffers reported them
+        self.readers = {ring.fd: ring for ring in self.rings}
         self.emitted = 0
         self.ipr = IPRoute()
         self.clock_offset = time.time_ns() - time.monotonic_ns()
-        self._callback_failed = False
         self._watches = [watcher.watch(fd, lambda fd=fd: self.read(fd)) for fd in self.readers]
+
+    @property
+    def lost(self) -> int:
+        """Records the perf buffers could not take (their rings were full)."""
+        return sum(ring.lost for ring in self.rings)
 
     # ------------------------------------------------------------ taps
     def _open(self, tap: Tap) -> Tapped:
@@ -298,7 +311,8 @@ class EbpfSampler(TapSampler):
             if promisc is not None:
                 promisc.close()
             raise
-        builder = FlowSampleBuilder(tap.ifindex, tap.sampling_rate, tap.header_bytes, self.emit)
+        builder = FlowSampleBuilder(tap.ifindex, tap.sampling_rate, tap.header_bytes, self.emit,
+                                    writer=self.writer)
         return Tapped(tap, builder, _Handle(own, promisc), link["ifi_type"] in ETHERNET_LINK_TYPES)
 
     def _retune(self, t: Tapped, tap: Tap) -> bool:
@@ -344,35 +358,57 @@ class EbpfSampler(TapSampler):
     def read(self, fd: int) -> int:
         return self._drain([self.readers[fd]] if fd in self.readers else [])
 
-    def _drain(self, readers: Iterable) -> int:
-        """Every record in these CPUs' buffers, through _on_sample; the samples emitted."""
-        before = self.emitted
-        for reader in readers:
-            self._event_read(reader)
-        return self.emitted - before
-
-    def _on_sample(self, _cpu, data, size) -> None:
-        try:
-            raw = ctypes.string_at(data, size)
-            ts, ifindex, length, caplen, tci, vproto, egress, pkttype, vlan = _META.unpack_from(raw)
-            t = self.tapped.get(ifindex)
-            if t is None:
-                return  # drawn just before the tap was removed
-            header = raw[_META.size: _META.size + caplen]
-            if vlan and len(header) >= 12:
-                # tc sees the tag the NIC or veth took out of the frame: put it back
-                header = header[:12] + _VLAN.pack(socket.ntohs(vproto) or 0x8100, tci) + header[12:]
-                length += 4
-            sample_packet(t.builder, self.ports, t.tap, self.interfaces, header, length,
-                          PACKET_OUTGOING if egress else pkttype, ts + self.clock_offset, t.ethernet)
-            self.emitted += 1
-        except Exception:  # never let one record raise through libbcc's C frames
-            if not self._callback_failed:
-                log.exception("epcap: cannot frame a sample")
-                self._callback_failed = True
-
-    def _on_lost(self, count: int) -> None:
-        self.lost += count
+    def _drain(self, rings: Iterable[PerfRing]) -> int:
+        """Frame every record in these CPUs' rings: the hot path.  The host model (the
+        common case) is worked out in line, as cbpf's drain does, and each tap's packets
+        are framed by its builder in one call."""
+        tapped, offset = self.tapped, self.clock_offset
+        unpack_meta = _META.unpack_from
+        ports, interfaces = self.ports, self.interfaces
+        local, uppers_of = ports.local_macs, ports.uppers
+        batches: Dict[int, list] = {}
+        for ring in rings:
+            for buf, off in ring.records():
+                ts, ifindex, length, caplen, tci, vproto, egress, pkttype, vlan = unpack_meta(buf, off)
+                t = tapped.get(ifindex)
+                if t is None:
+                    continue      # drawn just before the tap was removed
+                start = off + _META.size
+                header = buf[start:start + caplen]
+                if vlan and len(header) >= 12:
+                    # tc sees the tag the NIC or veth took out of the frame: put it back
+                    header = header[:12] + _VLAN.pack(socket.ntohs(vproto) or 0x8100, tci) + header[12:]
+                    length += 4
+                ts += offset
+                if egress:
+                    pkttype = PACKET_OUTGOING
+                batch = batches.get(ifindex)
+                if batch is None:
+                    batch = batches[ifindex] = []
+                if not t.ethernet:
+                    raw = raw_ip_packet(ifindex, header, length, pkttype, ts)
+                    if raw is not None:
+                        t.builder.frame((raw[0],), raw[1], RAW_IP_STRIPPED)
+                        self.emitted += 1
+                elif len(header) < 14:
+                    continue                # a runt: no addresses to describe it by
+                elif t.tap.bridge:
+                    batch.append(ethernet_packet(ports, t.tap, interfaces, header, length, pkttype, ts))
+                # the host model (ports.host_ports), in line
+                elif egress:
+                    batch.append((header, length, INTERNAL, ifindex, ts, 0))
+                elif (pkttype != PACKET_OTHERHOST or header[0:6] in local
+                      or header[0:6] in uppers_of.get(ifindex, _NONE)):
+                    batch.append((header, length, ifindex, INTERNAL, ts, 0))
+                else:
+                    batch.append((header, length, ifindex, 0, ts, 0))
+        n = 0
+        for ifindex, batch in batches.items():
+            if batch:
+                tapped[ifindex].builder.frame(batch)
+                n += len(batch)
+        self.emitted += n
+        return n
 
     # ------------------------------------------------------------ once a second
     def counters(self, ifindex: int) -> Tuple[int, int]:
@@ -406,3 +442,6 @@ class EbpfSampler(TapSampler):
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
+        for ring in self.rings:
+            ring.close()
+        self.rings = []

@@ -7,26 +7,31 @@ timestamp first; it goes last here because Wireshark 4.0 does not skip an unknow
 record's body and would misread a sampled_header that follows one (every decoder finds
 records by tag, so the order carries no meaning).
 
-This is the hot path, so the fixed part of the sample is packed by one precompiled
-``struct.Struct`` instead of building dataclasses; ``tests/test_flow_builder.py`` checks the
-bytes against the declarative encoder (``FlowSample(...).encode()``).
+This is the hot path.  A sampler hands over its packets a batch at a time (``frame``: one
+ring block, say), and each sample (sample tag and length, flow_sample_expanded's fixed
+part, the record count, the sampled_header record with the header and its padding, and the
+timestamp record) is packed by one precompiled ``struct.Struct`` per header length, the
+builder's state held in locals for the batch.  While no flow hook needs to see samples
+(``writer()`` gives the open datagram), a sample is packed straight into the datagram it
+will be sent in (``sflow.datagram``'s fast lane); otherwise it goes to ``emit`` as bytes.
+``tests/test_flow_builder.py`` checks the bytes against the declarative encoder
+(``FlowSample(...).encode()``).
 """
 
 from __future__ import annotations
 
 import struct
 import time
-from typing import Callable
+from typing import Callable, Optional, Sequence, Tuple
 
+from ..frames import FCS
 from ..sflow import ExtendedTimestamp, FlowSample, HeaderProtocol, SampledHeader
 
-FCS = 4  # the frame check sequence: on the wire, never in what a socket captures
 
-# sample tag+length, flow_sample_expanded fixed part, record count, then the
-# sampled_header record's tag+length and fixed part: 2 + 10 + 1 + 2 + 4 words
-_HEAD = struct.Struct(">" + "I" * 19)
-_TIMESTAMP = struct.Struct(">IIQ")
-_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")  # indexed by length % 4
+MAX_HEADER_BYTES = 256   # headerBytes' limit
+# one sampled packet, as samplers hand them over: (captured bytes, frame length as captured
+# without FCS, input, output, timestamp in ns (0: now), output format)
+Packet = Tuple[bytes, int, int, int, int, int]
 _FLOW_SAMPLE_TAG = FlowSample.tag
 _SAMPLED_HEADER_TAG = SampledHeader.tag
 _TIMESTAMP_TAG = ExtendedTimestamp.tag
@@ -57,16 +62,19 @@ class FlowSampleBuilder:
     Per sample the cost is one test and one addition (bench/bench_flow_builder.py).
     """
 
-    __slots__ = ("ds_index", "_rate", "header_bytes", "emit", "sequence_number", "pool",
-                 "drops", "protocol", "_fix_step", "_fix_left", "_offset", "_measured",
-                 "_target", "_measured_seq")
+    __slots__ = ("ds_index", "_rate", "header_bytes", "emit", "writer", "sequence_number",
+                 "pool", "drops", "protocol", "_fix_step", "_fix_left", "_offset", "_measured",
+                 "_target", "_measured_seq", "_scratch")
 
     def __init__(self, ds_index: int, sampling_rate: int, header_bytes: int,
-                 emit: Callable[[bytes], None], protocol: int = HeaderProtocol.ETHERNET_ISO8023):
+                 emit: Callable[[bytes], None], protocol: int = HeaderProtocol.ETHERNET_ISO8023,
+                 writer: Callable[[], Optional[object]] = lambda: None):
         self.ds_index = ds_index
         self._rate = sampling_rate
-        self.header_bytes = header_bytes
-        self.emit = emit
+        self.header_bytes = min(header_bytes, MAX_HEADER_BYTES)
+        self.emit = emit              # a sample as bytes, for the flow hooks
+        self.writer = writer          # the open datagram, while no hook needs the samples
+        self._scratch = bytearray(_LAYOUTS[MAX_HEADER_BYTES][1])
         self.protocol = int(protocol)
         self.sequence_number = 0
         self.pool = 0                # the pool of the last sample (unbounded; mod 2^32 on the wire)
@@ -145,30 +153,74 @@ class FlowSampleBuilder:
     def sample(self, header: bytes, frame_length: int, input_if: int, output_if: int,
                timestamp_ns: int = 0, output_format: int = 0, protocol: int = 0,
                stripped: int = FCS) -> None:
-        """Frame one sampled packet and hand it to ``emit``.
+        """Frame one sampled packet (see ``frame``)."""
+        self.frame(((header, frame_length, input_if, output_if, timestamp_ns, output_format),),
+                   protocol, stripped)
 
-        ``header`` is what was captured; ``frame_length`` the packet's length as captured,
-        without FCS.  ``stripped`` counts what is missing from the front and back: the FCS,
-        plus the 14-byte Ethernet header when only the IP packet was captured (protocol
-        IPv4/IPv6, as hsflowd reports it); it is added to frame_length, as sFlow asks."""
-        if len(header) > self.header_bytes:
-            header = header[: self.header_bytes]
-        self.sequence_number = seq = (self.sequence_number + 1) & 0xFFFFFFFF
-        rate = self._rate
-        if self._fix_left:
-            self._fix_left -= 1
-            self.pool = pool = self.pool + self._fix_step
+    def frame(self, packets: Sequence[Packet], protocol: int = 0, stripped: int = FCS) -> None:
+        """Frame sampled packets, in the order taken: into the open datagram, or to ``emit``.
+
+        A packet's header is what was captured (cut to headerBytes); its frame length is
+        the packet's length as captured, without FCS.  ``stripped`` counts what is missing
+        from the front and back: the FCS, plus the 14-byte Ethernet header when only the IP
+        packet was captured (protocol IPv4/IPv6, as hsflowd reports it); it is added to
+        frame_length, as sFlow asks.
+
+        The datagram's fast lane: ``buf`` (bytearray), ``used``, ``count`` and ``limit`` are
+        read once, samples packed at ``used``, and written back at the end; ``flush`` when
+        the next sample would reach the limit, ``refuse(size)`` for one that fits no
+        datagram."""
+        writer = self.writer()
+        if writer is not None:
+            buf, used, count, limit = writer.buf, writer.used, writer.count, writer.limit
         else:
-            self.pool = pool = self.pool + rate
-        n = len(header)
-        padded = n + (-n & 3)
-        record_len = 16 + padded
-        sample_len = 40 + 4 + 8 + record_len + 16  # fixed part, count, two records
-        head = _HEAD.pack(
-            _FLOW_SAMPLE_TAG, sample_len,
-            seq, 0, self.ds_index, rate, pool & 0xFFFFFFFF,
-            self.drops & 0xFFFFFFFF, 0, input_if, output_format, output_if,
-            2, _SAMPLED_HEADER_TAG, record_len,
-            protocol or self.protocol, frame_length + stripped, stripped, n)
-        tail = _TIMESTAMP.pack(_TIMESTAMP_TAG, 8, timestamp_ns or time.time_ns())
-        self.emit(b"".join((head, header, _PAD[n & 3], tail)))
+            buf, used, count, limit = self._scratch, 0, 0, 0
+        emit = self.emit
+        seq, pool, rate = self.sequence_number, self.pool, self._rate
+        fix_left, fix_step = self._fix_left, self._fix_step
+        ds_index, header_bytes = self.ds_index, self.header_bytes
+        drops = self.drops & 0xFFFFFFFF
+        protocol = protocol or self.protocol
+        layouts = _LAYOUTS
+        for header, length, input_if, output_if, timestamp_ns, output_format in packets:
+            n = len(header)
+            if n > header_bytes:
+                n = header_bytes
+                header = header[:n]
+            seq = (seq + 1) & 0xFFFFFFFF
+            if fix_left:
+                fix_left -= 1
+                pool += fix_step
+            else:
+                pool += rate
+            pack_into, size, record_len = layouts[n]
+            if writer is not None and used + size >= limit:
+                writer.used, writer.count = used, count
+                if writer.header_size + size >= limit:
+                    writer.refuse(size)
+                    continue
+                writer.flush()
+                used, count = writer.used, writer.count
+            pack_into(buf, used, _FLOW_SAMPLE_TAG, size - 8, seq, 0, ds_index, rate,
+                      pool & 0xFFFFFFFF, drops, 0, input_if, output_format, output_if, 2,
+                      _SAMPLED_HEADER_TAG, record_len, protocol, length + stripped, stripped, n,
+                      header, _TIMESTAMP_TAG, 8, timestamp_ns or time.time_ns())
+            if writer is None:
+                emit(bytes(memoryview(buf)[:size]))
+            else:
+                used += size
+                count += 1
+        if writer is not None:
+            writer.used, writer.count = used, count
+        self.sequence_number, self.pool, self._fix_left = seq, pool, fix_left
+
+
+def _layout(n: int) -> Tuple[Callable[..., None], int, int]:
+    """The whole sample with an n-byte header, packed by one precompiled struct: (its
+    pack_into, the sample's size with tag and length, the sampled_header record's length)."""
+    padded = n + (-n & 3)
+    layout = struct.Struct(">" + "I" * 19 + f"{n}s{padded - n}x" + "IIQ")
+    return layout.pack_into, layout.size, 16 + padded
+
+
+_LAYOUTS = [_layout(n) for n in range(MAX_HEADER_BYTES + 1)]

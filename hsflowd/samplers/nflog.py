@@ -256,8 +256,10 @@ class NflogSampler:
 
     def __init__(self, config, sampling: int, header_bytes: int, emit: Callable[[bytes], None],
                  sub_sample_rng: Optional[random.Random] = None, listen: bool = True,
-                 rules: Optional[RuleManager] = None, watcher: Watcher = NO_WATCHER):
+                 rules: Optional[RuleManager] = None, watcher: Watcher = NO_WATCHER,
+                 writer: Callable[[], Optional[object]] = lambda: None):
         self.emit = emit
+        self.writer = writer          # the open datagram (samplers.flow's fast lane)
         self.rng = sub_sample_rng or random.Random()
         self.listen = listen
         self.watcher = watcher
@@ -406,7 +408,7 @@ class NflogSampler:
         builder = self.builders.get(ds)
         if builder is None:
             builder = self.builders[ds] = FlowSampleBuilder(ds, self.sampling_rate, self.header_bytes,
-                                                            self.emit)
+                                                            self.emit, writer=self.writer)
         builder.drops = self.drops
         length = ip_length(payload)
         if length < len(payload):  # not cut short, or the header does not say

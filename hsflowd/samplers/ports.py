@@ -24,10 +24,10 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Dict, Iterable, Set, Tuple
+from typing import Dict, Iterable, Optional, Set, Tuple
 
 from ..sflow import INTERNAL, HeaderProtocol
-from .flow import FCS
+from .flow import FCS, Packet
 
 log = logging.getLogger("hsflowd.samplers")
 
@@ -155,32 +155,35 @@ def bridge_ports(bridge: int, pkttype: int, src: bytes, dst: bytes, fdb: Dict[by
     return in_port, FORMAT_SINGLE, fdb.get(dst, 0)
 
 
-def sample_packet(builder, ports: PortMap, tap, interfaces, data: bytes, length: int,
-                  pkttype: int, timestamp_ns: int, ethernet: bool) -> bool:
-    """One captured packet of ``tap`` as a flow sample, with the ports of the bridge model
-    (bridges) or the host model (everything else).  False for what cannot be described:
-    a runt without addresses, or a raw-IP frame that is not IP."""
+def ethernet_packet(ports: PortMap, tap, interfaces, data: bytes, length: int, pkttype: int,
+                    timestamp_ns: int) -> Optional[Packet]:
+    """One captured Ethernet frame of ``tap`` as a packet for the flow-sample builder, with
+    the ports of the bridge model (bridges) or the host model (everything else); None for a
+    runt without addresses.  (The samplers work the host model out in line: this is the
+    same.)"""
+    if len(data) < 14:
+        return None
     ifindex = tap.ifindex
-    if ethernet:
-        if len(data) < 14:
-            return False
-        dst = data[0:6]
-        if tap.bridge:
+    dst = data[0:6]
+    if tap.bridge:
+        fdb = ports.fdb.get(ifindex, {})
+        if (dst not in fdb or data[6:12] not in fdb) and not dst[0] & 1 \
+                and ports.refresh_after_miss(interfaces()):
             fdb = ports.fdb.get(ifindex, {})
-            if (dst not in fdb or data[6:12] not in fdb) and not dst[0] & 1 \
-                    and ports.refresh_after_miss(interfaces()):
-                fdb = ports.fdb.get(ifindex, {})
-            in_if, out_format, out_if = bridge_ports(ifindex, pkttype, data[6:12], dst, fdb)
-        else:
-            in_if, out_format, out_if = host_ports(
-                ifindex, pkttype, dst, ports.local_macs, ports.uppers.get(ifindex, _NONE))
-        builder.sample(data, length, in_if, out_if, timestamp_ns, out_format)
-        return True
-    # raw IP (tun, wireguard...): the kernel gives no link header
+        in_if, out_format, out_if = bridge_ports(ifindex, pkttype, data[6:12], dst, fdb)
+    else:
+        in_if, out_format, out_if = host_ports(
+            ifindex, pkttype, dst, ports.local_macs, ports.uppers.get(ifindex, _NONE))
+    return data, length, in_if, out_if, timestamp_ns, out_format
+
+
+def raw_ip_packet(ifindex: int, data: bytes, length: int, pkttype: int,
+                  timestamp_ns: int) -> Optional[Tuple[Packet, int]]:
+    """A packet of a device with no link header (tun, wireguard): (the packet, its header
+    protocol, IPv4 or IPv6); None if it is not IP.  Its stripped bytes are RAW_IP_STRIPPED."""
     version = data[0] >> 4 if data else 0
     if version not in (4, 6):
-        return False
+        return None
     in_if, out_if = (INTERNAL, ifindex) if pkttype == PACKET_OUTGOING else (ifindex, INTERNAL)
-    builder.sample(data, length, in_if, out_if, timestamp_ns, 0,
-                   HeaderProtocol.IPV4 if version == 4 else HeaderProtocol.IPV6, RAW_IP_STRIPPED)
-    return True
+    return ((data, length, in_if, out_if, timestamp_ns, 0),
+            int(HeaderProtocol.IPV4 if version == 4 else HeaderProtocol.IPV6))

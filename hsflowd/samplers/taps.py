@@ -59,8 +59,10 @@ class TapSampler:
 
     def __init__(self, emit: Callable[[bytes], None], interfaces: Callable[[], Iterable],
                  ports: Optional[PortMap] = None, watcher: Watcher = NO_WATCHER,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 writer: Callable[[], Optional[object]] = lambda: None):
         self.emit = emit
+        self.writer = writer              # the open datagram (samplers.flow's fast lane)
         self.interfaces = interfaces      # the current interface table, for the MAC tables
         self.ports = ports or PortMap()
         self.watcher = watcher

@@ -38,6 +38,8 @@ from pyroute2.ethtool import Ethtool
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
+from ..netlink import discard_stray_replies
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -372,24 +374,6 @@ def _read_int(path: str) -> int:
         return int(os.read(fd, 32))
     finally:
         os.close(fd)
-
-
-# ---------------------------------------------------------------- pyroute2
-
-def discard_stray_replies(ipr) -> None:
-    """Empty pyroute2's queue of unsolicited messages.
-
-    pyroute2 0.8 and later send a single-object request ("get") with NLM_F_ACK and return
-    after the reply, so the kernel's ACK lands in the queue meant for broadcast messages,
-    which nothing here reads: 70 bytes and about 1 KB of heap per request, for ever (a
-    tapped interface's counters are asked for every second).  This IPRoute subscribes to
-    no group, so everything in that queue is such an ACK.  0.7 has no such queue."""
-    queue = getattr(getattr(getattr(ipr, "asyncore", None), "msg_queue", None), "root", None)
-    if queue is None:
-        return
-    while not queue.empty():
-        queue.get_nowait()
-        queue.task_done()
 
 
 # ---------------------------------------------------------------- the table
