@@ -157,10 +157,11 @@ def scenario(m, receiver: Receiver, services: int, seconds: float, systemd: bool
     result = {"systemd": systemd, "ready_s": ready, "cpu": (c1 - c0) / elapsed, "rss_kb": rss,
               "hwm_kb": hwm, "datagrams_min": (d1 - d0) * per_minute,
               "virt_min": (v1 - v0) * per_minute,
-              "bus_min": bus * per_minute if bus is not None else None}
+              "bus_min": bus * per_minute if bus is not None else None, "window": elapsed}
     if systemd:
         result["start"] = start_calls["dbus_calls"]
         total = end_calls["dbus_calls"]["total"] - start_calls["dbus_calls"]["total"]
+        result["module_calls"] = total
         result["module_min"] = total * per_minute
         result["signals_min"] = (end_calls["signals"] - start_calls["signals"]) * per_minute
     return result
@@ -173,7 +174,8 @@ def show(r: Dict) -> None:
             f"{r['virt_min']:6.1f} 3:N samples/min")
     if r["systemd"]:
         bus = f"{r['bus_min']:.1f}" if r["bus_min"] is not None else "n/a"
-        line += (f", D-Bus calls/min {r['module_min']:.1f} (the bus's monitor: {bus}), "
+        line += (f", D-Bus calls {r['module_calls']} in {r['window']:.0f} s = "
+                 f"{r['module_min']:.1f}/min (the bus's monitor: {bus}/min), "
                  f"signals/min {r['signals_min']:.1f}; ready in {r['ready_s']:.1f} s after "
                  f"{r['start']['total']} calls ({r['start']['lists']} lists, "
                  f"{r['start']['gets']} Gets, {r['start']['setup']} to set up)")
