@@ -211,6 +211,29 @@ def detach(ready: Callable[[Callable[[str], None]], int]) -> int:
         os._exit(code)
 
 
+# syslog's priorities, which the journal reads from a "<N>" at the start of a line
+JOURNAL_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                    logging.CRITICAL: 2}
+
+
+class JournalFormatter(logging.Formatter):
+    """A line the journal files under its level (sd-daemon(3)'s "<N>" prefix): without it
+    every line is "info", and ``journalctl -p warning`` shows none of the agent's."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{JOURNAL_PRIORITY.get(record.levelno, 6)}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
+
+
+def stderr_is_journal() -> bool:
+    """systemd connected stderr to the journal (JOURNAL_STREAM names that very stream)."""
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
+
+
 def setup_logging(debug: int, foreground: bool) -> None:
     """stderr in the foreground (the journal, under systemd), syslog as a daemon.
 
@@ -223,9 +246,10 @@ def setup_logging(debug: int, foreground: bool) -> None:
     root.propagate = False
     if foreground:
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
-        # the journal adds its own timestamps
-        stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-        handler.setFormatter(logging.Formatter(stamp + "%(levelname)s %(message)s"))
+        if stderr_is_journal():   # the journal has its own timestamps, and wants levels
+            handler.setFormatter(JournalFormatter("%(levelname)s %(message)s"))
+        else:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     else:
         try:
             handler = logging.handlers.SysLogHandler(

@@ -466,10 +466,17 @@ class Activity:
 
 
 def measure_activity(pid: int, window: float = 5.0) -> Activity:
+    return activity_during(pid, lambda: time.sleep(window))[1]
+
+
+def activity_during(pid: int, fn: Callable[[], object]) -> Tuple[object, Activity]:
+    """``fn()``'s result, and what the process did while it ran (a test that waits for
+    datagrams can measure the agent at the same time)."""
     c0, w0, t0 = proc_cpu_seconds(pid), proc_wakeups(pid), time.monotonic()
-    time.sleep(window)
+    result = fn()
     elapsed = time.monotonic() - t0
-    return Activity((proc_cpu_seconds(pid) - c0) / elapsed, (proc_wakeups(pid) - w0) / elapsed)
+    return result, Activity((proc_cpu_seconds(pid) - c0) / elapsed,
+                            (proc_wakeups(pid) - w0) / elapsed)
 
 
 # An idle agent sleeps in its loop between ticks: one wake-up a second, a few more for
@@ -487,7 +494,12 @@ def assert_idle(pid: int, window: float = 5.0, rest: Optional[Activity] = None,
                 context: Callable[[], str] = lambda: "") -> Activity:
     """The process is idle over ``window``; with ``rest`` (its own activity at rest before
     the event), back where it was: no more than twice that share plus 2 points."""
-    now = measure_activity(pid, window)
+    return check_idle(measure_activity(pid, window), rest, context)
+
+
+def check_idle(now: Activity, rest: Optional[Activity] = None,
+               context: Callable[[], str] = lambda: "") -> Activity:
+    """``assert_idle`` of a measure already made."""
     assert now.wakeups <= IDLE_WAKEUPS_PER_S, f"not idle: {now}: {context()}"
     assert now.share < IDLE_SHARE, f"not idle: {now}: {context()}"
     if rest is not None:

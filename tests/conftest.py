@@ -132,6 +132,34 @@ def debs(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def booted_machine(tmp_path_factory):
+    """One Debian root with a real systemd, booted with systemd-nspawn, shared by every test
+    of the session that needs one (tests/nspawn_tools.py): this tree is mounted read-only at
+    /src inside, and ``machine.shared`` is a directory both sides see.  Made with mmdebstrap
+    (about half a minute), removed at the end."""
+    import nspawn_tools
+    why = nspawn_tools.why_not()
+    if why:
+        pytest.skip(f"no container with systemd here: {why}")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # HSFT_NSPAWN_ROOT: a root made before (nspawn_tools.make_root), used and kept, to
+    # iterate on these tests without mmdebstrap each time
+    kept = os.environ.get("HSFT_NSPAWN_ROOT")
+    root = kept or tmp_path_factory.mktemp("nspawn") / "root"
+    machine = nspawn_tools.Machine(root, f"hsft{os.getpid() % 100000}", binds=[(repo, "/src")],
+                                   shared=tmp_path_factory.mktemp("shared"))
+    try:
+        if not kept:
+            nspawn_tools.make_root(machine.root)
+        machine.start()
+    except nspawn_tools.Unavailable as e:
+        machine.cleanup(keep_root=bool(kept))
+        pytest.skip(f"no container with systemd here: {e}")
+    yield machine
+    machine.cleanup(keep_root=bool(kept))
+
+
 # ---------------------------------------------------------------- xdist: who shares a worker
 
 @pytest.hookimpl(tryfirst=True)        # before xdist turns the groups into node ids

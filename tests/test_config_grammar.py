@@ -8,8 +8,8 @@ import re
 import pytest
 
 from hsflowd.config import (AgentCidr, Collector, ConfigError, ContainerdConfig, DockerConfig,
-                            K8sConfig, KvmConfig,
-                            NflogConfig, OvsConfig, PcapRule, TcpConfig, parse_config)
+                            K8sConfig, KvmConfig, NflogConfig, OvsConfig, PcapRule, SystemdConfig,
+                            TcpConfig, parse_config)
 from hsflowd.config.grammar import Token, tokenize
 from hsflowd.config.keywords import SPEED_MAX
 from hsflowd.config.values import Bad, parse_number
@@ -315,14 +315,13 @@ def test_pcap_rule_warnings():
 def test_unsupported_blocks_are_parsed_and_listed_in_order():
     config = with_collector("xen { dsk=off }\nnvml { }\npsample { egress=on }\n"
                             "xen { vbd=/x }\nos10 { port { dev=swp1 } port { dev=swp2 } }\n"
-                            "tcp { tunnel=on }\nsystemd { }")
-    assert config.unsupported == ["xen", "nvml", "psample", "os10", "systemd"]
+                            "tcp { tunnel=on }\ndbus { }")
+    assert config.unsupported == ["xen", "nvml", "psample", "os10", "dbus"]
     assert config.tcp == TcpConfig()
     assert "t.conf:8: 'tunnel' is ignored: not supported yet (the inner packets of tunnels " \
         "are not looked up)" in config.warnings
     assert config.blocks["xen"]["dsk"] is False and config.blocks["xen"]["vbd"] == "/x"
     assert config.blocks["os10"]["port"] == [{"dev": "swp1"}, {"dev": "swp2"}]
-    assert config.blocks["systemd"]["markTraffic"] is None
     assert config.psample.egress is True and config.psample.ingress is True
     assert "nflog" not in config.unsupported
 
@@ -348,6 +347,17 @@ def test_docker_and_kvm_blocks_are_typed_and_supported():
     assert config.kvm == KvmConfig(uri="test:///default")
     assert "docker" not in config.blocks and "kvm" not in config.blocks
     assert with_collector("").docker is None
+
+
+def test_systemd_block_is_typed_and_its_old_path_formats_are_ignored():
+    config = with_collector("systemd { refreshVMs=10 markTraffic=on\n"
+                            "  cgroup_procs=\"/sys/fs/cgroup/systemd/%s/cgroup.procs\" }")
+    assert config.unsupported == []
+    assert config.systemd == SystemdConfig(refresh_vms=10, drop_priv=False, mark_traffic=True)
+    assert "systemd" not in config.blocks
+    assert any("'cgroup_procs' is ignored" in w for w in config.warnings), config.warnings
+    with pytest.raises(ConfigError, match="refreshVMs"):
+        with_collector("systemd { refreshVMs=5 }")
 
 
 def test_legacy_flat_keys_turn_their_block_on():

@@ -17,7 +17,7 @@ from hsflowd.config import keywords as K
 from hsflowd.config.model import AgentCidr
 
 TYPED = ("nflog", "ulog", "psample", "dropmon", "json", "tcp", "ovs", "docker", "containerd",
-         "k8s", "kvm")
+         "k8s", "kvm", "systemd")
 COLLECTOR = "collector { ip=192.0.2.1 }"
 
 
@@ -121,7 +121,8 @@ def test_non_default_value(block, keyword):
         assert any("is deprecated" in w for w in config.warnings)
 
 
-IGNORED_SAMPLES = {K.INT: "1", K.ONOFF: "on", K.DIRECTION: "both", K.PATH: "/x"}
+IGNORED_SAMPLES = {K.INT: "1", K.ONOFF: "on", K.DIRECTION: "both", K.PATH: "/x",
+                   K.STRING: '"/x/%s"'}
 
 
 @pytest.mark.parametrize("block,keyword", all_keywords(ignored))
@@ -130,7 +131,7 @@ def test_ignored_keyword_is_checked_then_dropped(block, keyword):
     assert any(f"'{keyword.name}' is ignored: {ignored(keyword)}" in w for w in config.warnings)
     if not keyword.target:                             # (a legacy key opens its block)
         assert parse_config(wrap(block, "")) == config     # nothing of it is kept
-    if keyword.kind != K.PATH:                         # any word is a path
+    if keyword.kind not in (K.PATH, K.STRING):         # any word is a path, or a string
         with pytest.raises(ConfigError):
             parse_config(wrap(block, f"{keyword.name}=bogus"))
 
@@ -253,7 +254,7 @@ def test_table_shape():
         assert len(spellings) == len(set(spellings)), block.name
     supported = sorted(b.name for b in BLOCKS.values() if b.supported)
     assert supported == ["collector", "containerd", "dns-sd", "docker", "epcap", "json", "k8s",
-                         "kvm", "nflog", "ovs", "pcap", "sflow", "tcp"]
+                         "kvm", "nflog", "ovs", "pcap", "sflow", "systemd", "tcp"]
 
 
 def test_uuid_spellings():

@@ -24,7 +24,7 @@ import pytest
 
 from hsflowd.sflow.counters import UNKNOWN32, EthernetCounters, HostAdapter, IfCounters, PortName
 from hsflowd.sources import ifcounters
-from hsflowd.sources.interfaces import (IFF_MASTER, Address, Interface, LinkStats, _raw_attr,
+from hsflowd.sources.interfaces import (IFF_MASTER, Address, Interface, LinkStats, raw_attr,
                                         host_adapters, interface_counters, nio_interfaces)
 from kernel_limits import NO_VLAN, kernel_limit
 
@@ -164,9 +164,9 @@ def test_raw_attribute_walk_finds_attributes_pyroute2_does_not_know():
     attrs = bytes.fromhex("080001000a000001") + bytes.fromhex("05000b0002000000")
     msg = Msg(header={"length": 16 + 8 + len(attrs)})
     msg.data, msg.offset = b"\xff" * 4 + bytes(24) + attrs, 4
-    assert _raw_attr(msg, 8, 11) == b"\x02"
-    assert _raw_attr(msg, 8, 1) == bytes.fromhex("0a000001")
-    assert _raw_attr(msg, 8, 99) is None
+    assert raw_attr(msg, 8, 11) == b"\x02"
+    assert raw_attr(msg, 8, 1) == bytes.fromhex("0a000001")
+    assert raw_attr(msg, 8, 99) is None
 
 
 def test_address_flags():

@@ -204,7 +204,7 @@ def test_deb_metadata(debs):
     for dep in ("python3-psutil (>= 5.9)", "python3-pyroute2 (>= 0.7.2)", "python3:any"):
         assert dep in depends
     suggests = re.search(r"^Suggests: (.*)$", fields, re.M).group(1)
-    for dep in ("python3-openvswitch", "python3-bpfcc", "python3-iptables"):
+    for dep in ("python3-openvswitch", "python3-bpfcc", "python3-iptables", "python3-jeepney"):
         assert dep in suggests and dep not in depends
 
 
@@ -368,8 +368,10 @@ def test_installed_agent_runs_on_debian_python(installed):
     version = run(["/usr/sbin/hsflowd", "-v"]).stdout
     system = run(["/usr/bin/python3", "-c", "import platform; print(platform.python_version())"])
     assert version.strip() == f"hsflowd version {__version__} (Python {system.stdout.strip()})"
+    system_env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}    # not this checkout
     where = run(["/usr/bin/python3", "-c", "import hsflowd, psutil, pyroute2; "
-                 "print(hsflowd.__file__, psutil.__file__, pyroute2.__file__)"], cwd="/")
+                 "print(hsflowd.__file__, psutil.__file__, pyroute2.__file__)"], cwd="/",
+                env=system_env)
     for path in where.stdout.split():
         assert path.startswith("/usr/lib/python3/dist-packages/"), path
     check = run(["/usr/sbin/hsflowd", "check", "-f", "/etc/hsflowd.conf"])

@@ -16,7 +16,8 @@ import pytest
 from hsflowd.modules import AgentState, Context
 from hsflowd.modules import tcp as tcpmod
 from hsflowd.modules.flowhooks import FlowHooks, Sink
-from hsflowd.modules.tcp import LOOKUPS_PER_SECOND, PER_CONNECTION, TcpModule, local_addresses
+from hsflowd.modules.tcp import LOOKUPS_PER_SECOND, PER_CONNECTION, TcpModule
+from hsflowd.sources.interfaces import local_addresses
 from hsflowd.sflow import ExtendedSwitch, ExtendedTcpInfo, FlowSample, SampledHeader
 from hsflowd.sflow.tlv import SAMPLES
 from hsflowd.sources.tcpinfo import (DIR_RECEIVED, DIR_SENT, packet_endpoints,

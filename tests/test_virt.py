@@ -281,6 +281,13 @@ def test_guest_records_in_hsflowd_order_with_wrapping_and_unknowns():
     assert blob
 
 
+def test_a_service_sends_no_virt_net_io_and_no_host_adapters():
+    records = guest_records(GuestReading(hostname="cron.service", uuid=bytes(16), net=None,
+                                         adapters=None, cpu_ns=None))
+    assert [r.tag for r in records] == [2000, 2002, 2101, 2102, 2103]
+    assert records[2].cpuTime == UNKNOWN32
+
+
 def test_virt_node():
     node = virt_node(3, NodeFacts(mhz=2600, cpus=2, memory=100, memory_free=40))
     assert (node.mhz, node.cpus, node.memory, node.memory_free, node.num_domains) == \
@@ -344,13 +351,12 @@ def test_parse_events_and_list():
 
 def test_docker_uuid_and_vcpus():
     from hsflowd.modules.docker import uuid_of
-    from hsflowd.virt.process import vcpus_of
+    from hsflowd.virt.records import vcpus_of
     assert uuid_of(INSPECT["Id"]) == bytes.fromhex("1df33bae6aef1ea23e455001669b0324")
-    c = cgroups.CgroupCounters
-    assert vcpus_of(c(cpu_limit=0.5), 8) == 1        # C's round(0.5), as hsflowd
-    assert vcpus_of(c(cpu_limit=2.5), 8) == 3
-    assert vcpus_of(c(cpu_limit=None, cpus_allowed=2), 8) == 2
-    assert vcpus_of(c(), 8) == 8
+    assert vcpus_of(0.5, None, 8) == 1        # C's round(0.5), as hsflowd
+    assert vcpus_of(2.5, None, 8) == 3
+    assert vcpus_of(None, 2, 8) == 2
+    assert vcpus_of(None, None, 8) == 8
 
 
 # ---------------------------------------------------------------- libvirt's answers
@@ -512,3 +518,19 @@ def test_container_whose_cgroup_vanished_is_stopped(tmp_path, monkeypatch):
     assert (again[3].state, again[3].cpuTime, again[4].memory) == (VirState.SHUTDOWN, 7, 4096)
     assert not c.running
     module.close()
+
+
+def test_one_module_sends_virt_node_as_hsflowd_decides():
+    """hsflowd's VNode role: kvm before docker before systemd, whichever are enabled."""
+    from hsflowd.config import parse_config
+    from hsflowd.modules.guests import sends_virt_node
+
+    def conf(blocks):
+        return parse_config("sflow {\n collector { ip=192.0.2.1 }\n" + blocks + "\n}\n")
+    both = conf("docker { }\nsystemd { }")
+    assert sends_virt_node("docker", both) and not sends_virt_node("systemd", both)
+    every = conf("docker { }\nkvm { }\nsystemd { }")
+    assert [n for n in ("systemd", "docker", "kvm") if sends_virt_node(n, every)] == ["kvm"]
+    alone = conf("systemd { }")
+    assert sends_virt_node("systemd", alone)
+    assert not sends_virt_node("docker", conf(""))

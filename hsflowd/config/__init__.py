@@ -19,8 +19,8 @@ from .errors import ConfigError
 from .grammar import parse_config
 from .keywords import BLOCKS
 from .model import (AgentCidr, Collector, Config, ContainerdConfig, DockerConfig, DropmonConfig,
-                    JsonConfig, K8sConfig, KvmConfig, NflogConfig, OvsConfig, PcapRule, PsampleConfig, TcpConfig,
-                    UlogConfig)
+                    JsonConfig, K8sConfig, KvmConfig, NflogConfig, OvsConfig, PcapRule, PsampleConfig,
+                    SystemdConfig, TcpConfig, UlogConfig)
 from .sampling import (app_sampling_rate, lookup_app, polling_interval_for, print_speed,
                        sampling_rate_for)
 
@@ -28,8 +28,9 @@ DEFAULT_PATH = "/etc/hsflowd.conf"
 DEFAULT_AUTO_PATH = "/etc/hsflowd.auto"
 
 __all__ = ["AgentCidr", "AutoFile", "BLOCKS", "Collector", "Config", "ConfigError",
-           "ContainerdConfig", "DockerConfig", "DropmonConfig", "JsonConfig", "K8sConfig", "KvmConfig", "NflogConfig", "OvsConfig", "PcapRule",
-           "PsampleConfig", "TcpConfig", "UlogConfig",
+           "ContainerdConfig", "DockerConfig", "DropmonConfig", "JsonConfig", "K8sConfig",
+           "KvmConfig", "NflogConfig", "OvsConfig", "PcapRule", "PsampleConfig", "SystemdConfig",
+           "TcpConfig", "UlogConfig",
            "app_sampling_rate", "describe", "load_config", "lookup_app", "parse_config",
            "polling_interval_for", "print_speed", "render_auto", "sampling_rate_for",
            "write_auto", "DEFAULT_PATH", "DEFAULT_AUTO_PATH"]

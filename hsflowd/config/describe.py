@@ -104,7 +104,7 @@ def describe(config: Config) -> str:
         for rule in getattr(config, name):
             out += _block(name, lambda k, r=rule: _rule_value(r, k))
     for name in ("nflog", "ulog", "psample", "dropmon", "json", "tcp", "ovs", "docker",
-                 "containerd", "k8s", "kvm"):
+                 "containerd", "k8s", "kvm", "systemd"):
         typed = getattr(config, name)
         if typed is not None:
             out += _block(name, lambda k, t=typed: getattr(t, k.attr))

@@ -33,7 +33,7 @@ from . import keywords as K
 from .errors import ConfigError
 from .model import (Collector, Config, ContainerdConfig, DockerConfig, DropmonConfig, JsonConfig,
                     K8sConfig, KvmConfig, NflogConfig, OvsConfig, PcapRule, PsampleConfig,
-                    TcpConfig, UlogConfig)
+                    SystemdConfig, TcpConfig, UlogConfig)
 from .sampling import print_speed
 from .values import Bad, read_value
 
@@ -43,7 +43,7 @@ _WORD_END = _SEPARATORS + "#{}"
 _CLASSES = {"nflog": NflogConfig, "ulog": UlogConfig, "psample": PsampleConfig,
             "dropmon": DropmonConfig, "json": JsonConfig, "tcp": TcpConfig, "ovs": OvsConfig,
             "docker": DockerConfig, "containerd": ContainerdConfig, "k8s": K8sConfig,
-            "kvm": KvmConfig}
+            "kvm": KvmConfig, "systemd": SystemdConfig}
 # A deprecated spelling warns wherever it appears, inside its block too ("nflogGroup").
 _DEPRECATED = {s.lower(): k.prefer for k in K.BLOCKS["sflow"].keywords
                if k.prefer and not k.ignored for s in k.spellings}

@@ -184,7 +184,8 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _opens("containerd", help="report every containerd container as a data source (3:N)"),
        _opens("k8s", help="report every Kubernetes pod as a data source (3:N)"),
        _opens("kvm", help="report every libvirt domain as a data source (3:N)"), _opens("xen"),
-       _opens("systemd"), _opens("nvml"), _opens("dbus"), _opens("eapi"), _opens("nlroute"),
+       _opens("systemd", help="report every running service as a data source (3:N)"),
+       _opens("nvml"), _opens("dbus"), _opens("eapi"), _opens("nlroute"),
        _opens("vpp"), _opens("cumulus"), _opens("dent"), _opens("opx"),
        _opens("os10", block="opx"), _opens("sonic"),
        help="the whole configuration", supported=True),
@@ -309,11 +310,19 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
        _k("vbd", PATH, None, None, "virtual block device directory"),
        _REFRESH_VMS, _FORGET_VMS),
     _b("systemd",
-       _k("refreshVMs", INT, None, (10, 3600), "seconds between service list reads"),
-       _k("dropPriv", ONOFF, None, None),
-       _k("cgroup_procs", STRING, None, None, "format of the cgroup procs path"),
-       _k("cgroup_acct", STRING, None, None, "format of the cgroup accounting path"),
-       _MARK),
+       _k("refreshVMs", INT, None, (10, 3600), "seconds between full service list reads "
+          "(default: sflow's refreshVMs)"),
+       _k("dropPriv", ONOFF, False, None, "become nobody all the same (services without I/O "
+          "accounting then get no disk counters)"),
+       _k("markTraffic", ONOFF, False, None, "add the services' data sources to sampled "
+          "packets of their sockets (extended_entities)"),
+       _k("cgroup_procs", STRING, None, None, "format of the cgroup.procs path",
+          ignored="the cgroup mounts are read from /proc/self/mountinfo, as hsflowd "
+          "2.0.51-16 and later do"),
+       _k("cgroup_acct", STRING, None, None, "format of the accounting files' path",
+          ignored="the cgroup mounts are read from /proc/self/mountinfo, as hsflowd "
+          "2.0.51-16 and later do"),
+       supported=True),
     _b("nvml"),
     _b("dbus"),
     _b("eapi"),

@@ -19,8 +19,7 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 __all__ = ["AgentCidr", "Collector", "PcapRule", "NflogConfig", "UlogConfig", "PsampleConfig",
            "DropmonConfig", "JsonConfig", "TcpConfig", "OvsConfig", "DockerConfig", "ContainerdConfig",
-           "K8sConfig", "KvmConfig",
-           "Config", "SPEED_MAX"]
+           "K8sConfig", "KvmConfig", "SystemdConfig", "Config", "SPEED_MAX"]
 
 
 def _line():
@@ -190,6 +189,17 @@ class KvmConfig:
     line: int = _line()
 
 
+@dataclass(frozen=True)
+class SystemdConfig:
+    """``systemd { }``: every running service is a data source (3:N).  ``refresh_vms``
+    None means the top level's refreshVMs.  ``drop_priv`` lets the agent become nobody,
+    which the module would otherwise keep it from (as hsflowd's mod_systemd)."""
+    refresh_vms: Optional[int] = None
+    drop_priv: bool = default_of("systemd", "dropPriv")
+    mark_traffic: bool = default_of("systemd", "markTraffic")
+    line: int = _line()
+
+
 def _sflow(keyword: str) -> Any:
     return default_of("sflow", keyword)
 
@@ -238,6 +248,7 @@ class Config:
     containerd: Optional[ContainerdConfig] = None
     k8s: Optional[K8sConfig] = None
     kvm: Optional[KvmConfig] = None
+    systemd: Optional[SystemdConfig] = None
     blocks: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     # a source of settings (DNS-SD) has none to give yet, or its answer turned monitoring
     # off: nothing is sampled, polled or sent, and the .auto file holds no settings

@@ -256,7 +256,7 @@ def _load_all() -> None:
     _LOADED = True
     # ORDER, not the order of these imports, decides the order of modules and hooks
     from . import (host, interfaces, pcap, epcap, nflog, ovs, tunnels, docker,  # noqa: F401
-                   containerd, k8s, kvm, dnssd, jsonapp, tcp)
+                   containerd, k8s, kvm, systemd, dnssd, jsonapp, tcp)
 
 
 __all__ = ["EVERYTHING", "AgentState", "Context", "DataSource", "HOST_SOURCE", "Module",

@@ -43,7 +43,7 @@ from ..virt.marks import Marks
 from ..virt.process import ContainerProcess, HostFacts, ProcessReader, container_reading
 from ..virt.records import VirState, guest_records, virt_node
 from . import ROOT, AgentState, DataSource, register
-from .guests import GuestsModule, docker_socket_present, sends_virt_node
+from .guests import GuestsModule, docker_socket_present
 
 SHORT_ID = 12
 STOPS = {"exit": VirState.SHUTDOWN, "delete": VirState.SHUTDOWN, "removed": VirState.SHUTDOWN}
@@ -136,7 +136,6 @@ class ContainerdModule(GuestsModule):
         self.tasks: Dict[str, Task] = {}
         self.starting: Dict[str, int] = {}          # key -> pid of a start being fetched
         self.books = Books()
-        self.vnode = False
         self.mark = False
         self.hostname = False
         self.host_uuid: Optional[uuidlib.UUID] = None
@@ -160,7 +159,7 @@ class ContainerdModule(GuestsModule):
         self.set_intervals(config.refresh_vms, getattr(block, "forget_vms", None)
                            or config.forget_vms)
         self.mark = block.mark_traffic
-        self.vnode = sends_virt_node(self.name, config)
+        self.set_vnode_role(config)
         socket = block.unixsock or api.DEFAULT_SOCKET
         docker = docker_socket_present(config)
         if docker and not self.standing_down:

@@ -39,9 +39,9 @@ from ..virt import dockerapi as api
 from ..virt.guests import Guest
 from ..virt.marks import Marks
 from ..virt.process import ContainerProcess, HostFacts, ProcessReader, container_reading
-from ..virt.records import GuestReading, VirState, guest_records, virt_node
+from ..virt.records import GuestReading, VirState, guest_records
 from . import ROOT, AgentState, DataSource, register
-from .guests import GuestsModule, sends_virt_node
+from .guests import GuestsModule
 
 SHORT_ID = 12
 
@@ -109,7 +109,6 @@ class DockerModule(GuestsModule):
         self.resync = False
         self.tickets: Dict[str, int] = {}     # events seen per id: an older inspect loses
         self.books = Books()
-        self.vnode = True
         self.marks = Marks()
         self.reader = ProcessReader(self.log, procfs)
         self.host = HostFacts.read()
@@ -120,7 +119,7 @@ class DockerModule(GuestsModule):
             return
         self.settings = settings_of(state.config)
         self.set_intervals(self.settings.refresh, self.settings.forget)
-        self.vnode = sends_virt_node(self.name, state.config)
+        self.set_vnode_role(state.config)
         self._marks_changed()
 
     def _forgotten(self, gone: Container) -> None:
@@ -275,9 +274,6 @@ class DockerModule(GuestsModule):
 
     def _reading(self, c: Container, name: str) -> GuestReading:
         return container_reading(name, c.uuid, c.state, c.proc, self.host, c.memory_limit)
-
-    def host_records(self) -> List[Record]:
-        return [virt_node(self.book.running_count())] if self.vnode else []
 
     # ------------------------------------------------------------ markTraffic
     def _marks_changed(self) -> None:

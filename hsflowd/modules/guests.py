@@ -1,12 +1,18 @@
-"""What ``docker {}`` and ``kvm {}`` share: a book of guests, each a data source 3:N, and one
-connection to the daemon that knows them (dockerd, libvirtd), made again with back-off.
+"""What ``docker {}``, ``kvm {}`` and ``systemd {}`` share: a book of guests, each a data
+source 3:N, and one connection to the daemon that knows them (dockerd, libvirtd, systemd
+over D-Bus), made again with back-off.
 
-The connection (``virt.dockerapi.DockerLink``, ``virt.libvirtapi.LibvirtLink``) talks to the
-daemon on threads of its own and hands its messages over through a descriptor the loop
-watches; ``_handle`` gets them one by one, on the loop's thread.  When it says it is
-connected the guests are listed, and again every ``refresh`` seconds; when it is lost it is
-made again 1, 2, 4 ... seconds later (``RETRY_MIN`` to ``RETRY_MAX``).  A guest that stops is
-reported as it last was until ``forget`` seconds have passed.
+The connection (``virt.dockerapi.DockerLink``, ``virt.libvirtapi.LibvirtLink``,
+``virt.systemdapi.SystemdLink``) talks to the daemon on threads of its own and hands its
+messages over through a descriptor the loop watches; ``_handle`` gets them one by one, on
+the loop's thread.  When it says it is connected the guests are listed, and again every
+``refresh`` seconds; when it is lost it is made again 1, 2, 4 ... seconds later
+(``RETRY_MIN`` to ``RETRY_MAX``).  A guest that stops is reported as it last was until
+``forget`` seconds have passed.
+
+virt_node (2100) goes in the host sample once, from one module: of those enabled, the one
+last in ``VNODE_ROLE`` (hsflowd's requestVNodeRole priorities: a KVM host's domains are
+its guests before its containers, its containers before its services).
 """
 
 from __future__ import annotations
@@ -16,11 +22,12 @@ import time
 from typing import Any, Callable, Optional
 
 from ..virt.guests import Guest, GuestBook
+from ..virt.records import virt_node
 from . import Module
 
-# hsflowd's VNode roles, weakest first: of the guest modules that run, the last one here
-# sends virt_node (2100) in the host sample, the others none
-VNODE_ORDER = ("docker", "containerd", "k8s", "kvm")
+# hsflowd's VNode roles (requestVNodeRole), weakest first: of the guest modules that run,
+# the last one here sends virt_node (2100) in the host sample, the others none
+VNODE_ROLE = ("systemd", "docker", "containerd", "k8s", "kvm")
 
 
 def docker_socket_present(config) -> Optional[str]:
@@ -34,8 +41,9 @@ def docker_socket_present(config) -> Optional[str]:
 
 
 def sends_virt_node(name: str, config) -> bool:
-    """Whether module ``name`` has the VNode role under ``config``."""
-    running = [n for n in VNODE_ORDER if getattr(config, n, None) is not None
+    """Whether module ``name`` has the VNode role under ``config`` (containerd {} and k8s {}
+    standing down for docker {} have none)."""
+    running = [n for n in VNODE_ROLE if getattr(config, n, None) is not None
                and not (n in ("containerd", "k8s") and docker_socket_present(config))]
     return bool(running) and running[-1] == name
 
@@ -57,6 +65,7 @@ class GuestsModule(Module):
         self.next_list = 0.0
         self.said: set = set()            # what _once has said
         self.unavailable: Optional[str] = None   # why it cannot work at all (no library)
+        self.vnode = False                # it sends virt_node (``sends_virt_node``)
 
     # ------------------------------------------------------------ what each says its own way
     def _connect(self, now: float) -> None:
@@ -85,6 +94,12 @@ class GuestsModule(Module):
         if refresh != self.refresh and self.connected:
             self.next_list = min(self.next_list, self.clock() + refresh)
         self.refresh, self.forget = refresh, forget
+
+    def set_vnode_role(self, config) -> None:
+        self.vnode = sends_virt_node(self.name, config)
+
+    def host_records(self):
+        return [virt_node(self.book.running_count())] if self.vnode else []
 
     def tick(self, now: float) -> None:
         if self.link is None:

@@ -29,7 +29,7 @@ from ..sflow import Record
 from ..virt import libvirtapi as lva
 from ..virt.guests import Guest
 from ..virt.handover import Busy
-from ..virt.records import DiskIo, GuestReading, NetIo, VirState, guest_records, virt_node
+from ..virt.records import DiskIo, GuestReading, NetIo, VirState, guest_records
 from . import ROOT, AgentState, DataSource, register
 from .guests import GuestsModule
 
@@ -97,6 +97,7 @@ class KvmModule(GuestsModule):
             return
         c = state.config
         self.set_intervals(c.kvm.refresh_vms or c.refresh_vms, c.kvm.forget_vms or c.forget_vms)
+        self.set_vnode_role(c)
         uri = uri_of(c)
         if uri != self.uri:
             if self.uri is not None:
@@ -204,9 +205,6 @@ class KvmModule(GuestsModule):
 
         return {d.source: guest_records(reading_of(d, ifindex_of))
                 for d in domains if d.stats is not None}
-
-    def host_records(self) -> List[Record]:
-        return [virt_node(self.book.running_count())]
 
     def status(self):
         return {"kvm": {"uri": self.uri, "connected": self.connected,

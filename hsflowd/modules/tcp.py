@@ -33,6 +33,7 @@ import time
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 
 from ..frames import SampledPacket, append_records
+from ..sources.interfaces import local_addresses
 from ..sources.tcpinfo import (DIR_RECEIVED, DIR_SENT, Connection, endpoints, open_diag_socket,
                                read_tcp_info, tcp_info_record)
 from . import AgentState, Module, register
@@ -51,11 +52,6 @@ class _Pending:
     def __init__(self, since: float, sample: bytes, dirn: int):
         self.since = since
         self.samples: List[Tuple[bytes, int]] = [(sample, dirn)]
-
-
-def local_addresses(interfaces) -> FrozenSet[bytes]:
-    """Every address of this host (packed), from the interface table."""
-    return frozenset(a.ip.packed for iface in interfaces for a in iface.addresses)
 
 
 @register("tcp", enabled=lambda config: config.tcp is not None)

@@ -19,6 +19,11 @@ block I/O     blkio.throttle.io_service_bytes_   io.stat (rbytes, wbytes, rios, 
               recursive, ..._serviced_recursive
 ============  =================================  =====================================
 
+A systemd unit's groups are found from its ControlGroup path instead (``Cgroup.of_unit``):
+under every v2 mount, and under a v1 controller's only where the unit's accounting for it
+is on (systemd makes a unit a v1 group of its own only then).  Its processes are where
+systemd tracks them (``tracking_dir``): the v2 tree, else v1's name=systemd hierarchy.
+
 These are the numbers ``docker stats`` shows (Docker reads the same files).  On v1 the
 throttle counters stay at zero until a throttle limit is set on the device (blk-throttle
 starts lazily; see environment.md); they are what Docker reports all the same.
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 # memory.limit_in_bytes with no limit: PAGE_COUNTER_MAX pages, rounded down to a page
 # (9223372036854771712 with 4 KiB pages); anything this large means "unlimited"
@@ -205,6 +210,15 @@ class Cgroup:
             raise OSError(f"the cgroups of process {pid} are not in this agent's view")
         return cls(v1, v2)
 
+    @classmethod
+    def of_unit(cls, path: str, mounts: Mounts, v1_controllers: Iterable[str] = ()) -> "Cgroup":
+        """The groups of a systemd unit whose ControlGroup is ``path``: v2's, and v1's for
+        ``v1_controllers`` (those its accounting turns on)."""
+        v1 = {c: os.path.join(mounts.v1[c], path.lstrip("/"))
+              for c in v1_controllers if c in mounts.v1}
+        v2 = os.path.join(mounts.v2, path.lstrip("/")) if mounts.v2 is not None else None
+        return cls(v1, v2)
+
     def _file(self, controller: str, v1_name: str, v2_name: Optional[str]) -> Optional[str]:
         """The file to read: v1 if that controller is mounted as v1, else v2."""
         if controller in self.v1:
@@ -255,6 +269,26 @@ class Cgroup:
         """Whether the group is still there (it goes when the container stops)."""
         some = next(iter(self.v1.values()), None) or self.v2
         return some is not None and os.path.isdir(some)
+
+
+def tracking_dir(path: str, mounts: Mounts) -> Optional[str]:
+    """Where systemd keeps the processes of the unit whose ControlGroup is ``path``: the v2
+    tree (pure or hybrid), else v1's name=systemd hierarchy; None if neither is mounted."""
+    base = mounts.v2 if mounts.v2 is not None else mounts.v1.get("name=systemd")
+    return os.path.join(base, path.lstrip("/")) if base is not None else None
+
+
+def read_pids(directory: str) -> List[int]:
+    """The processes in a group and in the groups below it (a unit that delegates has
+    its processes in sub-groups); [] if the group is gone."""
+    pids: List[int] = []
+    for here, _dirs, _files in os.walk(directory):
+        try:
+            with open(os.path.join(here, "cgroup.procs")) as f:
+                pids.extend(int(word) for word in f.read().split())
+        except (OSError, ValueError):
+            pass
+    return pids
 
 
 def _read(path: str, parse):

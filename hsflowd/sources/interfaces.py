@@ -30,7 +30,8 @@ import logging
 import socket
 import struct
 from dataclasses import dataclass, field, replace
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple, Union
+from typing import (Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple,
+                    Union)
 
 from pyroute2 import IPRoute
 from pyroute2.ethtool import Ethtool
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Address", "Interface", "InterfaceTable", "LinkStats", "Vxlan",
-    "interface_counters", "host_adapters", "nio_interfaces",
+    "interface_counters", "host_adapters", "local_addresses", "nio_interfaces", "raw_attr",
 ]
 
 # <linux/if.h>
@@ -303,9 +304,9 @@ def parse_link(msg) -> Interface:
     )
 
 
-def _raw_attr(msg, header: int, nla_type: int) -> Optional[bytes]:
+def raw_attr(msg, header: int, nla_type: int) -> Optional[bytes]:
     """The payload of one attribute read from the raw message (for attributes pyroute2
-    does not know, such as IFA_PROTO in 0.7).  ``header`` is the fixed part after nlmsghdr."""
+    does not know, such as IFA_PROTO or INET_DIAG_CGROUP_ID in 0.7).  ``header`` is the fixed part after nlmsghdr."""
     try:
         data, base = msg.data, msg.offset
         end = base + msg["header"]["length"]
@@ -320,6 +321,11 @@ def _raw_attr(msg, header: int, nla_type: int) -> Optional[bytes]:
             return bytes(data[off + 4:off + length])
         off += (length + 3) & ~3
     return None
+
+
+def local_addresses(interfaces: Iterable[Interface]) -> FrozenSet[bytes]:
+    """Every address of this host (packed), from the interface table."""
+    return frozenset(a.ip.packed for iface in interfaces for a in iface.addresses)
 
 
 def parse_addr(msg) -> Optional[Tuple[int, Address]]:
@@ -337,7 +343,7 @@ def parse_addr(msg) -> Optional[Tuple[int, Address]]:
         flags = msg["flags"]
     proto = msg.get_attr("IFA_PROTO")
     if proto is None:
-        raw = _raw_attr(msg, IFADDRMSG_LEN, IFA_PROTO)
+        raw = raw_attr(msg, IFADDRMSG_LEN, IFA_PROTO)
         proto = raw[0] if raw else 0
     return msg["index"], Address(
         addr=ipaddress.ip_interface(f"{text}/{msg['prefixlen']}"),

@@ -70,14 +70,18 @@ def open_diag_socket():
     return ds
 
 
-def _dump(ds, family: int, lport: int, rport: int):
+def dump_sockets(ds, family: int, lport: int, rport: int = 0, protocol: int = socket.IPPROTO_TCP,
+                 states: int = CONNECTED, ext: int = INET_DIAG_INFO_EXT):
+    """The kernel's inet_diag messages for the sockets of ``family`` and ``protocol`` in
+    ``states`` with local port ``lport`` (and remote port ``rport`` unless 0: the kernel
+    filters its dump by both)."""
     from pyroute2.netlink import NLM_F_MATCH, NLM_F_REQUEST, NLM_F_ROOT
     from pyroute2.netlink.diag import inet_diag_req
     req = inet_diag_req()
     req["sdiag_family"] = family
-    req["sdiag_protocol"] = socket.IPPROTO_TCP
-    req["idiag_states"] = CONNECTED
-    req["idiag_ext"] = INET_DIAG_INFO_EXT
+    req["sdiag_protocol"] = protocol
+    req["idiag_states"] = states
+    req["idiag_ext"] = ext
     req["idiag_sport"] = lport
     req["idiag_dport"] = rport
     return list(ds.nlm_request(req, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_ROOT | NLM_F_MATCH))
@@ -101,16 +105,16 @@ def read_tcp_info(ds, conn: Connection) -> Optional[Dict[str, int]]:
     version, local, remote, lport, rport = conn
     family = socket.AF_INET if version == 4 else socket.AF_INET6
     want = (socket.inet_ntop(family, local), socket.inet_ntop(family, remote))
-    for msg in _dump(ds, family, lport, rport):
+    for msg in dump_sockets(ds, family, lport, rport):
         if (msg["idiag_src"], msg["idiag_dst"]) == want:
             return _fields(msg)
     if version == 4:
         mapped = tuple(f"::ffff:{a}" for a in want)
-        for msg in _dump(ds, socket.AF_INET6, lport, rport):
+        for msg in dump_sockets(ds, socket.AF_INET6, lport, rport):
             if (msg["idiag_src"], msg["idiag_dst"]) == mapped:
                 return _fields(msg)
     return None
 
 
 __all__ = ["CONNECTED", "Connection", "DIR_RECEIVED", "DIR_SENT", "DIR_UNKNOWN",
-           "open_diag_socket", "packet_endpoints", "read_tcp_info", "tcp_info_record"]
+           "dump_sockets", "open_diag_socket", "packet_endpoints", "read_tcp_info", "tcp_info_record"]

@@ -15,7 +15,7 @@ from typing import FrozenSet, Iterable, Optional, Sequence, Tuple
 
 from ..sflow.counters import OsName
 from ..sources import cgroups, vnic
-from .records import DiskIo, GuestReading, NetIo, round_half_up
+from .records import DiskIo, GuestReading, NetIo, round_half_up, vcpus_of
 
 
 @dataclass
@@ -106,14 +106,6 @@ def merge(old: cgroups.CgroupCounters, new: cgroups.CgroupCounters) -> cgroups.C
     return cgroups.CgroupCounters(*(n if n is not None else o for o, n in zip(old, new)))
 
 
-def vcpus_of(c: cgroups.CgroupCounters, host_cpus: int) -> int:
-    """virt_cpu's nrVirtCpu: the CPU quota rounded as C's round() (0.5 CPU -> 1, as
-    hsflowd's NanoCpus/1e9), at least 1; without a quota, the CPUs it may run on."""
-    if c.cpu_limit:
-        return max(1, round_half_up(c.cpu_limit))
-    return c.cpus_allowed or host_cpus
-
-
 @dataclass(frozen=True)
 class HostFacts:
     """What a container's host_descr and limits borrow from the host (read once)."""
@@ -143,7 +135,7 @@ def container_reading(name: str, uuid: bytes, state: int, p: ContainerProcess,
     limit = k.memory_limit or memory_limit or host.memory
     return GuestReading(
         hostname=name, uuid=uuid, state=state, cpu_ns=k.cpu_ns,
-        vcpus=vcpus_of(k, host.cpus), memory=k.memory or 0,
+        vcpus=vcpus_of(k.cpu_limit, k.cpus_allowed, host.cpus), memory=k.memory or 0,
         max_memory=min(limit, host.memory),
         disk=DiskIo(rd_req=k.rd_req, rd_bytes=k.rd_bytes, wr_req=k.wr_req, wr_bytes=k.wr_bytes),
         net=_net_io(p), adapters=p.adapters, machine_type=host.machine_type,

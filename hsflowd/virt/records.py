@@ -1,10 +1,12 @@
-"""The counter records of a container's or VM's data source (3:N), and virt_node (2100).
+"""The counter records of a container's, VM's or service's data source (3:N), and
+virt_node (2100).
 
 A guest's sample carries, in hsflowd's order: host_descr (2000), host_parent (2002, the
 host 2:1), virt_net_io (2104), virt_cpu (2101), virt_memory (2102), virt_disk_io (2103)
-and host_adapters (2001).  The modules fill a ``GuestReading``; this file turns it into
-records, wrapping counters to their field's width and sending what is unknown as sFlow
-says (counters all ones, gauges 0).
+and host_adapters (2001); a service has no interfaces of its own, so no 2104 and no 2001.
+The modules fill a ``GuestReading``; this file turns it into records, wrapping counters to
+their field's width and sending what is unknown as sFlow says (counters all ones, gauges
+0).
 """
 
 from __future__ import annotations
@@ -74,8 +76,8 @@ class GuestReading:
     memory: int = 0                              # bytes in use
     max_memory: int = 0                          # bytes it may use
     disk: DiskIo = DiskIo()
-    net: NetIo = NetIo()
-    adapters: Sequence[Tuple[int, bytes]] = ()   # (ifIndex, MAC)
+    net: Optional[NetIo] = NetIo()               # None: no virt_net_io (a service)
+    adapters: Optional[Sequence[Tuple[int, bytes]]] = ()   # (ifIndex, MAC); None: no 2001
     machine_type: int = 0                        # host_descr: 0 unknown
     os_name: int = 0
     os_release: str = ""
@@ -99,25 +101,28 @@ def guest_records(r: GuestReading) -> List[Record]:
     """The guest's records, in hsflowd's order."""
     n = r.net
     d = r.disk
-    return [
+    out: List[Record] = [
         HostDescr(hostname=clip(r.hostname, 64), uuid=uuidlib.UUID(bytes=bytes(r.uuid)),
                   machine_type=r.machine_type, os_name=r.os_name,
                   os_release=clip(r.os_release, 32)),
-        HostParent(container_type=HOST_PARENT[0], container_index=HOST_PARENT[1]),
-        VirtNetIo(rx_bytes=_c64(n.rx_bytes), rx_packets=_c32(n.rx_packets),
-                  rx_errs=_c32(n.rx_errs), rx_drop=_c32(n.rx_drop),
-                  tx_bytes=_c64(n.tx_bytes), tx_packets=_c32(n.tx_packets),
-                  tx_errs=_c32(n.tx_errs), tx_drop=_c32(n.tx_drop)),
+        HostParent(container_type=HOST_PARENT[0], container_index=HOST_PARENT[1])]
+    if n is not None:
+        out.append(VirtNetIo(rx_bytes=_c64(n.rx_bytes), rx_packets=_c32(n.rx_packets),
+                             rx_errs=_c32(n.rx_errs), rx_drop=_c32(n.rx_drop),
+                             tx_bytes=_c64(n.tx_bytes), tx_packets=_c32(n.tx_packets),
+                             tx_errs=_c32(n.tx_errs), tx_drop=_c32(n.tx_drop)))
+    out += [
         VirtCpu(state=int(r.state),
                 cpuTime=UNKNOWN32 if r.cpu_ns is None else (r.cpu_ns // 1_000_000) & 0xFFFFFFFF,
                 nrVirtCpu=r.vcpus),
         VirtMemory(memory=r.memory, maxMemory=r.max_memory),
         VirtDiskIo(capacity=d.capacity, allocation=d.allocation, available=d.available,
                    rd_req=_c32(d.rd_req), rd_bytes=_c64(d.rd_bytes), wr_req=_c32(d.wr_req),
-                   wr_bytes=_c64(d.wr_bytes), errs=_c32(d.errs)),
-        HostAdapters(adapters=[HostAdapter(ifIndex=ifindex, mac_addresses=[mac])
-                               for ifindex, mac in r.adapters]),
-    ]
+                   wr_bytes=_c64(d.wr_bytes), errs=_c32(d.errs))]
+    if r.adapters is not None:
+        out.append(HostAdapters(adapters=[HostAdapter(ifIndex=ifindex, mac_addresses=[mac])
+                                          for ifindex, mac in r.adapters]))
+    return out
 
 
 @dataclass
@@ -153,5 +158,14 @@ def round_half_up(x: float) -> int:
     return int(x + 0.5) if x >= 0 else -int(-x + 0.5)
 
 
+def vcpus_of(cpu_limit: Optional[float], cpus_allowed: Optional[int], host_cpus: int) -> int:
+    """virt_cpu's nrVirtCpu of a cgroup (a container, a service): its CPU quota rounded as
+    C's round() (0.5 CPU -> 1, as hsflowd's NanoCpus/1e9), at least 1; without a quota,
+    the CPUs it may run on."""
+    if cpu_limit:
+        return max(1, round_half_up(cpu_limit))
+    return cpus_allowed or host_cpus
+
+
 __all__ = ["DiskIo", "GuestReading", "NetIo", "NodeFacts", "VirState", "guest_records",
-           "read_node_facts", "round_half_up", "virt_node", "clip"]
+           "read_node_facts", "round_half_up", "vcpus_of", "virt_node", "clip"]
