@@ -212,6 +212,14 @@ class Bench:
         self.workdir = workdir
         self.sender = Namespace()
         self.agent_ns = Namespace()
+        try:
+            self._build()
+        except BaseException:
+            self.sender.delete()
+            self.agent_ns.delete()
+            raise
+
+    def _build(self) -> None:
         self.ifname = "fpa0"
         veth(self.sender, "fps0", self.agent_ns, self.ifname, f"{SENDER_IP}/24", f"{AGENT_IP}/24")
         self.agent_ns.run(["ip", "neigh", "replace", SENDER_IP, "lladdr",
@@ -235,7 +243,6 @@ class Bench:
         self.port = self.collector_sock.getsockname()[1]
         self.collector = Collector(self.collector_sock)
         self.collector.start()
-        self.extra: List[Callable[[], None]] = []
 
     def rx_packets(self) -> int:
         return int(self.agent_ns.run(["cat", f"/sys/class/net/{self.ifname}/statistics/rx_packets"]).stdout)
@@ -250,8 +257,6 @@ class Bench:
         self.collector.join(2)
         self.collector_sock.close()
         self.sink.close()
-        for undo in reversed(self.extra):
-            undo()
         self.sender.delete()
         self.agent_ns.delete()
 
