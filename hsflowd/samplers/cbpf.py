@@ -54,9 +54,11 @@ BLOCK_TIMEOUT_MS = 100       # a part-filled block is handed over after this lon
 FRAME_SIZE = 1 << 11
 
 _BLOCK = struct.Struct("<III")        # block_status, num_pkts, offset_to_first_pkt (at +8)
-# tpacket3_hdr: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, tp_status, tp_mac,
-# (tp_net, tp_rxhash skipped), tp_vlan_tci (a __u32), tp_vlan_tpid
-_PACKET = struct.Struct("<IIIIIIH2x4xIH")
+# tpacket3_hdr: tp_next_offset, tp_sec, tp_nsec, tp_snaplen, tp_len, tp_status, tp_mac;
+# then, at 32, tp_vlan_tci (a __u32) and tp_vlan_tpid, read only when a tag was taken out
+_PACKET = struct.Struct("<IIIIIIH")
+_VLAN_TAG = struct.Struct("<IH")
+_VLAN_TAG_AT = 32
 _SLL_PKTTYPE = 48 + 10               # sockaddr_ll follows the 48-byte tpacket3_hdr
 _STATS = struct.Struct("III")         # tpacket_stats_v3: packets, drops, freeze count
 _VLAN = struct.Struct(">HH")
@@ -233,19 +235,21 @@ class ClassicBpfSampler(TapSampler):
         ports, interfaces = self.ports, self.interfaces
         local = ports.local_macs
         uppers = ports.uppers.get(ifindex, _NONE)
+        pkttype_at = _SLL_PKTTYPE
         n = 0
         for off, count in ring.blocks():
             batch = []
             add = batch.append
             for _ in range(count):
-                nxt, sec, nsec, snaplen, length, pstatus, mac, tci, tpid = unpack_packet(mm, off)
+                nxt, sec, nsec, snaplen, length, pstatus, mac = unpack_packet(mm, off)
                 data = mm[off + mac: off + mac + snaplen]
                 if pstatus & TP_STATUS_VLAN_VALID and len(data) >= 12:
                     # the kernel took the 802.1Q tag out of the frame: put it back
+                    tci, tpid = _VLAN_TAG.unpack_from(mm, off + _VLAN_TAG_AT)
                     tpid = tpid if pstatus & TP_STATUS_VLAN_TPID_VALID else 0x8100
                     data = data[:12] + _VLAN.pack(tpid, tci) + data[12:]
                     length += 4
-                pkttype = mm[off + _SLL_PKTTYPE]
+                pkttype = mm[off + pkttype_at]
                 ts = sec * 1_000_000_000 + nsec
                 off += nxt
                 if not ethernet:

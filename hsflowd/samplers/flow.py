@@ -173,15 +173,17 @@ class FlowSampleBuilder:
         writer = self.writer()
         if writer is not None:
             buf, used, count, limit = writer.buf, writer.used, writer.count, writer.limit
-        else:
-            buf, used, count, limit = self._scratch, 0, 0, 0
-        emit = self.emit
+            largest = limit - writer.header_size     # a sample this big fits no datagram
+        else:                          # each sample packed alone, for the hooks
+            buf, used, count, limit, largest = self._scratch, 0, 0, _NO_LIMIT, _NO_LIMIT
+        emit, now = self.emit, time.time_ns
         seq, pool, rate = self.sequence_number, self.pool, self._rate
         fix_left, fix_step = self._fix_left, self._fix_step
         ds_index, header_bytes = self.ds_index, self.header_bytes
         drops = self.drops & 0xFFFFFFFF
         protocol = protocol or self.protocol
         layouts = _LAYOUTS
+        sample_tag, header_tag, timestamp_tag = _FLOW_SAMPLE_TAG, _SAMPLED_HEADER_TAG, _TIMESTAMP_TAG
         for header, length, input_if, output_if, timestamp_ns, output_format in packets:
             n = len(header)
             if n > header_bytes:
@@ -193,18 +195,18 @@ class FlowSampleBuilder:
                 pool += fix_step
             else:
                 pool += rate
-            pack_into, size, record_len = layouts[n]
-            if writer is not None and used + size >= limit:
-                writer.used, writer.count = used, count
-                if writer.header_size + size >= limit:
+            pack_into, size, body, record_len = layouts[n]
+            if used + size >= limit:
+                if size >= largest:
                     writer.refuse(size)
                     continue
+                writer.used, writer.count = used, count
                 writer.flush()
                 used, count = writer.used, writer.count
-            pack_into(buf, used, _FLOW_SAMPLE_TAG, size - 8, seq, 0, ds_index, rate,
-                      pool & 0xFFFFFFFF, drops, 0, input_if, output_format, output_if, 2,
-                      _SAMPLED_HEADER_TAG, record_len, protocol, length + stripped, stripped, n,
-                      header, _TIMESTAMP_TAG, 8, timestamp_ns or time.time_ns())
+            pack_into(buf, used, sample_tag, body, seq, 0, ds_index, rate, pool & 0xFFFFFFFF,
+                      drops, 0, input_if, output_format, output_if, 2, header_tag, record_len,
+                      protocol, length + stripped, stripped, n, header, timestamp_tag, 8,
+                      timestamp_ns or now())
             if writer is None:
                 emit(bytes(memoryview(buf)[:size]))
             else:
@@ -215,12 +217,14 @@ class FlowSampleBuilder:
         self.sequence_number, self.pool, self._fix_left = seq, pool, fix_left
 
 
-def _layout(n: int) -> Tuple[Callable[..., None], int, int]:
+def _layout(n: int) -> Tuple[Callable[..., None], int, int, int]:
     """The whole sample with an n-byte header, packed by one precompiled struct: (its
-    pack_into, the sample's size with tag and length, the sampled_header record's length)."""
+    pack_into, the sample's size with its tag and length, the length it declares (less
+    those 8 bytes), the sampled_header record's length)."""
     padded = n + (-n & 3)
     layout = struct.Struct(">" + "I" * 19 + f"{n}s{padded - n}x" + "IIQ")
-    return layout.pack_into, layout.size, 16 + padded
+    return layout.pack_into, layout.size, layout.size - 8, 16 + padded
 
 
 _LAYOUTS = [_layout(n) for n in range(MAX_HEADER_BYTES + 1)]
+_NO_LIMIT = 1 << 62     # samples packed alone never fill a datagram
