@@ -1,5 +1,6 @@
 """What pyroute2 needs around it here, shared by everything that talks netlink through it
-(the interface table, the eBPF sampler's tc filters, the tunnels' tables)."""
+(the eBPF sampler's tc filters, the tunnels' tables; the interface table reads rtnetlink
+itself, sources/rtnetlink.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ def discard_stray_replies(ipr) -> None:
 
     pyroute2 0.8 and later send a single-object request ("get") with NLM_F_ACK and return
     after the reply, so the kernel's ACK lands in the queue meant for broadcast messages,
-    which nothing here reads: 70 bytes and about 1 KB of heap per request, for ever (a
-    tapped interface's counters are asked for every second).  This IPRoute subscribes to
-    no group, so everything in that queue is such an ACK.  0.7 has no such queue."""
+    which nothing here reads: 70 bytes and about 1 KB of heap per request, for ever.  An
+    IPRoute that subscribes to no group has only such ACKs in that queue.  0.7 has no
+    such queue."""
     queue = getattr(getattr(getattr(ipr, "asyncore", None), "msg_queue", None), "root", None)
     if queue is None:
         return

@@ -16,6 +16,7 @@ import os
 import re
 import select
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -24,8 +25,9 @@ import pytest
 
 from hsflowd.sflow.counters import UNKNOWN32, EthernetCounters, HostAdapter, IfCounters, PortName
 from hsflowd.sources import ifcounters
-from hsflowd.sources.interfaces import (IFF_MASTER, Address, Interface, LinkStats, raw_attr,
-                                        host_adapters, interface_counters, nio_interfaces)
+from hsflowd.sources.interfaces import (IFF_MASTER, Address, Interface, LinkStats, host_adapters,
+                                        interface_counters, nio_interfaces, raw_attr)
+from hsflowd.sources.rtnetlink import attributes
 from kernel_limits import NO_VLAN, kernel_limit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,8 +106,11 @@ def test_interface_counters_wrap_32_bits_and_keep_64():
 
 
 def test_link_stats_from_netlink_attribute():
-    stats = LinkStats.from_nla({"rx_packets": 3, "tx_bytes": 9, "rx_nohandler": 1})
-    assert stats.rx_packets == 3 and stats.tx_bytes == 9 and stats.multicast == 0
+    # struct rtnl_link_stats64: 24 fields here (rx_nohandler last), of which 23 are kept
+    stats = LinkStats.from_bytes(struct.pack("=24Q", 3, 0, 0, 9, *range(18), 21, 1))
+    assert stats.rx_packets == 3 and stats.tx_bytes == 9 and stats.rx_errors == 0
+    assert stats.tx_compressed == 21 and stats == LinkStats(3, 0, 0, 9, *range(18), 21)
+    assert LinkStats.from_bytes(struct.pack("=2Q", 5, 6)) == LinkStats(rx_packets=5, tx_packets=6)
 
 
 # ================================================================ pure: host adapters, nio
@@ -167,6 +172,14 @@ def test_raw_attribute_walk_finds_attributes_pyroute2_does_not_know():
     assert raw_attr(msg, 8, 11) == b"\x02"
     assert raw_attr(msg, 8, 1) == bytes.fromhex("0a000001")
     assert raw_attr(msg, 8, 99) is None
+
+
+def test_attribute_walk_reads_every_attribute():
+    # IFA_ADDRESS 10.0.0.1, then IFA_PROTO 2 (padded to 4 bytes), after an 8-byte ifaddrmsg
+    attrs = bytes.fromhex("080001000a000001") + bytes.fromhex("05000b0002000000")
+    got = attributes(bytes(8) + attrs, 8)
+    assert got == {1: bytes.fromhex("0a000001"), 11: b"\x02"}
+    assert attributes(bytes(8) + attrs[:6], 8) == {}         # cut short: nothing made up
 
 
 def test_address_flags():
@@ -505,6 +518,34 @@ def test_lost_events_trigger_a_full_redump(netns):
     assert ev["resyncs"] >= 1
     assert drv.index("a0") in ev["changed"]
     assert len([a for a in drv.by_name("a0")["addresses"] if a["addr"].startswith("10.50.")]) == 300
+
+
+NETLINK_REQUESTS = r'''
+import errno, json
+from hsflowd.sources.interfaces import RTM_GETLINK, dump_links, link_request
+from hsflowd.sources.rtnetlink import NetlinkSocket, is_gone
+with NetlinkSocket() as nl:
+    first = next(dump_links(nl))               # one link, and the rest of the dump given up
+    names = [i.name for i in dump_links(nl)]   # the next dump is whole
+    again = [body for _, body in nl.request(RTM_GETLINK, link_request(first.ifindex))]
+    try:
+        list(nl.request(RTM_GETLINK, link_request(999999)))
+        gone = False
+    except OSError as e:
+        gone = is_gone(e)
+print(json.dumps({"first": first.name, "names": names, "again": len(again), "gone": gone}))
+'''
+
+
+@pytest.mark.netns
+def test_netlink_requests_after_a_dump_given_up(netns):
+    ns = netns()
+    pairs = "".join(f"link add q{i}a type veth peer name q{i}b\n" for i in range(100))
+    ns.run(["ip", "-batch", "-"], input=pairs)    # a link dump of several datagrams
+    out = json.loads(ns.run([DRIVER_PYTHON, "-c", NETLINK_REQUESTS],
+                            env=dict(os.environ, PYTHONPATH=ROOT)).stdout)
+    assert out["first"] == "lo" and len(out["names"]) == 201 and len(set(out["names"])) == 201
+    assert out["again"] == 1 and out["gone"]
 
 
 SENDER = r'''

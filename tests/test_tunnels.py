@@ -251,14 +251,21 @@ def test_parse_fdb():
                                    MAC_B: (Dest(p6(REMOTE6), 5555, 99),)}}
 
 
+def nla(kind: int, payload: bytes) -> bytes:
+    """One netlink attribute, padded to 4 bytes."""
+    return struct.pack("=HH", 4 + len(payload), kind) + payload + bytes(-len(payload) % 4)
+
+
 def test_parse_vxlan_from_link_info():
-    data = Msg(IFLA_VXLAN_ID=4242, IFLA_VXLAN_GROUP=REMOTE, IFLA_VXLAN_LOCAL=LOCAL, IFLA_VXLAN_LINK=3,
-               IFLA_VXLAN_PORT=4790, IFLA_VXLAN_TOS=1, IFLA_VXLAN_LEARNING=0,
-               IFLA_VXLAN_COLLECT_METADATA=0)
+    # IFLA_VXLAN_ID 1, GROUP 2, LINK 3, LOCAL 4, TOS 6, LEARNING 7, PORT 15 (big-endian),
+    # GROUP6 16, COLLECT_METADATA 25
+    data = (nla(1, struct.pack("=I", 4242)) + nla(2, p4(REMOTE)) + nla(4, p4(LOCAL))
+            + nla(3, struct.pack("=I", 3)) + nla(15, struct.pack(">H", 4790)) + nla(6, b"\x01")
+            + nla(7, b"\x00") + nla(25, b"\x00"))
     assert parse_vxlan(data) == Vxlan(4242, LOCAL, REMOTE, 4790, 1, 3, False, False)
-    data6 = Msg(IFLA_VXLAN_ID=7, IFLA_VXLAN_GROUP6=REMOTE6, IFLA_VXLAN_LEARNING=1)
+    data6 = nla(1, struct.pack("=I", 7)) + nla(16, p6(REMOTE6)) + nla(7, b"\x01")
     assert parse_vxlan(data6) == Vxlan(7, "", REMOTE6, 4789, 0, 0, True, False)
-    assert parse_vxlan(Msg(IFLA_VXLAN_COLLECT_METADATA=1)).external
+    assert parse_vxlan(nla(25, b"\x01")).external
 
 
 # ---------------------------------------------------------------- the hook

@@ -1,21 +1,21 @@
 """The interface table: links and addresses from rtnetlink, kept current by netlink events.
 
-``InterfaceTable`` dumps every link and address once (pyroute2 ``IPRoute``), then follows
+``InterfaceTable`` dumps every link and address once, then follows
 RTM_NEWLINK/DELLINK/NEWADDR/DELADDR on a second socket bound to the link and IPv4/IPv6
 address multicast groups.  ``handle_events`` drains that socket without blocking and says
 which ifindexes changed; if the kernel dropped events (ENOBUFS) it re-dumps everything.
+Address events make the table re-read the addresses in one dump.
 
-Speed and duplex come from ethtool (pyroute2's ``Ethtool``), read only when a
-link appears or its up/running state changes, never on a counter poll.  Counters for all
-links come from one RTM_GETSTATS dump (IFLA_STATS_LINK_64) per poll; the sample pools'
-once-a-second packet counts come from sysfs (``read_packet_counts``: microseconds, where a
-netlink request costs milliseconds).
+Speed and duplex come from ethtool (the SIOCETHTOOL ioctl), read only when a link appears
+or its up/running state changes, never on a counter poll.  Counters for all links come from
+one RTM_GETSTATS dump (IFLA_STATS_LINK_64) per poll; the sample pools' once-a-second packet
+counts come from sysfs (``read_packet_counts``: microseconds, where a netlink request costs
+milliseconds).
 
-The event socket is a plain non-blocking AF_NETLINK socket whose link messages pyroute2's
-``ifinfmsg`` decodes: pyroute2 0.9's ``IPRoute.get()`` reads through an asyncio transport
-that buffers datagrams behind the file descriptor, so ``select()`` on it misses queued
-events (measured: 5 of 10 RTM_NEWLINK lost).  A plain socket behaves the same under
-pyroute2 0.7 and 0.9.  Address events make the table re-read the addresses in one dump.
+Messages are read from their bytes (``rtnetlink``), not through pyroute2's message
+objects: those cost tens of kilobytes of heap per link, freed late by the cycle collector,
+and a host with hundreds of veths paid for them in resident memory it never got back.
+What an interface costs is in docs/design.md.
 
 The records built from this table (``interface_counters``, ``host_adapters``,
 ``nio_interfaces``) live in ``ifcounters`` and are importable from here too.
@@ -23,22 +23,20 @@ The records built from this table (``interface_counters``, ``host_adapters``,
 
 from __future__ import annotations
 
+import array
 import errno
-import os
+import fcntl
 import ipaddress
 import logging
+import os
 import socket
 import struct
+import sys
 from dataclasses import dataclass, field, replace
 from typing import (Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple,
                     Union)
 
-from pyroute2 import IPRoute
-from pyroute2.ethtool import Ethtool
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-from ..netlink import discard_stray_replies
+from .rtnetlink import NLMSG_HDRLEN, NetlinkSocket, attributes, is_gone, messages
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +65,36 @@ IFA_F_TENTATIVE = 0x40
 IFA_F_PERMANENT = 0x80
 IFA_F_MANAGETEMPADDR = 0x100
 IFA_F_NOPREFIXROUTE = 0x200
-IFA_PROTO = 11              # attribute type; pyroute2 0.7 does not decode it
 IFAPROT_KERNEL_RA = 2       # from a router advertisement (SLAAC); 1 is lo, 3 link-local
+# address attributes (IFA_*)
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_FLAGS, IFA_PROTO = 1, 2, 3, 8, 11
+
+# <linux/if_link.h>: link attributes (IFLA_*), those of IFLA_LINKINFO and of a VXLAN's
+# IFLA_INFO_DATA, and the RTM_GETSTATS one
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
+IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_STATS64, IFLA_LINK_NETNSID = 16, 18, 20, 23, 37
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_VXLAN_ID, IFLA_VXLAN_GROUP, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL = 1, 2, 3, 4
+IFLA_VXLAN_TOS, IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT = 6, 7, 15
+IFLA_VXLAN_GROUP6, IFLA_VXLAN_LOCAL6, IFLA_VXLAN_COLLECT_METADATA = 16, 17, 25
+IFLA_STATS_LINK_64 = 1
+OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 
 # <linux/rtnetlink.h>
-RTM_NEWLINK, RTM_DELLINK = 16, 17
-RTM_NEWADDR, RTM_DELADDR = 20, 21
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_GETSTATS = 94
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
-NLMSG_HDRLEN = 16
-IFADDRMSG_LEN = 8
+IFINFOMSG = struct.Struct("=BxHiII")    # family, type, ifindex, flags, change
+IFADDRMSG = struct.Struct("=BBBBI")     # family, prefixlen, flags, scope, ifindex
+IF_STATS_MSG = struct.Struct("=BxxxII")  # family, ifindex, filter_mask
+
+# <linux/sockios.h>, <linux/ethtool.h>: struct ethtool_cmd, 44 bytes; speed is split in
+# two 16-bit halves (at 12 and 28), duplex at 14
+SIOCETHTOOL = 0x8946
+ETHTOOL_GSET = 0x1
+ETHTOOL_CMD_LEN = 44
+DUPLEX = {0: "half", 1: "full"}
 
 _V6_LINK_LOCAL = ipaddress.ip_network("fe80::/10")
 SINGLE_REQUEST_LIMIT = 16   # up to this many links, counters are asked for link by link
@@ -240,73 +259,96 @@ class LinkStats(NamedTuple):
     tx_compressed: int = 0
 
     @classmethod
-    def from_nla(cls, value) -> "LinkStats":
-        return cls(**{name: int(value.get(name, 0) or 0) for name in cls._fields})
+    def from_bytes(cls, data: bytes) -> "LinkStats":
+        """IFLA_STATS_LINK_64 or IFLA_STATS64: its first 23 fields, in the kernel's order."""
+        n = min(len(cls._fields), len(data) // 8)
+        return cls._make(struct.unpack_from(f"={n}Q", data) + (0,) * (len(cls._fields) - n))
 
 
 # ---------------------------------------------------------------- parsing netlink messages
 
-def _mac(text: Optional[str]) -> bytes:
-    """IFLA_ADDRESS as pyroute2 prints it ("aa:bb:..."), kept only if it is a 6-byte MAC."""
-    if not text:
-        return b""
-    try:
-        raw = bytes.fromhex(text.replace(":", ""))
-    except ValueError:
-        return b""
-    return raw if len(raw) == 6 else b""
+def _text(payload: bytes) -> str:
+    """A NUL-terminated string attribute (an interface name, kind, alias or label)."""
+    return payload.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def parse_vxlan(data) -> Vxlan:
-    """A VXLAN device's IFLA_INFO_DATA, as pyroute2 (0.7 and 0.9) decodes it."""
-    get = data.get_attr
-    port = get("IFLA_VXLAN_PORT")
+def _u32(attrs: Dict[int, bytes], kind: int) -> int:
+    value = attrs.get(kind)
+    return struct.unpack_from("=I", value)[0] if value and len(value) >= 4 else 0
+
+
+def _u8(attrs: Dict[int, bytes], kind: int) -> int:
+    value = attrs.get(kind)
+    return value[0] if value else 0
+
+
+def _ip_text(attrs: Dict[int, bytes], *kinds: int) -> str:
+    """The first of these IPv4/IPv6 address attributes that is present, as text."""
+    for kind in kinds:
+        value = attrs.get(kind)
+        if value and len(value) in (4, 16):
+            return socket.inet_ntop(socket.AF_INET if len(value) == 4 else socket.AF_INET6, value)
+    return ""
+
+
+def parse_vxlan(data: bytes) -> Vxlan:
+    """A VXLAN device's IFLA_INFO_DATA attributes."""
+    attrs = attributes(data)
+    port = attrs.get(IFLA_VXLAN_PORT)
     return Vxlan(
-        vni=get("IFLA_VXLAN_ID") or 0,
-        local=get("IFLA_VXLAN_LOCAL") or get("IFLA_VXLAN_LOCAL6") or "",
-        remote=get("IFLA_VXLAN_GROUP") or get("IFLA_VXLAN_GROUP6") or "",
-        port=4789 if port is None else port,
-        tos=get("IFLA_VXLAN_TOS") or 0,
-        link=get("IFLA_VXLAN_LINK") or 0,
-        learning=bool(get("IFLA_VXLAN_LEARNING")),
-        external=bool(get("IFLA_VXLAN_COLLECT_METADATA")),
+        vni=_u32(attrs, IFLA_VXLAN_ID),
+        local=_ip_text(attrs, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6),
+        remote=_ip_text(attrs, IFLA_VXLAN_GROUP, IFLA_VXLAN_GROUP6),
+        port=struct.unpack(">H", port)[0] if port and len(port) == 2 else 4789,
+        tos=_u8(attrs, IFLA_VXLAN_TOS),
+        link=_u32(attrs, IFLA_VXLAN_LINK),
+        learning=bool(_u8(attrs, IFLA_VXLAN_LEARNING)),
+        external=bool(_u8(attrs, IFLA_VXLAN_COLLECT_METADATA)),
     )
 
 
-def parse_link(msg) -> Interface:
-    """An ``Interface`` from one RTM_NEWLINK message (speed, duplex and addresses empty)."""
-    flags = msg["flags"]
-    netnsid = msg.get_attr("IFLA_LINK_NETNSID")
-    info = msg.get_attr("IFLA_LINKINFO")
-    kind = (info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
-    vxlan = None
-    if kind == "vxlan":
-        data = info.get_attr("IFLA_INFO_DATA")
-        vxlan = parse_vxlan(data) if data is not None else None
+def parse_link(body: bytes) -> Optional[Interface]:
+    """An ``Interface`` from one RTM_NEWLINK message's body (speed, duplex and addresses
+    empty); None for a message that is not about a link as such: bridges also announce
+    port state with family AF_BRIDGE (even RTM_DELLINK when a port leaves the bridge)."""
+    family, _, ifindex, flags, _ = IFINFOMSG.unpack_from(body)
+    if family != socket.AF_UNSPEC:
+        return None
+    attrs = attributes(body, IFINFOMSG.size)
+    kind, vxlan = "", None
+    if IFLA_LINKINFO in attrs:
+        info = attributes(attrs[IFLA_LINKINFO])
+        kind = sys.intern(_text(info.get(IFLA_INFO_KIND, b"")))
+        if kind == "vxlan" and IFLA_INFO_DATA in info:
+            vxlan = parse_vxlan(info[IFLA_INFO_DATA])
+    mac = attrs.get(IFLA_ADDRESS, b"")
+    netnsid = attrs.get(IFLA_LINK_NETNSID)
+    state = attrs.get(IFLA_OPERSTATE)
     return Interface(
-        ifindex=msg["index"],
-        name=msg.get_attr("IFLA_IFNAME") or "",
-        mac=_mac(msg.get_attr("IFLA_ADDRESS")),
+        ifindex=ifindex,
+        name=_text(attrs.get(IFLA_IFNAME, b"")),
+        mac=mac if len(mac) == 6 else b"",
         kind=kind,
-        master=msg.get_attr("IFLA_MASTER") or 0,
-        link=msg.get_attr("IFLA_LINK") or 0,
-        link_netnsid=netnsid,
+        master=_u32(attrs, IFLA_MASTER),
+        link=_u32(attrs, IFLA_LINK),
+        link_netnsid=struct.unpack("=i", netnsid)[0] if netnsid and len(netnsid) == 4 else None,
         admin_up=bool(flags & IFF_UP),
         # IFF_RUNNING is RFC 2863 "operationally up" (operstate UP, or UNKNOWN as on lo)
         oper_up=bool(flags & IFF_RUNNING),
         promisc=bool(flags & IFF_PROMISC),
         loopback=bool(flags & IFF_LOOPBACK),
-        mtu=msg.get_attr("IFLA_MTU") or 0,
+        mtu=_u32(attrs, IFLA_MTU),
         flags=flags,
-        operstate=msg.get_attr("IFLA_OPERSTATE") or "",
-        alias=msg.get_attr("IFLA_IFALIAS") or "",
+        operstate=OPERSTATES[state[0]] if state and state[0] < len(OPERSTATES) else "",
+        alias=_text(attrs[IFLA_IFALIAS]) if IFLA_IFALIAS in attrs else "",
         vxlan=vxlan,
     )
 
 
 def raw_attr(msg, header: int, nla_type: int) -> Optional[bytes]:
-    """The payload of one attribute read from the raw message (for attributes pyroute2
-    does not know, such as IFA_PROTO or INET_DIAG_CGROUP_ID in 0.7).  ``header`` is the fixed part after nlmsghdr."""
+    """The payload of one attribute read from a pyroute2 message's raw bytes (for attributes
+    pyroute2 does not know, such as INET_DIAG_CGROUP_ID in 0.7).  ``header`` is the fixed
+    part after nlmsghdr."""
     try:
         data, base = msg.data, msg.offset
         end = base + msg["header"]["length"]
@@ -328,44 +370,69 @@ def local_addresses(interfaces: Iterable[Interface]) -> FrozenSet[bytes]:
     return frozenset(a.ip.packed for iface in interfaces for a in iface.addresses)
 
 
-def parse_addr(msg) -> Optional[Tuple[int, Address]]:
-    """(ifindex, Address) from one RTM_NEWADDR/DELADDR message, None if not IPv4/IPv6."""
-    family = msg["family"]
-    if family not in (socket.AF_INET, socket.AF_INET6):
+def parse_addr(body: bytes) -> Optional[Tuple[int, Address]]:
+    """(ifindex, Address) from one RTM_NEWADDR/DELADDR message's body, None if not
+    IPv4/IPv6."""
+    family, prefixlen, flags, scope, ifindex = IFADDRMSG.unpack_from(body)
+    if family == socket.AF_INET:
+        make, size = ipaddress.IPv4Interface, 4
+    elif family == socket.AF_INET6:
+        make, size = ipaddress.IPv6Interface, 16
+    else:
         return None
+    attrs = attributes(body, IFADDRMSG.size)
     # IFA_LOCAL is the address itself; IFA_ADDRESS is the peer on point-to-point links
     # (and the only one present on most IPv6 addresses)
-    text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-    if not text:
+    packed = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+    if not packed or len(packed) != size:
         return None
-    flags = msg.get_attr("IFA_FLAGS")
-    if flags is None:
-        flags = msg["flags"]
-    proto = msg.get_attr("IFA_PROTO")
-    if proto is None:
-        raw = raw_attr(msg, IFADDRMSG_LEN, IFA_PROTO)
-        proto = raw[0] if raw else 0
-    return msg["index"], Address(
-        addr=ipaddress.ip_interface(f"{text}/{msg['prefixlen']}"),
-        flags=flags,
-        scope=msg["scope"],
-        proto=int(proto or 0),
-        label=msg.get_attr("IFA_LABEL") or "",
+    return ifindex, Address(
+        addr=make((packed, prefixlen)),
+        flags=_u32(attrs, IFA_FLAGS) if IFA_FLAGS in attrs else flags,
+        scope=scope,
+        proto=_u8(attrs, IFA_PROTO),
+        label=_text(attrs[IFA_LABEL]) if IFA_LABEL in attrs else "",
     )
+
+
+def parse_stats(body: bytes) -> Optional[Tuple[int, LinkStats]]:
+    """(ifindex, LinkStats) from one RTM_NEWSTATS message's body."""
+    _, ifindex, _ = IF_STATS_MSG.unpack_from(body)
+    value = attributes(body, IF_STATS_MSG.size).get(IFLA_STATS_LINK_64)
+    return None if value is None else (ifindex, LinkStats.from_bytes(value))
+
+
+def link_request(ifindex: int = 0) -> bytes:
+    return IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0)
+
+
+ADDRESS_DUMP = IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)     # every IPv4 and IPv6 address
+
+
+def dump_links(nl: NetlinkSocket) -> Iterator[Interface]:
+    """Every link of the namespace ``nl`` was opened in."""
+    for _, body in nl.request(RTM_GETLINK, link_request(), dump=True):
+        iface = parse_link(body)
+        if iface is not None:
+            yield iface
 
 
 # ---------------------------------------------------------------- ethtool (speed, duplex)
 
-def read_link_speed(ethtool, name: str) -> Tuple[int, str]:
-    """(speed in bits/s, duplex) of one device from pyroute2's ethtool; (0, "") if unknown
-    (no such device, a device without link settings such as lo, or no link)."""
+def read_link_speed(sock, name: str) -> Tuple[int, str]:
+    """(speed in bits/s, duplex) of one device, from ethtool's ETHTOOL_GSET (any socket
+    will do; it is the namespace of ``sock`` that the name is looked up in); (0, "") if
+    unknown (no such device, a device without link settings such as lo, or no link)."""
+    cmd = array.array("B", struct.pack("=I", ETHTOOL_GSET) + bytes(ETHTOOL_CMD_LEN - 4))
+    ifreq = struct.pack("16sP", os.fsencode(name), cmd.buffer_info()[0]).ljust(40, b"\0")
     try:
-        mode = ethtool.get_link_mode(name)
-    except Exception:  # pyroute2's EthtoolError and OSError: the answer is "unknown"
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+    except OSError:
         return 0, ""
-    speed = mode.speed if mode.speed and mode.speed not in (0xFFFF, 0xFFFFFFFF) else 0
-    duplex = (mode.duplex or "").lower()
-    return speed * 1_000_000, duplex if duplex in ("full", "half") else ""
+    low, duplex = struct.unpack_from("=HB", cmd, 12)
+    speed = struct.unpack_from("=H", cmd, 28)[0] << 16 | low
+    speed = speed if speed not in (0, 0xFFFF, 0xFFFFFFFF) else 0
+    return speed * 1_000_000, DUPLEX.get(duplex, "")
 
 
 def _read_int(path: str) -> int:
@@ -395,8 +462,7 @@ class InterfaceTable:
         self.ethtool_reads = 0      # how often speed/duplex were read (telemetry, tests)
         self._getstats = True       # RTM_GETSTATS works here (Linux 4.7+)
         self._links: Dict[int, Interface] = {}
-        self._ipr = IPRoute()
-        self._ethtool = Ethtool()   # its ioctl socket decides the namespace names are looked up in
+        self._nl = NetlinkSocket()  # requests, and ethtool's ioctl (names are this namespace's)
         # subscribe before dumping, so nothing that happens during the dump is missed
         self._events = socket.socket(socket.AF_NETLINK,
                                      socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
@@ -445,15 +511,11 @@ class InterfaceTable:
     def _resync(self) -> Set[int]:
         old = self._links
         links: Dict[int, Interface] = {}
-        for msg in self._ipr.get_links():
-            if msg["family"] != socket.AF_UNSPEC:
-                continue
-            iface = parse_link(msg)
+        for iface in dump_links(self._nl):
             links[iface.ifindex] = self._with_speed(iface, old.get(iface.ifindex))
-        for msg in self._ipr.get_addr():
-            parsed = parse_addr(msg)
-            if parsed and parsed[0] in links:
-                links[parsed[0]].addresses.append(parsed[1])
+        for ifindex, address in self._dump_addresses():
+            if ifindex in links:
+                links[ifindex].addresses.append(address)
         self._links = links
         return {i for i in set(old) | set(links) if old.get(i) != links.get(i)}
 
@@ -462,8 +524,15 @@ class InterfaceTable:
             iface.speed, iface.duplex = previous.speed, previous.duplex
         elif not iface.loopback:
             self.ethtool_reads += 1
-            iface.speed, iface.duplex = read_link_speed(self._ethtool, iface.name)
+            iface.speed, iface.duplex = read_link_speed(self._nl, iface.name)
         return iface
+
+    def _dump_addresses(self) -> Iterator[Tuple[int, Address]]:
+        """Every address, in the kernel's order."""
+        for _, body in self._nl.request(RTM_GETADDR, ADDRESS_DUMP, dump=True):
+            parsed = parse_addr(body)
+            if parsed is not None:
+                yield parsed
 
     def read_packet_counts(self, ifindexes: Iterable[int], sysfs: str = "/sys") -> Dict[int, int]:
         """ifindex -> rx + tx packets, read from sysfs: what the sample pools need each
@@ -496,24 +565,35 @@ class InterfaceTable:
                 out: Dict[int, LinkStats] = {}
                 for ifindex in wanted:
                     try:
-                        for msg in self._ipr.stats("get", ifindex=ifindex, filter_mask=1):
-                            if msg.get_attr("IFLA_STATS_LINK_64") is not None:
-                                out[ifindex] = LinkStats.from_nla(msg.get_attr("IFLA_STATS_LINK_64"))
-                    except NetlinkError:
-                        continue  # the link went away since the last event
-                discard_stray_replies(self._ipr)
+                        out.update(self._stats(ifindex, dump=False))
+                    except OSError as exc:
+                        if not is_gone(exc):
+                            raise
+                        # else the link went away since the last event
                 return out
         if self._getstats:
             try:
-                return {msg["ifindex"]: LinkStats.from_nla(msg.get_attr("IFLA_STATS_LINK_64"))
-                        for msg in self._ipr.stats("dump", filter_mask=1)
-                        if msg.get_attr("IFLA_STATS_LINK_64") is not None}
-            except NetlinkError as exc:
+                return dict(self._stats(0, dump=True))
+            except OSError as exc:
+                if isinstance(exc, socket.timeout):
+                    raise
                 self._getstats = False
                 log.info("RTM_GETSTATS failed (%s): interface counters come from link dumps", exc)
-        return {msg["index"]: LinkStats.from_nla(msg.get_attr("IFLA_STATS64"))
-                for msg in self._ipr.get_links()
-                if msg["family"] == socket.AF_UNSPEC and msg.get_attr("IFLA_STATS64") is not None}
+        out = {}
+        for _, body in self._nl.request(RTM_GETLINK, link_request(), dump=True):
+            family, _, ifindex, _, _ = IFINFOMSG.unpack_from(body)
+            value = attributes(body, IFINFOMSG.size).get(IFLA_STATS64)
+            if family == socket.AF_UNSPEC and value is not None:
+                out[ifindex] = LinkStats.from_bytes(value)
+        return out
+
+    def _stats(self, ifindex: int, dump: bool) -> Iterator[Tuple[int, LinkStats]]:
+        """RTM_GETSTATS for IFLA_STATS_LINK_64 only: one link, or all of them."""
+        header = IF_STATS_MSG.pack(socket.AF_UNSPEC, ifindex, 1 << (IFLA_STATS_LINK_64 - 1))
+        for _, body in self._nl.request(RTM_GETSTATS, header, dump=dump):
+            parsed = parse_stats(body)
+            if parsed is not None:
+                yield parsed
 
     # ------------------------------------------------------------ events
 
@@ -553,26 +633,18 @@ class InterfaceTable:
     def _apply(self, data: bytes) -> Tuple[Set[int], bool]:
         changed: Set[int] = set()
         addresses = False
-        offset = 0
-        while offset + NLMSG_HDRLEN <= len(data):
-            length, kind = struct.unpack_from("IH", data, offset)
-            if length < NLMSG_HDRLEN:
-                break
+        for kind, _, body in messages(data):
             if kind in (RTM_NEWLINK, RTM_DELLINK):
-                msg = ifinfmsg(data, offset=offset)
-                msg.decode()
-                changed |= self._link_event(kind, msg)
+                changed |= self._link_event(kind, body)
             elif kind in (RTM_NEWADDR, RTM_DELADDR):
                 addresses = True
-            offset += (length + 3) & ~3
         return changed, addresses
 
-    def _link_event(self, kind: int, msg) -> Set[int]:
-        # bridges also announce port state with family AF_BRIDGE (even RTM_DELLINK when a
-        # port leaves the bridge): that is not the link coming or going
-        if msg["family"] != socket.AF_UNSPEC:
+    def _link_event(self, kind: int, body: bytes) -> Set[int]:
+        iface = parse_link(body)
+        if iface is None:   # not the link coming or going (a bridge port's state, say)
             return set()
-        ifindex = msg["index"]
+        ifindex = iface.ifindex
         old = self._links.get(ifindex)
         if kind == RTM_DELLINK:
             if self._links.pop(ifindex, None) is None:
@@ -580,7 +652,6 @@ class InterfaceTable:
             # a veth whose peer left (moved to another namespace) gets no event of its own
             stale = [i.ifindex for i in self._links.values() if i.peer_here and i.link == ifindex]
             return {ifindex} | self._reread(stale)
-        iface = parse_link(msg)
         if old is not None:
             iface.addresses = list(old.addresses)
         iface = self._with_speed(iface, old)
@@ -601,15 +672,17 @@ class InterfaceTable:
         for ifindex in ifindexes:
             old = self._links.get(ifindex)
             try:
-                msgs = [m for m in self._ipr.get_links(ifindex) if m["family"] == socket.AF_UNSPEC]
-            except NetlinkError:
-                msgs = []
-            discard_stray_replies(self._ipr)
-            if not msgs:
+                found = [parse_link(body) for _, body in
+                         self._nl.request(RTM_GETLINK, link_request(ifindex))]
+            except OSError as exc:
+                if not is_gone(exc):
+                    raise
+                found = []
+            iface = found[0] if found else None
+            if iface is None:
                 if self._links.pop(ifindex, None) is not None:
                     changed.add(ifindex)
                 continue
-            iface = parse_link(msgs[0])
             iface.addresses = list(old.addresses) if old else []
             iface = self._with_speed(iface, old)
             if iface != old:
@@ -619,10 +692,9 @@ class InterfaceTable:
 
     def _reload_addresses(self) -> Set[int]:
         fresh: Dict[int, List[Address]] = {i: [] for i in self._links}
-        for msg in self._ipr.get_addr():
-            parsed = parse_addr(msg)
-            if parsed and parsed[0] in fresh:
-                fresh[parsed[0]].append(parsed[1])
+        for ifindex, address in self._dump_addresses():
+            if ifindex in fresh:
+                fresh[ifindex].append(address)
         changed = set()
         for ifindex, addresses in fresh.items():
             if addresses != self._links[ifindex].addresses:
@@ -633,8 +705,7 @@ class InterfaceTable:
     # ------------------------------------------------------------ lifetime
 
     def close(self) -> None:
-        for closer in (getattr(self, "_events", None), getattr(self, "_ethtool", None),
-                       getattr(self, "_ipr", None)):
+        for closer in (getattr(self, "_events", None), getattr(self, "_nl", None)):
             if closer is not None:
                 try:
                     closer.close()

@@ -19,7 +19,8 @@ import os
 import threading
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from .interfaces import Interface, parse_link
+from .interfaces import ADDRESS_DUMP, IFA_ADDRESS, IFADDRMSG, RTM_GETADDR, Interface, dump_links
+from .rtnetlink import NetlinkSocket, attributes
 
 
 class NetDevCounters(NamedTuple):
@@ -91,14 +92,15 @@ def read_namespace(pid: int, procfs: str = "/proc", addresses: bool = False,
 
     def in_namespace():
         try:
-            from pyroute2 import IPRoute, netns   # netns.setns: for Pythons before 3.12
+            from pyroute2 import netns            # netns.setns: for Pythons before 3.12
             try:
                 netns.setns(path, flags=0)        # join only: pyroute2 would make a missing one
             except OSError as e:
                 raise OSError(e.errno, f"setns: {os.strerror(e.errno or 0)}") from None
-            with IPRoute() as ipr:
-                links = [parse_link(msg) for msg in ipr.get_links()]
-                found = [_packed(msg) for msg in ipr.get_addr()] if addresses else []
+            with NetlinkSocket() as nl:
+                links = list(dump_links(nl))
+                found = [_packed(body) for _, body in nl.request(RTM_GETADDR, ADDRESS_DUMP,
+                                                                 dump=True)] if addresses else []
             result.append((links, [a for a in found if a]))
         except BaseException as e:  # handed to the caller's thread
             result.append(e)
@@ -116,11 +118,11 @@ def read_namespace(pid: int, procfs: str = "/proc", addresses: bool = False,
     return result[0]
 
 
-def _packed(msg) -> Optional[bytes]:
+def _packed(body: bytes) -> Optional[bytes]:
     """An RTM_NEWADDR's address, packed; None for loopback's and link-local IPv6."""
-    text = msg.get_attr("IFA_ADDRESS")
+    packed = attributes(body, IFADDRMSG.size).get(IFA_ADDRESS)
     try:
-        address = ipaddress.ip_address(text)
+        address = ipaddress.ip_address(packed)
     except ValueError:
         return None
     if address.is_loopback or (address.version == 6 and address.is_link_local):
