@@ -4,7 +4,7 @@
 RTM_NEWLINK/DELLINK/NEWADDR/DELADDR on a second socket bound to the link and IPv4/IPv6
 address multicast groups.  ``handle_events`` drains that socket without blocking and says
 which ifindexes changed; if the kernel dropped events (ENOBUFS) it re-dumps everything.
-Address events make the table re-read the addresses in one dump.
+Address events make the table re-read the addresses of those links in one dump.
 
 Speed and duplex come from ethtool (the SIOCETHTOOL ioctl), read only when a link appears
 or its up/running state changes, never on a counter poll.  Counters for all links come from
@@ -33,8 +33,8 @@ import socket
 import struct
 import sys
 from dataclasses import dataclass, field, replace
-from typing import (Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple,
-                    Union)
+from typing import (Container, Dict, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional,
+                    Set, Tuple, Union)
 
 from .rtnetlink import NLMSG_HDRLEN, NetlinkSocket, attributes, is_gone, messages
 
@@ -527,9 +527,12 @@ class InterfaceTable:
             iface.speed, iface.duplex = read_link_speed(self._nl, iface.name)
         return iface
 
-    def _dump_addresses(self) -> Iterator[Tuple[int, Address]]:
-        """Every address, in the kernel's order."""
+    def _dump_addresses(self, only: Optional[Container[int]] = None
+                        ) -> Iterator[Tuple[int, Address]]:
+        """Every address (or those of the links in ``only``), in the kernel's order."""
         for _, body in self._nl.request(RTM_GETADDR, ADDRESS_DUMP, dump=True):
+            if only is not None and IFADDRMSG.unpack_from(body)[4] not in only:
+                continue
             parsed = parse_addr(body)
             if parsed is not None:
                 yield parsed
@@ -601,13 +604,14 @@ class InterfaceTable:
         """Apply every pending netlink event without blocking; the ifindexes that were
         added, changed or removed.  If the kernel dropped events, re-dump everything.
 
-        Link events are applied one by one.  Address events only mark the addresses
+        Link events are applied one by one.  Address events only mark a link's addresses
         stale: they are then re-read in one dump, so each list keeps the kernel's order
         (primary before secondary, global before link-local), the same order a full
         refresh gives; the election's "first discovered" tie rule depends on it.
         """
         changed: Set[int] = set()
-        addresses_stale = overflow = False
+        addresses_stale: Set[int] = set()
+        overflow = False
         while True:
             try:
                 data = self._events.recv(1 << 16)
@@ -627,17 +631,18 @@ class InterfaceTable:
             log.info("netlink events were lost (ENOBUFS): re-reading all interfaces")
             return changed | self._resync()
         if addresses_stale:
-            changed |= self._reload_addresses()
+            changed |= self._reload_addresses(addresses_stale)
         return changed
 
-    def _apply(self, data: bytes) -> Tuple[Set[int], bool]:
+    def _apply(self, data: bytes) -> Tuple[Set[int], Set[int]]:
+        """The links that changed, and the links whose addresses did."""
         changed: Set[int] = set()
-        addresses = False
+        addresses: Set[int] = set()
         for kind, _, body in messages(data):
             if kind in (RTM_NEWLINK, RTM_DELLINK):
                 changed |= self._link_event(kind, body)
-            elif kind in (RTM_NEWADDR, RTM_DELADDR):
-                addresses = True
+            elif kind in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= IFADDRMSG.size:
+                addresses.add(IFADDRMSG.unpack_from(body)[4])
         return changed, addresses
 
     def _link_event(self, kind: int, body: bytes) -> Set[int]:
@@ -690,11 +695,12 @@ class InterfaceTable:
                 changed.add(ifindex)
         return changed
 
-    def _reload_addresses(self) -> Set[int]:
-        fresh: Dict[int, List[Address]] = {i: [] for i in self._links}
-        for ifindex, address in self._dump_addresses():
-            if ifindex in fresh:
-                fresh[ifindex].append(address)
+    def _reload_addresses(self, stale: Set[int]) -> Set[int]:
+        """Read the addresses of these links again (the others' are left unparsed: a
+        burst of new veths must not rebuild every address on the host for each one)."""
+        fresh: Dict[int, List[Address]] = {i: [] for i in stale if i in self._links}
+        for ifindex, address in self._dump_addresses(fresh):
+            fresh[ifindex].append(address)
         changed = set()
         for ifindex, addresses in fresh.items():
             if addresses != self._links[ifindex].addresses:
