@@ -1,6 +1,6 @@
 """What pyroute2 needs around it here, shared by everything that talks netlink through it
-(the eBPF sampler's tc filters, the tunnels' tables; the interface table reads rtnetlink
-itself, sources/rtnetlink.py)."""
+(the eBPF sampler's tc filters, the tunnels' tables; the interface table and the bridge
+port map read rtnetlink themselves, sources/rtnetlink.py)."""
 
 from __future__ import annotations
 

@@ -14,19 +14,23 @@ container's MAC to the host side of its veth, i.e. the container's port in this
 namespace; frames to or from the bridge's own stack are internal, and a broadcast or
 multicast destination is "multiple outputs" (format 2, count unknown).
 
-The MAC tables come from netlink neighbour dumps (AF_BRIDGE) of the sampled devices only,
-re-read when interfaces change, when a MAC is missing (at most once a second) and once a
-minute: never per packet.
+The MAC tables come from a netlink neighbour dump (AF_BRIDGE), of which the entries of the
+sampled devices are kept, re-read when interfaces change, when a MAC is missing (at most
+once a second) and once a minute: never per packet.  The dump is read from its bytes
+(``sources.rtnetlink``): a bridge with hundreds of ports has thousands of entries, and
+pyroute2's objects for them cost megabytes of heap each time.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import struct
 import time
 from typing import Dict, Iterable, Optional, Set, Tuple
 
 from ..sflow import INTERNAL, HeaderProtocol
+from ..sources.rtnetlink import NetlinkSocket, attributes
 from .flow import FCS, Packet
 
 log = logging.getLogger("hsflowd.samplers")
@@ -43,6 +47,22 @@ ARPHRD_LOOPBACK = 772
 ETHERNET_LINK_TYPES = (ARPHRD_ETHER, ARPHRD_LOOPBACK)
 RAW_IP_STRIPPED = FCS + 14  # hsflowd counts the missing Ethernet header as stripped
 _NONE: frozenset = frozenset()
+
+# <linux/neighbour.h>
+RTM_GETNEIGH = 30
+NDMSG = struct.Struct("=BxxxiHBB")      # family, ifindex, state, flags, type
+NDA_LLADDR, NDA_MASTER = 2, 9
+
+
+def parse_fdb_entry(body: bytes) -> Optional[Tuple[int, int, bytes]]:
+    """(port ifindex, bridge ifindex or 0, MAC) of one RTM_NEWNEIGH message's body."""
+    _, ifindex, _, _, _ = NDMSG.unpack_from(body)
+    attrs = attributes(body, NDMSG.size)
+    mac = attrs.get(NDA_LLADDR, b"")
+    if len(mac) != 6:
+        return None
+    master = attrs.get(NDA_MASTER)
+    return ifindex, struct.unpack("=I", master)[0] if master and len(master) == 4 else 0, mac
 
 
 class PortMap:
@@ -62,7 +82,7 @@ class PortMap:
         self.devices: Set[int] = set()               # the other sampled devices
         self.last_refresh = 0.0
         self.stale = True
-        self._ipr = None
+        self._nl: Optional[NetlinkSocket] = None
 
     def update_local(self, interfaces: Iterable) -> None:
         """The MACs of this namespace's own interfaces (from the table: no netlink)."""
@@ -96,28 +116,26 @@ class PortMap:
         fdb: Dict[int, Dict[bytes, int]] = {}
         uppers: Dict[int, Set[bytes]] = {}
         try:
-            if self._ipr is None:
-                from pyroute2 import IPRoute
-                self._ipr = IPRoute()
-            entries = [m for b in self.bridges
-                       for m in self._ipr.get_neighbours(family=socket.AF_BRIDGE, master=b)]
-            entries += [m for d in self.devices
-                        for m in self._ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=d)]
+            if self._nl is None:
+                self._nl = NetlinkSocket()
+            request = NDMSG.pack(socket.AF_BRIDGE, 0, 0, 0, 0)
+            for _, body in self._nl.request(RTM_GETNEIGH, request, dump=True):
+                entry = parse_fdb_entry(body)
+                if entry is None:
+                    continue
+                ifindex, master, mac = entry
+                # the sampled bridges' entries, and those of the other sampled devices
+                if master not in self.bridges and ifindex not in self.devices:
+                    continue
+                if mac[0] & 1:
+                    continue  # multicast entries say nothing about where a host is
+                if master:
+                    fdb.setdefault(master, {})[mac] = ifindex
+                else:
+                    uppers.setdefault(ifindex, set()).add(mac)
         except Exception as e:  # a missing table costs accuracy, never the sampler
             log.debug("bridge neighbour dump failed: %s", e)
             return
-        for msg in entries:
-            lladdr = msg.get_attr("NDA_LLADDR")
-            if not lladdr:
-                continue
-            mac = bytes.fromhex(lladdr.replace(":", ""))
-            if mac[0] & 1:
-                continue  # multicast entries say nothing about where a host is
-            master = msg.get_attr("NDA_MASTER")
-            if master:
-                fdb.setdefault(master, {})[mac] = msg["ifindex"]
-            else:
-                uppers.setdefault(msg["ifindex"], set()).add(mac)
         self.fdb, self.uppers = fdb, uppers
 
     def refresh_after_miss(self, interfaces: Iterable) -> bool:
@@ -128,9 +146,9 @@ class PortMap:
         return True
 
     def close(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        if self._nl is not None:
+            self._nl.close()
+            self._nl = None
 
 
 def host_ports(ifindex: int, pkttype: int, dst: bytes, local: Set[bytes], uppers: Set[bytes]) -> Ports:
