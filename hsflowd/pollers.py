@@ -65,8 +65,9 @@ class PollerSet:
 
     def keep_only(self, wanted: set) -> None:
         """Forget pollers of data sources no longer wanted (e.g. an interface that went away)."""
-        for source in [s for s in self.pollers if s not in wanted]:
-            del self.pollers[source]
+        if any(s not in wanted for s in self.pollers):
+            # a new dict: one that only had entries deleted keeps the size it grew to
+            self.pollers = {s: p for s, p in self.pollers.items() if s in wanted}
 
     def due(self) -> List[Poller]:
         return [p for p in self.pollers.values() if p.due()]

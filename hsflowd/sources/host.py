@@ -98,8 +98,8 @@ class CounterDeltas:
                         totals[i] += step
             last[key] = now
         if len(last) != len(readings):
-            for gone in [k for k in last if k not in readings]:
-                del last[gone]
+            # a new dict: one that only had entries deleted keeps the size it grew to
+            self._last = {k: v for k, v in last.items() if k in readings}
         return tuple(totals)
 
     @property

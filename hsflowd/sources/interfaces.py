@@ -632,6 +632,9 @@ class InterfaceTable:
             return changed | self._resync()
         if addresses_stale:
             changed |= self._reload_addresses(addresses_stale)
+        if any(i not in self._links for i in changed):
+            # a new dict: one that only had entries deleted keeps the size it grew to
+            self._links = dict(self._links)
         return changed
 
     def _apply(self, data: bytes) -> Tuple[Set[int], Set[int]]:
