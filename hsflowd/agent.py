@@ -64,11 +64,12 @@ def raise_fd_limit() -> None:
 class MemoryTrim:
     """Gives freed heap back to the system after interface churn.
 
-    A burst of interface events parses thousands of netlink messages; Python frees the
-    objects, but glibc keeps the freed heap, fragmented, for the next burst (measured:
-    13 KB a veth pair, for good).  After a burst of hundreds of changes (or a full re-read
-    of hundreds of links), at most once every 30 s, collect cycles (pyroute2 leaves some)
-    and return the free heap with malloc_trim."""
+    Hundreds of interfaces that come and go leave free heap behind: glibc keeps what the
+    tables of a thousand entries used, for the next burst.  After a burst of hundreds of
+    changes, at most once every 30 s, collect cycles (pyroute2, which some modules still
+    use, leaves them) and return the free heap with malloc_trim.  (Python's own arenas of
+    small objects go back only when empty: what an interface costs, and what is kept after
+    a burst, is in docs/design.md.)"""
 
     INTERVAL = 30.0
     EVENTS = 200          # interface changes that make a burst worth a trim (a collection
@@ -190,12 +191,12 @@ class Agent:
     def _refresh_interfaces(self, now: float) -> None:
         self.next_refresh = now + self.runtime.config.refresh_adaptors
         try:
-            self.interfaces.refresh()
+            changed = self.interfaces.refresh()
         except Exception as e:
             log.warning("re-reading the interfaces failed (%s); trying again in 10 s", e)
             self.next_refresh = now + 10
             return
-        self.memory.count(len(self.interfaces))   # a full dump: pyroute2 leaves cycles behind
+        self.memory.count(len(changed))
         self.runtime.interfaces_changed()
 
     def tick(self, now: float) -> None:

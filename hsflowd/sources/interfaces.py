@@ -504,9 +504,10 @@ class InterfaceTable:
 
     # ------------------------------------------------------------ dumps
 
-    def refresh(self) -> None:
-        """Re-read every link and address (ethtool only for new or changed links)."""
-        self._resync()
+    def refresh(self) -> Set[int]:
+        """Re-read every link and address (ethtool only for new or changed links); the
+        ifindexes that were added, changed or removed."""
+        return self._resync()
 
     def _resync(self) -> Set[int]:
         old = self._links
