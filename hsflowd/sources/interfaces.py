@@ -562,22 +562,22 @@ class InterfaceTable:
         """ifindex -> LinkStats for every link (or for ``ifindexes``): RTM_GETSTATS for
         IFLA_STATS_LINK_64 only (a third of the cost of a full link dump), else the
         IFLA_STATS64 of a link dump.  A few links are asked for one by one, so a host with
-        hundreds of interfaces pays for the ones it samples, not for all of them."""
-        if ifindexes is not None:
-            wanted = list(ifindexes)
-            if self._getstats and len(wanted) <= SINGLE_REQUEST_LIMIT:
-                out: Dict[int, LinkStats] = {}
-                for ifindex in wanted:
-                    try:
-                        out.update(self._stats(ifindex, dump=False))
-                    except OSError as exc:
-                        if not is_gone(exc):
-                            raise
-                        # else the link went away since the last event
-                return out
+        hundreds of interfaces pays for the ones it samples, not for all of them; of a
+        dump, only the links asked for are parsed."""
+        wanted = None if ifindexes is None else set(ifindexes)
+        if wanted is not None and self._getstats and len(wanted) <= SINGLE_REQUEST_LIMIT:
+            out: Dict[int, LinkStats] = {}
+            for ifindex in wanted:
+                try:
+                    out.update(self._stats(ifindex, dump=False))
+                except OSError as exc:
+                    if not is_gone(exc):
+                        raise
+                    # else the link went away since the last event
+            return out
         if self._getstats:
             try:
-                return dict(self._stats(0, dump=True))
+                return dict(self._stats(0, dump=True, only=wanted))
             except OSError as exc:
                 if isinstance(exc, socket.timeout):
                     raise
@@ -586,15 +586,21 @@ class InterfaceTable:
         out = {}
         for _, body in self._nl.request(RTM_GETLINK, link_request(), dump=True):
             family, _, ifindex, _, _ = IFINFOMSG.unpack_from(body)
+            if family != socket.AF_UNSPEC or (wanted is not None and ifindex not in wanted):
+                continue
             value = attributes(body, IFINFOMSG.size).get(IFLA_STATS64)
-            if family == socket.AF_UNSPEC and value is not None:
+            if value is not None:
                 out[ifindex] = LinkStats.from_bytes(value)
         return out
 
-    def _stats(self, ifindex: int, dump: bool) -> Iterator[Tuple[int, LinkStats]]:
-        """RTM_GETSTATS for IFLA_STATS_LINK_64 only: one link, or all of them."""
+    def _stats(self, ifindex: int, dump: bool, only: Optional[Container[int]] = None
+               ) -> Iterator[Tuple[int, LinkStats]]:
+        """RTM_GETSTATS for IFLA_STATS_LINK_64 only: one link, or all of them (those in
+        ``only``)."""
         header = IF_STATS_MSG.pack(socket.AF_UNSPEC, ifindex, 1 << (IFLA_STATS_LINK_64 - 1))
         for _, body in self._nl.request(RTM_GETSTATS, header, dump=dump):
+            if only is not None and IF_STATS_MSG.unpack_from(body)[1] not in only:
+                continue
             parsed = parse_stats(body)
             if parsed is not None:
                 yield parsed
