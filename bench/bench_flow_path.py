@@ -379,8 +379,8 @@ class Docker:
         self.daemon.stop()
 
 
-def capacity(bench: Bench, run: Callable[[str, str, int, int, float], Figures], conf: str,
-             label: str, seconds: float) -> str:
+def capacity(run: Callable[[str, str, int, int, float], Figures], conf: str, label: str,
+             seconds: float) -> str:
     """The highest rate at N=1 with under 1 % of samples lost: first as fast as the
     generator goes (if nothing is lost there, the agent keeps up with the generator: the
     figure is a floor), else by bisection over paced bursts below that rate."""
@@ -437,7 +437,7 @@ def main() -> int:
     bench = Bench(workdir)
     docker: Optional[Docker] = None
     try:
-        def ours(label, conf, rate, packets, pps=0.0, env=None):
+        def ours(label, conf, rate, packets, pps=0.0):
             return run_ours(bench, label, conf, rate, packets, pps)
 
         def theirs(label, conf, rate, packets, pps=0.0):
@@ -490,10 +490,10 @@ def main() -> int:
             passing_traffic(bench)
             print("  capacity at N=1 (under 1 % of samples lost, one core; frames passing "
                   "through, to another MAC):", flush=True)
-            mine = capacity(bench, ours, conf, "this agent", args.capacity_seconds)
+            mine = capacity(ours, conf, "this agent", args.capacity_seconds)
             print(f"  this agent: {mine}", flush=True)
             if reference:
-                ref = capacity(bench, theirs, conf, "hsflowd", args.capacity_seconds)
+                ref = capacity(theirs, conf, "hsflowd", args.capacity_seconds)
                 print(f"  hsflowd:    {ref}", flush=True)
     finally:
         if docker is not None:

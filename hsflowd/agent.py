@@ -30,6 +30,7 @@ from .modules.supervisor import Supervisor
 from .output import Output
 from .pollers import CounterPolling
 from .runtime import Options, Runtime
+from .sources.cgroups import join_init_cgroup_namespace
 from .sources.identity import choose_uuid, parse_uuid_text
 from .sources.interfaces import InterfaceTable
 
@@ -155,6 +156,13 @@ class Agent:
             except OSError as e:
                 log.warning("no status socket at %s: %s", control_path, e.strerror or e)
         raise_fd_limit()
+        try:      # before any thread starts: only the calling thread joins
+            if join_init_cgroup_namespace():
+                log.info("joined PID 1's cgroup namespace: containers' groups are read as the "
+                         "host sees them")
+        except OSError as e:
+            log.warning("this agent has a cgroup namespace of its own and cannot join PID 1's "
+                        "(%s): containers' CPU, memory and disk counters are not read", e.strerror or e)
         self.interfaces = InterfaceTable()
         self.link_stats = LinkStats(self.interfaces)
         self.memory = MemoryTrim()

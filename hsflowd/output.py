@@ -78,6 +78,11 @@ class Output:
         self._oversized_reported = b.oversized
         self._next_oversized_report = now + OVERSIZE_LOG_INTERVAL
 
+    def writer(self) -> Optional[DatagramBuilder]:
+        """The open datagram, for a flow-sample builder to pack samples straight into (its
+        fast lane: see samplers.flow); None while there is no agent address."""
+        return self.builder
+
     def status(self) -> dict:
         """For ``hsflowd status``: the sub-agent, datagrams sent, each collector's figures."""
         b = self.builder

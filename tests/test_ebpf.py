@@ -558,6 +558,7 @@ def _ring_with(records, size=256, tail=0):
     struct.pack_into("=QQ", mem, 1024, pos, tail)
     ring = PerfRing.__new__(PerfRing)
     ring.mm, ring.start, ring.size, ring.lost, ring.cpu = mem, _mmap.PAGESIZE, size, 0, 0
+    ring.damaged = 0
     return ring, mem
 
 
@@ -579,3 +580,77 @@ def test_perf_ring_records_in_place_across_the_end_and_lost():
     head, tail = struct.unpack_from("=QQ", mem, 1024)
     assert tail == head == 192 + sum(len(r) for r in records)      # all of it given back
     assert list(ring.records()) == []                               # nothing new: nothing
+
+
+# ---------------------------------------------------------------- the drain, by hand
+
+_INTERNAL = 0x3FFFFFFF
+
+
+class _FakeRing:
+    def __init__(self, records):
+        self._records = records
+
+    def records(self):
+        for rec in self._records:
+            yield rec, 0
+
+
+def _meta(ifindex, length, data, egress=0, pkttype=0, tci=0, vproto=0, vlan=0):
+    return struct.pack("=QIIIHHBBB5x", 5, ifindex, length, len(data), tci, vproto, egress,
+                       pkttype, vlan) + data
+
+
+def test_ebpf_drain_puts_the_vlan_tag_back_and_frames_raw_ip():
+    """Without bcc: the eBPF drain's VLAN re-insertion (TPID from the record, in network
+    order), direction, and a raw-IP tap's header protocol."""
+    from hsflowd.samplers import Tap
+    from hsflowd.samplers.ebpf import EbpfSampler
+    from hsflowd.samplers.ports import PortMap
+    from hsflowd.samplers.flow import FlowSampleBuilder
+    from hsflowd.samplers.taps import Tapped
+    from hsflowd.sflow import SAMPLES
+    out = []
+    s = EbpfSampler.__new__(EbpfSampler)
+    s.emit, s.writer, s.ports, s.interfaces = out.append, (lambda: None), PortMap(), (lambda: [])
+    s.clock_offset, s.emitted, s._damaged_said = 0, 0, 0
+    eth = Tapped(Tap(3, "eth0", 1, 128), FlowSampleBuilder(3, 1, 128, out.append))
+    tun = Tapped(Tap(4, "tun0", 1, 128), FlowSampleBuilder(4, 1, 128, out.append), None, False)
+    s.tapped = {3: eth, 4: tun}
+    frame = bytes.fromhex("020000000001020000000002") + b"\x08\x00" + bytes(46)
+    ip = b"\x45" + bytes(39)
+    vproto = struct.unpack("=H", b"\x88\xa8")[0]        # the kernel's __be16, as stored
+    s._drain([_FakeRing([_meta(3, 60, frame, tci=0x2005, vproto=vproto, vlan=1),
+                         _meta(3, 60, frame, egress=1),
+                         _meta(4, 40, ip, egress=1)])])
+    got = [SAMPLES.decode_one(struct.unpack_from(">I", x)[0], x, 8, len(x)) for x in out]
+    # raw IP is framed at once, the Ethernet batch after the rings: order across taps only
+    by_ds = {(g.source_id_index, g.sequence_number): g for g in got}
+    tagged = by_ds[(3, 1)].flow_records[0]
+    assert tagged.header[12:16] == bytes.fromhex("88a82005") and tagged.frame_length == 68
+    assert (by_ds[(3, 2)].input, by_ds[(3, 2)].output) == (_INTERNAL, 3)
+    raw = by_ds[(4, 1)]
+    assert (raw.input, raw.output) == (_INTERNAL, 4)
+    assert (raw.flow_records[0].header_protocol, raw.flow_records[0].stripped,
+            raw.flow_records[0].frame_length) == (11, 18, 58)
+
+
+def test_perf_ring_moves_past_what_no_record_looks_like():
+    """A header no record has (size under 8): what the ring holds is given back and
+    counted, rather than the walk stopping at the same place for ever (the ring would fill
+    and that CPU's samples be lost for good)."""
+    import mmap as _mmap
+    from hsflowd.samplers.perfring import PerfRing
+    size = 256
+    mem = bytearray(_mmap.PAGESIZE + size)
+    good = struct.pack("=IHHI", 9, 0, 16, 4) + b"abcd"
+    mem[_mmap.PAGESIZE + 16:_mmap.PAGESIZE + 32] = good           # a bad header at 0, then one
+    struct.pack_into("=QQ", mem, 1024, 32, 0)
+    ring = PerfRing.__new__(PerfRing)
+    ring.mm, ring.start, ring.size, ring.lost, ring.cpu = mem, _mmap.PAGESIZE, size, 0, 0
+    ring.damaged = 0
+    for _ in range(3):
+        list(ring.records())
+    tail = struct.unpack_from("=Q", mem, 1032)[0]
+    assert tail == 32, "the ring never moves past the record again"
+    assert (ring.lost, ring.damaged) == (1, 1)

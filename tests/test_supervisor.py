@@ -4,7 +4,6 @@ and started again with everything it needs to know; hooks run in the registry's 
 from __future__ import annotations
 
 from hsflowd.config import parse_config
-from hsflowd.frames import walk_sample
 from hsflowd.modules import EVERYTHING, REGISTRY, AgentState, Module, ModuleSpec
 from hsflowd.modules.flowhooks import Sink
 from hsflowd.modules.supervisor import Supervisor
@@ -69,7 +68,6 @@ def test_a_module_started_again_is_told_everything(monkeypatch):
     clock.now += 1.0
     sup.tick(clock.now)                         # started again, and told the whole state,
     assert set(Marker.told[-1]) == set(EVERYTHING)     # not just "targets"
-    assert EVERYTHING == {"config", "interfaces", "agent", "targets", "ports"}
     sup.flow_hooks.emit(sample())
     assert sent[-1] == sample() + b"!"
     sup.close()
@@ -81,12 +79,10 @@ def test_hooks_run_in_registry_order_whatever_order_they_came_in():
     assert ORDER.index("tunnels") < ORDER.index("docker") < ORDER.index("tcp")
     for name in ("containerd", "k8s", "kvm", "systemd"):
         assert ORDER.index("tunnels") < ORDER.index(name) < ORDER.index("tcp")
-    assert [REGISTRY[n].order for n in sorted(REGISTRY, key=ORDER.index)] == \
-        sorted(REGISTRY[n].order for n in REGISTRY)
+    assert set(REGISTRY) == set(ORDER)      # every module has its place, every place a module
     sup = Supervisor(Loop(), Sink(lambda s: None), lambda i: {}, None)
     seen = []
     for owner in ("tcp", "kvm", "tunnels", "docker"):
         sup.flow_hooks.set(owner, lambda s, p, owner=owner: seen.append(owner) or s)
     sup.flow_hooks.emit(sample())
     assert seen == ["tunnels", "docker", "kvm", "tcp"]
-    assert walk_sample(sample()) is not None

@@ -20,11 +20,17 @@ from hsflowd.modules.tcp import LOOKUPS_PER_SECOND, PER_CONNECTION, TcpModule
 from hsflowd.sources.interfaces import local_addresses
 from hsflowd.sflow import ExtendedSwitch, ExtendedTcpInfo, FlowSample, SampledHeader
 from hsflowd.sflow.tlv import SAMPLES
-from hsflowd.sources.tcpinfo import (DIR_RECEIVED, DIR_SENT, packet_endpoints,
-                                     tcp_info_record)
+from hsflowd.frames import walk_sample
+from hsflowd.sources.tcpinfo import DIR_RECEIVED, DIR_SENT, endpoints, tcp_info_record
 
 A4, B4 = ip_address("10.0.0.1").packed, ip_address("192.0.2.9").packed
 A6, B6 = ip_address("2001:db8::1").packed, ip_address("2001:db8::9").packed
+
+
+def packet_endpoints(sample: bytes):
+    """What tcp's hook sees of an encoded sample: its walk's TCP endpoints."""
+    pkt = walk_sample(sample)
+    return endpoints(pkt) if pkt is not None else None
 
 
 def tcp_header(sport=40000, dport=443):

@@ -21,7 +21,8 @@ import pytest
 
 from agentproc import agents, in_netns, receivers  # noqa: F401 (fixtures)
 from hsflowd.sflow import ExtendedTcpInfo, FlowSample
-from hsflowd.sources.tcpinfo import packet_endpoints
+from hsflowd.frames import walk_sample
+from hsflowd.sources.tcpinfo import endpoints
 from netns import veth
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -46,6 +47,12 @@ while True:
         c.sendall(d)
     c.close()
 """
+
+
+def packet_endpoints(sample: bytes):
+    """What tcp's hook sees of an encoded sample: its walk's TCP endpoints."""
+    pkt = walk_sample(sample)
+    return endpoints(pkt) if pkt is not None else None
 
 
 @pytest.fixture

@@ -16,8 +16,18 @@ import pytest
 
 from hsflowd.frames import walk_sample
 from hsflowd.modules import tunnels
-from hsflowd.modules.tunnels import (Dest, Outer, TunnelsModule, VxlanDevice, decap_record, find_vxlan,
-                                     inner_tos, parse_fdb, tunnel_record, vni_record)
+from hsflowd.frames import walk_frame
+from hsflowd.modules.tunnels import (Dest, Outer, TunnelsModule, VxlanDevice, decap_record, parse_fdb,
+                                     tunnel_record, vni_record, vxlan_in)
+
+
+def find_vxlan(buf, start, end, protocol, ports):
+    """The VXLAN packet in buf[start:end], through the walk the hook is handed."""
+    return vxlan_in(buf, walk_frame(buf, start, end, protocol), ports)
+
+
+def inner_tos(buf, start, end):
+    return walk_frame(buf, start, end, 1).tos
 from hsflowd.samplers.flow import FlowSampleBuilder
 from hsflowd.sflow import (SAMPLES, ExtendedDecapsulateEgress, ExtendedDecapsulateIngress,
                            ExtendedIPv4TunnelEgress, ExtendedIPv4TunnelIngress, ExtendedIPv6TunnelEgress,
@@ -600,3 +610,30 @@ def test_the_hook_runs_before_tcps():
     seen.clear()
     hooks.emit(sample(inner_frame(), 3, 4))
     assert seen == ["tunnels", "docker", "tcp"]
+
+
+def test_the_hook_runs_only_while_a_tunnel_can_end_here():
+    """A VXLAN device here, or a UDP socket on a VXLAN port (a device moved to another
+    namespace keeps its socket in the one it was made in: Docker's overlay networks):
+    the hook; neither: no hook, and a sample costs nothing."""
+    from hsflowd.sources.interfaces import Address, Interface
+    clock, ports = Clock(), set()
+    ctx = Ctx()
+    m = TunnelsModule(ctx, clock=clock, ipr_factory=lambda: FakeIPRoute(), udp_ports=lambda: ports)
+    plain = [Interface(UNDER, "eth0", addresses=[Address(ip_interface(LOCAL + "/24"))])]
+    m.update(plain)
+    assert ctx.hooks == []                          # nothing can end a tunnel here
+    ports.add(4789)                                 # a moved device's socket stayed here
+    clock.now += 61
+    m.tick(clock.now)
+    assert ctx.hooks == [m.hook]
+    received = sample(ether(outer_v4(inner_frame(), src=REMOTE, dst=LOCAL)), UNDER, INTERNAL,
+                      ds=UNDER)
+    assert set(decode(ctx.hooks[0](received, walk_sample(received)))[1]) == {1, 1043, 1027, 1030}
+    ports.clear()
+    clock.now += 61
+    m.tick(clock.now)
+    assert ctx.hooks == []
+    m.update(interfaces())                          # a VXLAN device of its own
+    m.tick(clock.now + 1)
+    assert ctx.hooks == [m.hook]

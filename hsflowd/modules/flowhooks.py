@@ -13,9 +13,9 @@ container, VM and service modules, then tcp), whatever order their modules start
 reloaded or were restarted in: tcp keeps samples and sends them later past the hooks
 after it, so every hook that appends must come before it.
 
-A module has a hook only while it can add something (tunnels while a VXLAN device exists,
-markTraffic while its module knows a guest), so with nothing to add a sample costs one
-test on its way out.  A hook that raises fails its own module (the supervisor closes it,
+A module has a hook only while it can add something (tunnels while a VXLAN tunnel can end
+here, markTraffic while its module knows a guest); with no hook at all, samplers pack their
+samples straight into the open datagram (``writer``) and no sample passes through here.  A hook that raises fails its own module (the supervisor closes it,
 which takes the hook back) and the sample goes on unchanged; Python's try costs nothing
 until something is raised, so isolation is paid for only when it is needed.
 
@@ -48,7 +48,7 @@ class FlowHooks:
         if hook is None:
             if self.hooks.pop(owner, None) is None:
                 return
-        elif self.hooks.get(owner) is hook:
+        elif self.hooks.get(owner) == hook:      # a bound method is a new object each time
             return
         else:
             self.hooks[owner] = hook
@@ -57,7 +57,7 @@ class FlowHooks:
     def writer(self):
         """The open datagram a sampler may pack its samples straight into (see
         ``samplers.flow``): only while no hook needs to see them, and there is one."""
-        return None if self.chain else self.output.builder
+        return None if self.chain else self.output.writer()
 
     def emit(self, sample: bytes) -> None:
         """A sample on its way out: through every hook, then to the datagram."""
@@ -90,7 +90,8 @@ class Sink:
     """An output made of a function (tests, benchmarks): ``Sink(list.append)``; it has no
     datagram for samplers to write into."""
 
-    builder = None
-
     def __init__(self, emit: Callable[[bytes], None]):
         self.emit = emit
+
+    def writer(self) -> None:
+        return None

@@ -41,9 +41,10 @@ picks towards the remote (a route lookup, per device and family, with the table)
 outer source port is a hash of the inner flow that only the kernel knows: 0.  Devices in
 external (collect_metadata) mode have no VNI or remote of their own and get no records.
 
-The hook runs only while this namespace has a VXLAN device (any: a device in external
-mode, such as Open vSwitch's vxlan_sys_4789, ends tunnels too); without one the host ends
-no VXLAN tunnel and the hook is not run.  The tables are read when interfaces change, when
+The hook runs only while this namespace can end a VXLAN tunnel: while it has a VXLAN
+device (any: one in external mode, such as Open vSwitch's vxlan_sys_4789, ends tunnels
+too), or a UDP socket on a VXLAN port (a device moved to another namespace keeps its socket
+here: Docker's overlay networks); otherwise it is not run.  The tables are read when interfaces change, when
 a MAC is missing (at most once a second, once per MAC) and once a minute: never per
 packet.  Any other sample costs the hook two dict lookups and two tests of the walk that
 every hook shares (bench/bench_tunnels.py).
@@ -56,14 +57,15 @@ import logging
 import socket
 import struct
 import time
-from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from ..sflow import (ExtendedDecapsulateEgress, ExtendedDecapsulateIngress, ExtendedIPv4TunnelEgress,
                      ExtendedIPv4TunnelIngress, ExtendedIPv6TunnelEgress, ExtendedIPv6TunnelIngress,
                      ExtendedVniEgress, ExtendedVniIngress, HeaderProtocol)
 from ..sflow.samples import INTERNAL
-from ..frames import FCS, SampledPacket, append_records, walk_frame
+from ..frames import FCS, SampledPacket, append_records
 from ..netlink import discard_stray_replies
+from ..sources.procfs import read_udp_ports
 from . import AgentState, Module, register
 
 log = logging.getLogger("hsflowd.tunnels")
@@ -129,12 +131,6 @@ class VxlanHit(NamedTuple):
     dst: bytes
 
 
-def find_vxlan(buf: bytes, start: int, end: int, protocol: int, ports) -> Optional[VxlanHit]:
-    """The VXLAN packet in ``buf[start:end]`` (a sampled header of ``protocol``: Ethernet with
-    VLAN tags, or raw IPv4/IPv6), None if it is not one."""
-    return vxlan_in(buf, walk_frame(buf, start, end, protocol), ports)
-
-
 def vxlan_in(buf: bytes, pkt: SampledPacket, ports) -> Optional[VxlanHit]:
     """The VXLAN packet ``pkt`` (a walk of ``buf``) is, None if it is not one: UDP to one of
     ``ports`` (a first fragment at most) and a whole VXLAN header with the I flag (RFC
@@ -145,11 +141,6 @@ def vxlan_in(buf: bytes, pkt: SampledPacket, ports) -> Optional[VxlanHit]:
         return None
     vni = buf[l4 + 12] << 16 | buf[l4 + 13] << 8 | buf[l4 + 14]
     return VxlanHit(l4 + 16 - pkt.start, vni, pkt.src_ip, pkt.dst_ip)
-
-
-def inner_tos(buf: bytes, start: int, end: int) -> int:
-    """The TOS (IPv4) or traffic class (IPv6) of an inner Ethernet frame, else 0."""
-    return walk_frame(buf, start, end, _ETHERNET).tos
 
 
 # ---------------------------------------------------------------- one VXLAN device
@@ -273,9 +264,12 @@ def _enabled(config) -> bool:
 class TunnelsModule(Module):
     """The hook, the VXLAN devices of this namespace and their tables."""
 
-    def __init__(self, ctx, clock=time.monotonic, ipr_factory=None):
+    def __init__(self, ctx, clock=time.monotonic, ipr_factory=None,
+                 udp_ports: Callable[[], Set[int]] = read_udp_ports):
         super().__init__(ctx)
         self.clock = clock
+        self.udp_ports = udp_ports                    # this namespace's bound UDP ports
+        self.devices_here = False
         self.infos: Dict[int, object] = {}           # ifindex -> interfaces.Vxlan
         self.devices: Dict[int, VxlanDevice] = {}
         self.fdb: Dict[int, Dict[bytes, Tuple[Dest, ...]]] = {}
@@ -301,12 +295,7 @@ class TunnelsModule(Module):
         kernel's tables the first time, else at the next tick."""
         interfaces = list(interfaces)
         infos = {i.ifindex: i.vxlan for i in interfaces if i.vxlan is not None}
-        # no VXLAN device here: no sample can be one this host ends or starts, and the
-        # hook, with nothing to add, is not run at all
-        if infos:
-            self.ctx.add_flow_hook(self.hook)
-        else:
-            self.ctx.remove_flow_hooks()
+        self.devices_here = bool(infos)
         self.ports = {VXLAN_PORT} | {v.port for v in infos.values()}
         local = {a.ip.packed for i in interfaces for a in i.addresses}
         local |= {_packed(v.remote) for v in infos.values() if _multicast(_packed(v.remote))}
@@ -314,6 +303,7 @@ class TunnelsModule(Module):
         self.infos = {ifindex: v for ifindex, v in infos.items() if not v.external}
         if not self.last_refresh:
             self.refresh()
+            self._gate()
         else:
             self._build()
             self.stale = True
@@ -321,6 +311,18 @@ class TunnelsModule(Module):
     def tick(self, now: float) -> None:
         if self.stale or self.clock() - self.last_refresh >= REFRESH_INTERVAL:
             self.refresh()
+            self._gate()
+
+    def _gate(self) -> None:
+        """The hook runs only while this namespace can end a VXLAN tunnel: it has a VXLAN
+        device, or a UDP socket on a VXLAN port (a device moved to another namespace keeps
+        its socket in the one it was made in: Docker's overlay networks).  Otherwise no
+        sample can be one this host ends or starts, and the hook, with nothing to add, is
+        not run at all."""
+        if self.devices_here or self.ports & self.udp_ports():
+            self.ctx.add_flow_hook(self.hook)
+        else:
+            self.ctx.remove_flow_hooks()
 
     def _build(self) -> None:
         self.devices = {ifindex: VxlanDevice(ifindex, info, self.fdb.get(ifindex) if self.fdb else None,

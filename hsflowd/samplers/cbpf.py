@@ -5,7 +5,8 @@ keeps one packet in N and truncates it to headerBytes, so only samples cross int
 space; no libpcap is needed.  The socket uses a TPACKET_V3 ring: the kernel fills blocks
 and hands a block over when it is full or 100 ms old, so the agent wakes up once per block
 rather than once per sample.  Each ring slot tells the packet's direction (sll_pkttype) and
-original length; the header bytes are the only copy made per sample.
+original length; the captured bytes are copied once out of the ring and once into the
+datagram they are sent in.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import struct
 from typing import Dict, Iterator, List, Tuple
 
+from ..frames import FCS
 from ..sflow import INTERNAL
 from . import Tap
 from .flow import FlowSampleBuilder
@@ -238,8 +240,9 @@ class ClassicBpfSampler(TapSampler):
         pkttype_at = _SLL_PKTTYPE
         n = 0
         for off, count in ring.blocks():
-            batch = []
-            add = batch.append
+            batch = []              # Ethernet frames; a raw-IP device's go in runs of one IP
+            add = batch.append      # version (the header protocol a frame call takes)
+            protocol = 0
             for _ in range(count):
                 nxt, sec, nsec, snaplen, length, pstatus, mac = unpack_packet(mm, off)
                 data = mm[off + mac: off + mac + snaplen]
@@ -254,9 +257,14 @@ class ClassicBpfSampler(TapSampler):
                 off += nxt
                 if not ethernet:
                     raw = raw_ip_packet(ifindex, data, length, pkttype, ts)
-                    if raw is not None:
-                        builder.frame((raw[0],), raw[1], RAW_IP_STRIPPED)
-                        n += 1
+                    if raw is None:
+                        continue
+                    if raw[1] != protocol and batch:
+                        builder.frame(batch, protocol, RAW_IP_STRIPPED)
+                        n += len(batch)
+                        batch.clear()
+                    protocol = raw[1]
+                    add(raw[0])
                 elif len(data) < 14:
                     continue                # a runt: no addresses to describe it by
                 elif bridge:
@@ -269,7 +277,7 @@ class ClassicBpfSampler(TapSampler):
                 else:
                     add((data, length, ifindex, 0, ts, 0))
             if batch:
-                builder.frame(batch)
+                builder.frame(batch, protocol, RAW_IP_STRIPPED if protocol else FCS)
                 n += len(batch)
         return n
 

@@ -286,6 +286,7 @@ class EbpfSampler(TapSampler):
             raise EbpfUnavailable(f"cannot open the perf buffers: {e}") from None
         self.readers = {ring.fd: ring for ring in self.rings}
         self.emitted = 0
+        self._damaged_said = 0
         self.ipr = IPRoute()
         self.clock_offset = time.time_ns() - time.monotonic_ns()
         self._watches = [watcher.watch(fd, lambda fd=fd: self.read(fd)) for fd in self.readers]
@@ -426,6 +427,11 @@ class EbpfSampler(TapSampler):
     def _tick(self, counts: Dict) -> None:
         """Pools from the program's counts (``counts`` are not needed: see the module's doc)."""
         self._drain(self.readers.values())  # samples short of a wakeup go out with this second
+        damaged = sum(ring.damaged for ring in self.rings)
+        if damaged > self._damaged_said:
+            log.warning("epcap: a perf buffer held something that is no record (%d times); "
+                        "what it held was dropped and counted as lost", damaged)
+            self._damaged_said = damaged
         self.clock_offset = time.time_ns() - time.monotonic_ns()
         for t in list(self.tapped.values()):
             self._set_pool(t)

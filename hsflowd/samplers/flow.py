@@ -64,7 +64,7 @@ class FlowSampleBuilder:
 
     __slots__ = ("ds_index", "_rate", "header_bytes", "emit", "writer", "sequence_number",
                  "pool", "drops", "protocol", "_fix_step", "_fix_left", "_offset", "_measured",
-                 "_target", "_measured_seq", "_scratch")
+                 "_target", "_measured_seq")
 
     def __init__(self, ds_index: int, sampling_rate: int, header_bytes: int,
                  emit: Callable[[bytes], None], protocol: int = HeaderProtocol.ETHERNET_ISO8023,
@@ -74,7 +74,6 @@ class FlowSampleBuilder:
         self.header_bytes = min(header_bytes, MAX_HEADER_BYTES)
         self.emit = emit              # a sample as bytes, for the flow hooks
         self.writer = writer          # the open datagram, while no hook needs the samples
-        self._scratch = bytearray(_LAYOUTS[MAX_HEADER_BYTES][1])
         self.protocol = int(protocol)
         self.sequence_number = 0
         self.pool = 0                # the pool of the last sample (unbounded; mod 2^32 on the wire)
@@ -166,16 +165,18 @@ class FlowSampleBuilder:
         packet was captured (protocol IPv4/IPv6, as hsflowd reports it); it is added to
         frame_length, as sFlow asks.
 
-        The datagram's fast lane: ``buf`` (bytearray), ``used``, ``count`` and ``limit`` are
-        read once, samples packed at ``used``, and written back at the end; ``flush`` when
-        the next sample would reach the limit, ``refuse(size)`` for one that fits no
+        The datagram's fast lane: ``buf`` (bytearray), ``used``, ``count``,
+        ``datagram_bytes`` and ``header_size`` are read once, samples packed at ``used``, and
+        ``used``/``count`` written back at the end (whatever happens); ``flush`` when the
+        next sample would reach datagramBytes, ``refuse(size)`` for one that fits no
         datagram."""
         writer = self.writer()
-        if writer is not None:
-            buf, used, count, limit = writer.buf, writer.used, writer.count, writer.limit
+        direct = writer is not None
+        if direct:
+            buf, used, count, limit = writer.buf, writer.used, writer.count, writer.datagram_bytes
             largest = limit - writer.header_size     # a sample this big fits no datagram
         else:                          # each sample packed alone, for the hooks
-            buf, used, count, limit, largest = self._scratch, 0, 0, _NO_LIMIT, _NO_LIMIT
+            buf, used, count, limit, largest = None, 0, 0, _NO_LIMIT, _NO_LIMIT
         emit, now = self.emit, time.time_ns
         seq, pool, rate = self.sequence_number, self.pool, self._rate
         fix_left, fix_step = self._fix_left, self._fix_step
@@ -184,46 +185,52 @@ class FlowSampleBuilder:
         protocol = protocol or self.protocol
         layouts = _LAYOUTS
         sample_tag, header_tag, timestamp_tag = _FLOW_SAMPLE_TAG, _SAMPLED_HEADER_TAG, _TIMESTAMP_TAG
-        for header, length, input_if, output_if, timestamp_ns, output_format in packets:
-            n = len(header)
-            if n > header_bytes:
-                n = header_bytes
-                header = header[:n]
-            seq = (seq + 1) & 0xFFFFFFFF
-            if fix_left:
-                fix_left -= 1
-                pool += fix_step
-            else:
-                pool += rate
-            pack_into, size, body, record_len = layouts[n]
-            if used + size >= limit:
-                if size >= largest:
-                    writer.refuse(size)
-                    continue
+        try:
+            for header, length, input_if, output_if, timestamp_ns, output_format in packets:
+                n = len(header)
+                if n > header_bytes:
+                    n = header_bytes
+                    header = header[:n]
+                seq = (seq + 1) & 0xFFFFFFFF
+                if fix_left:
+                    fix_left -= 1
+                    pool += fix_step
+                else:
+                    pool += rate
+                pack_into, pack, size, body, record_len = layouts[n]
+                if used + size >= limit:
+                    if size >= largest:
+                        writer.refuse(size)
+                        continue
+                    writer.used, writer.count = used, count
+                    used = -1            # the writer's own, should the flush raise
+                    writer.flush()
+                    used, count = writer.used, writer.count
+                if direct:
+                    pack_into(buf, used, sample_tag, body, seq, 0, ds_index, rate,
+                              pool & 0xFFFFFFFF, drops, 0, input_if, output_format, output_if, 2,
+                              header_tag, record_len, protocol, length + stripped, stripped, n,
+                              header, timestamp_tag, 8, timestamp_ns or now())
+                    used += size
+                    count += 1
+                else:
+                    emit(pack(sample_tag, body, seq, 0, ds_index, rate, pool & 0xFFFFFFFF, drops,
+                              0, input_if, output_format, output_if, 2, header_tag, record_len,
+                              protocol, length + stripped, stripped, n, header, timestamp_tag, 8,
+                              timestamp_ns or now()))
+        finally:      # what was framed stays framed, even if a send raised half-way
+            if direct and used >= 0:
                 writer.used, writer.count = used, count
-                writer.flush()
-                used, count = writer.used, writer.count
-            pack_into(buf, used, sample_tag, body, seq, 0, ds_index, rate, pool & 0xFFFFFFFF,
-                      drops, 0, input_if, output_format, output_if, 2, header_tag, record_len,
-                      protocol, length + stripped, stripped, n, header, timestamp_tag, 8,
-                      timestamp_ns or now())
-            if writer is None:
-                emit(bytes(memoryview(buf)[:size]))
-            else:
-                used += size
-                count += 1
-        if writer is not None:
-            writer.used, writer.count = used, count
-        self.sequence_number, self.pool, self._fix_left = seq, pool, fix_left
+            self.sequence_number, self.pool, self._fix_left = seq, pool, fix_left
 
 
-def _layout(n: int) -> Tuple[Callable[..., None], int, int, int]:
-    """The whole sample with an n-byte header, packed by one precompiled struct: (its
-    pack_into, the sample's size with its tag and length, the length it declares (less
-    those 8 bytes), the sampled_header record's length)."""
+def _layout(n: int) -> Tuple[Callable[..., None], Callable[..., bytes], int, int, int]:
+    """The whole sample with an n-byte header, by one precompiled struct: (its pack_into,
+    its pack, the sample's size with its tag and length, the length it declares (less those
+    8 bytes), the sampled_header record's length)."""
     padded = n + (-n & 3)
     layout = struct.Struct(">" + "I" * 19 + f"{n}s{padded - n}x" + "IIQ")
-    return layout.pack_into, layout.size, layout.size - 8, 16 + padded
+    return layout.pack_into, layout.pack, layout.size, layout.size - 8, 16 + padded
 
 
 _LAYOUTS = [_layout(n) for n in range(MAX_HEADER_BYTES + 1)]

@@ -54,7 +54,7 @@ def _libc():
     return libc()
 
 
-def open_bpf_output(cpu: int, pages: int, watermark: int) -> int:
+def open_bpf_output(cpu: int, watermark: int) -> int:
     """A BPF output perf event on ``cpu`` (its fd), waking a reader once ``watermark``
     bytes wait in its ring."""
     number = PERF_EVENT_OPEN.get(platform.machine())
@@ -80,7 +80,7 @@ class PerfRing:
     def __init__(self, cpu: int, pages: int, watermark_fraction: int = 4):
         size = pages * mmap.PAGESIZE
         self.cpu = cpu
-        self.fd = open_bpf_output(cpu, pages, size // watermark_fraction)
+        self.fd = open_bpf_output(cpu, size // watermark_fraction)
         try:
             self.mm = mmap.mmap(self.fd, (pages + 1) * mmap.PAGESIZE, mmap.MAP_SHARED,
                                 mmap.PROT_READ | mmap.PROT_WRITE)
@@ -90,6 +90,7 @@ class PerfRing:
         self.start = mmap.PAGESIZE     # data_offset on kernels that have it: the same
         self.size = size
         self.lost = 0                  # records the kernel could not write (ring full)
+        self.damaged = 0               # times the ring held what no record looks like
 
     def fileno(self) -> int:
         return self.fd
@@ -106,8 +107,13 @@ class PerfRing:
             while tail < head:
                 pos = tail % size
                 kind, _misc, length = unpack_record(mm, start + pos)
-                if length < 8:
-                    break                     # never written so: stop rather than spin
+                if length < 8 or length & 7:
+                    # not a record the kernel writes: whatever is left cannot be walked;
+                    # give it all back (counted as lost) rather than stop here for ever
+                    self.lost += 1
+                    self.damaged += 1
+                    tail = head
+                    break
                 if pos + length <= size:
                     buf, off = mm, start + pos
                 else:

@@ -7,7 +7,7 @@ strictly smaller than ``datagram_bytes``.
 
 The open datagram is one buffer of ``datagram_bytes``, its header's room first.  ``add``
 copies an encoded sample in.  The flow-sample builder, which frames most samples, writes
-them into the buffer itself (``buf``, ``used``, ``count``, ``limit``: the fast lane that
+them into the buffer itself (``buf``, ``used``, ``count``: the fast lane that
 ``samplers.flow.FlowSampleBuilder.frame`` documents) and calls ``flush`` when the next one
 would not fit: a sample on that path is packed once, where it will be sent from.
 """
@@ -52,18 +52,10 @@ class DatagramBuilder:
         self.sequence_number = 0
         self.oversized = 0          # samples too big for any datagram, dropped
         self.largest_oversized = 0  # the biggest of them, in bytes
+        self.header_size = self._header.size
         self.buf = bytearray(datagram_bytes)
         self.used = self.header_size   # bytes of buf in use: the header's room, the samples
         self.count = 0                  # samples in the open datagram
-
-    @property
-    def header_size(self) -> int:
-        return self._header.size
-
-    @property
-    def limit(self) -> int:
-        """A datagram stays under this many bytes."""
-        return self.datagram_bytes
 
     @property
     def datagram_bytes(self) -> int:
@@ -72,7 +64,7 @@ class DatagramBuilder:
     @datagram_bytes.setter
     def datagram_bytes(self, size: int) -> None:
         """A new datagramBytes (a reload): what is queued goes first."""
-        if getattr(self, "buf", None) is not None and size != self._datagram_bytes:
+        if size != self._datagram_bytes:
             self.flush()
             self.buf = bytearray(size)
         self._datagram_bytes = size

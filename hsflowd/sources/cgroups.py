@@ -31,6 +31,7 @@ starts lazily; see environment.md); they are what Docker reports all the same.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
@@ -181,6 +182,36 @@ def parse_io_stat(text: str) -> Tuple[int, int, int, int]:
 
 
 # ---------------------------------------------------------------- reading
+
+CLONE_NEWCGROUP = 0x02000000
+
+
+def join_init_cgroup_namespace(procfs: str = "/proc", init: int = 1) -> bool:
+    """Join PID 1's cgroup namespace if this process is in another one; True if it did.
+
+    In a container with a cgroup namespace of its own (containerd gives every
+    unprivileged container one on cgroup v2 hosts), /proc/PID/cgroup shows the other
+    containers' groups as "/../.." paths that lead nowhere under the mounted tree; in the
+    host's namespace (PID 1's, with the host's PID namespace) they are the paths under the
+    host's cgroup tree.  Only the calling thread joins: call it before any thread starts.
+    Needs CAP_SYS_ADMIN; OSError if it is refused.  (``init``: whose namespace, for tests.)"""
+    from ..libc import libc
+    theirs = os.path.join(procfs, str(init), "ns", "cgroup")
+    mine = os.path.join(procfs, "self", "ns", "cgroup")
+    try:
+        if os.stat(theirs).st_ino == os.stat(mine).st_ino:
+            return False
+        fd = os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False           # no cgroup namespaces, or PID 1 is not ours to see
+    try:
+        if libc().setns(fd, CLONE_NEWCGROUP) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+    return True
+
 
 def read_mounts(procfs: str = "/proc") -> Mounts:
     with open(os.path.join(procfs, "self/mountinfo")) as f:

@@ -1,5 +1,5 @@
-"""Pure parsers for the /proc text the host source still reads itself (style habit 2: read,
-then parse).
+"""Pure parsers for the /proc text the agent still reads itself (style habit 2: read, then
+parse), and the one reader of them that is not the host source's (``read_udp_ports``).
 
 psutil gives the host source everything else (cpu times, memory, swap, disk I/O, mounts,
 uptime); these three files hold values it has no call for:
@@ -9,6 +9,10 @@ uptime); these three files hold values it has no call for:
 - /proc/vmstat: pgpgin/pgpgout, and pswpin/pswpout as page counts (psutil's swap_memory()
   turns the latter into bytes assuming 4 KiB pages, and has no pgpg* at all).
 - /proc/net/snmp: the mib2 ip, icmp, tcp and udp groups.
+- /proc/net/udp, /proc/net/udp6: the local ports of UDP sockets, the kernel's own too (a
+  VXLAN device's socket, which stays in the namespace the device was made in when the
+  device is moved to another: Docker's overlay networks); psutil finds only those of
+  processes, by walking every process's descriptors.
 
 Every ``parse_*`` takes the text of one file and returns plain values; none does I/O, so the
 tests feed them literal captures.  A counter the file lacks is absent from the result and
@@ -19,9 +23,11 @@ business.
 
 from __future__ import annotations
 
-from typing import Dict, List, NamedTuple
+import os
+from typing import Dict, List, NamedTuple, Set
 
-__all__ = ["Loadavg", "parse_loadavg", "parse_vmstat", "parse_net_snmp"]
+__all__ = ["Loadavg", "parse_loadavg", "parse_vmstat", "parse_net_snmp", "parse_udp_ports",
+           "read_udp_ports"]
 
 
 # ---------------------------------------------------------------- processes
@@ -83,3 +89,31 @@ def parse_net_snmp(text: str) -> Dict[str, Dict[str, int]]:
         except ValueError:
             raise ValueError(f"/proc/net/snmp: {proto} values are not numbers") from None
     return out
+
+
+# ---------------------------------------------------------------- sockets
+
+def parse_udp_ports(text: str) -> Set[int]:
+    """The local ports in /proc/net/udp or udp6 ("sl local_address rem_address ...",
+    addresses as HEX:PORT)."""
+    ports: Set[int] = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 1 and ":" in fields[1]:
+            try:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+            except ValueError:
+                continue
+    return ports
+
+
+def read_udp_ports(procfs: str = "/proc") -> Set[int]:
+    """The local ports of this network namespace's UDP sockets, IPv4 and IPv6."""
+    ports: Set[int] = set()
+    for name in ("udp", "udp6"):
+        try:
+            with open(os.path.join(procfs, "net", name)) as f:
+                ports |= parse_udp_ports(f.read())
+        except OSError:
+            continue
+    return ports

@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 from typing import Dict, Mapping, Optional, Tuple
 
-from ..frames import TCP, SampledPacket, walk_sample
+from ..frames import TCP, SampledPacket
 from ..sflow import ExtendedTcpInfo
 
 DIR_UNKNOWN, DIR_RECEIVED, DIR_SENT = 0, 1, 2
@@ -39,16 +39,10 @@ TCP_INFO_FIELDS = (("snd_mss", "tcpi_snd_mss"), ("rcv_mss", "tcpi_rcv_mss"),
 Connection = Tuple[int, bytes, bytes, int, int]
 
 
-def packet_endpoints(sample: bytes) -> Optional[Tuple[int, bytes, bytes, int, int]]:
-    """(ip version, source, destination, source port, destination port) of the TCP packet
-    an encoded flow sample's header holds; None for anything else (not TCP, a later
-    fragment, a header cut short)."""
-    pkt = walk_sample(sample)
-    return endpoints(pkt) if pkt is not None else None
-
-
 def endpoints(pkt: SampledPacket) -> Optional[Tuple[int, bytes, bytes, int, int]]:
-    """``packet_endpoints`` of a sample already walked."""
+    """(ip version, source, destination, source port, destination port) of the TCP packet
+    a walked flow sample's header holds; None for anything else (not TCP, a later fragment,
+    a header cut short)."""
     if pkt.ip_protocol != TCP or pkt.l4 < 0 or pkt.l4 + 4 > pkt.end:
         return None
     return pkt.ip_version, pkt.src_ip, pkt.dst_ip, pkt.src_port, pkt.dst_port
@@ -117,4 +111,4 @@ def read_tcp_info(ds, conn: Connection) -> Optional[Dict[str, int]]:
 
 
 __all__ = ["CONNECTED", "Connection", "DIR_RECEIVED", "DIR_SENT", "DIR_UNKNOWN",
-           "dump_sockets", "open_diag_socket", "packet_endpoints", "read_tcp_info", "tcp_info_record"]
+           "dump_sockets", "endpoints", "open_diag_socket", "read_tcp_info", "tcp_info_record"]
