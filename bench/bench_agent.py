@@ -35,54 +35,21 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from agentproc import (AgentProcess, Receiver, config_text, counter_samples,  # noqa: E402
-                       proc_cpu_seconds, proc_memory_kb, source_of, udp_socket)
+from counting import Counting  # noqa: E402
+from agentproc import (AgentProcess, Receiver, config_text,  # noqa: E402
+                       proc_cpu_seconds, proc_memory_kb, udp_socket)
 from netns import Namespace, is_root  # noqa: E402
 
 GOAL_CPU_PERCENT = 0.5
 GOAL_RSS_MB = 40.0
 GOAL_FIRST_S = 1.0
 GOAL_STOP_S = 1.0
-
-
-class Counting:
-    """Receives in a thread and counts datagrams, samples and distinct data sources."""
-
-    def __init__(self, receiver: Receiver):
-        self.receiver = receiver
-        self.datagrams = 0
-        self.samples = 0
-        self.sources = set()
-        self.first_at = None
-        self.first = threading.Event()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            r = self.receiver.recv(0.2)
-            if r is None:
-                continue
-            self.receiver.received.clear()      # keep no history: 60 s at polling=1 adds up
-            if self.first_at is None:
-                self.first_at = r.at
-                self.first.set()
-            self.datagrams += 1
-            for s in counter_samples(r.datagram):
-                self.samples += 1
-                self.sources.add(source_of(s))
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
 
 
 def veth_namespace(count: int) -> Namespace:

@@ -22,7 +22,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Dict, List, Optional
 
@@ -30,39 +29,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
+from counting import Counting  # noqa: E402
 from agentproc import (AgentProcess, Receiver, agent_env, config_text,  # noqa: E402
-                       counter_samples, hsflowd, proc_cpu_seconds, proc_memory_kb,
-                       source_of, udp_socket)
+                       hsflowd, proc_cpu_seconds, proc_memory_kb,
+                       udp_socket)
 import docker_tools  # noqa: E402
-
-
-class Counting:
-    """Receives in a thread: datagrams, and the 3:N data sources seen."""
-
-    def __init__(self, receiver: Receiver):
-        self.receiver = receiver
-        self.datagrams = 0
-        self.virt_samples = 0
-        self.sources = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            r = self.receiver.recv(0.2)
-            if r is None:
-                continue
-            self.receiver.received.clear()
-            self.datagrams += 1
-            for s in counter_samples(r.datagram):
-                if source_of(s)[0] == 3:
-                    self.virt_samples += 1
-                    self.sources.add(source_of(s))
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
 
 
 def api_calls_logged(log_path: str, offset: int) -> (int, int):
@@ -100,10 +71,10 @@ def measure(dockerd, containers: int, polling: int, with_docker: bool, seconds: 
         agent.start()
         deadline = time.monotonic() + max(2.5 * polling, 15)
         while time.monotonic() < deadline:
-            if (len(counting.sources) >= containers) if with_docker else counting.datagrams:
+            if (counting.guests >= containers) if with_docker else counting.datagrams:
                 break
             time.sleep(0.2)
-        result["reported"] = len(counting.sources)
+        result["reported"] = counting.guests
         result["ready_s"] = time.monotonic() - agent.started
         calls0 = module_calls(agent) if with_docker else 0
         _, offset = api_calls_logged(dockerd.log, 0)

@@ -34,7 +34,7 @@ sys.path.insert(0, HERE)
 
 from agentproc import (AgentProcess, Receiver, agent_env, config_text, hsflowd,  # noqa: E402
                        proc_cpu_seconds, proc_memory_kb, udp_socket)
-from bench_docker import Counting  # noqa: E402
+from counting import Counting  # noqa: E402
 import containerd_tools as ct  # noqa: E402
 
 
@@ -63,10 +63,10 @@ def measure(ctd, pods: int, polling: int, with_k8s: bool, seconds: float, workdi
         agent.start()
         deadline = time.monotonic() + max(2.5 * polling, 20)
         while time.monotonic() < deadline:
-            if (len(counting.sources) >= pods) if with_k8s else counting.datagrams:
+            if (counting.guests >= pods) if with_k8s else counting.datagrams:
                 break
             time.sleep(0.2)
-        result["reported"] = len(counting.sources)
+        result["reported"] = counting.guests
         result["ready_s"] = time.monotonic() - agent.started
         calls0 = module_calls(agent) if with_k8s else 0
         cpu0, t0, dg0, vs0 = proc_cpu_seconds(agent.pid), time.monotonic(), \

@@ -27,7 +27,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Dict, Optional
@@ -37,35 +36,12 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 sys.path.insert(0, REPO)
 
-from agentproc import Receiver, config_text, counter_samples, source_of  # noqa: E402
+from counting import Counting  # noqa: E402
+from agentproc import Receiver, config_text  # noqa: E402
 import nspawn_tools  # noqa: E402
 
 AGENT = "bench-agent"
 CONF = "etc/bench-agent.conf"
-
-
-class Counting:
-    """Receives in a thread: datagrams, and 3:N samples."""
-
-    def __init__(self, receiver: Receiver):
-        self.receiver = receiver
-        self.datagrams = self.virt_samples = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            r = self.receiver.recv(0.2)
-            if r is None:
-                continue
-            self.receiver.received.clear()
-            self.datagrams += 1
-            self.virt_samples += sum(1 for s in counter_samples(r.datagram) if source_of(s)[0] == 3)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(1)
 
 
 def cpu_seconds(pid: int) -> float:
