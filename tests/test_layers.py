@@ -9,17 +9,19 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hsflowd"
 
-# a layer may import from the layers listed for it (and from itself), nothing above
+# a layer may import from the layers listed for it (and from itself), nothing above;
+# errors.py (one_line) is a leaf every layer may use
 LAYERS = {
-    "sflow": {"sflow"},
-    "frames": {"sflow", "frames"},
-    "netlink": {"netlink"},
-    "libc": {"libc"},
-    "config": {"config", "sflow", "netlink"},
-    "sources": {"sources", "sflow", "frames", "netlink", "libc", "config"},
-    "samplers": {"samplers", "sources", "sflow", "frames", "netlink", "libc", "config"},
-    "virt": {"virt", "sources", "sflow", "frames", "netlink", "libc", "config"},
-    "decode": {"decode", "sflow", "frames"},
+    "errors": {"errors"},
+    "sflow": {"sflow", "errors"},
+    "frames": {"sflow", "frames", "errors"},
+    "netlink": {"netlink", "errors"},
+    "libc": {"libc", "errors"},
+    "config": {"config", "sflow", "netlink", "errors"},
+    "sources": {"sources", "sflow", "frames", "netlink", "libc", "config", "errors"},
+    "samplers": {"samplers", "sources", "sflow", "frames", "netlink", "libc", "config", "errors"},
+    "virt": {"virt", "sources", "sflow", "frames", "netlink", "libc", "config", "errors"},
+    "decode": {"decode", "sflow", "frames", "errors"},
 }
 
 

@@ -534,3 +534,12 @@ def test_one_module_sends_virt_node_as_hsflowd_decides():
     alone = conf("systemd { }")
     assert sends_virt_node("systemd", alone)
     assert not sends_virt_node("docker", conf(""))
+
+
+def test_an_error_is_said_in_one_line():
+    from hsflowd.errors import one_line
+    assert one_line(OSError(2, "No such file or directory")) == \
+        "FileNotFoundError: [Errno 2] No such file or directory"
+    assert one_line(ValueError("first\nsecond\n")) == "ValueError: first"
+    assert one_line(RuntimeError("")) == "RuntimeError"
+    assert one_line(RuntimeError("  libvirt says\nmore"), kind=False) == "libvirt says"

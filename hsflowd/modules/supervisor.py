@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+from ..errors import one_line
 from . import EVERYTHING, AgentState, Context, Module, ModuleSpec, enabled_specs
 from ..virt.dsindex import DsIndexTable
 from .flowhooks import FlowHooks
@@ -126,7 +127,7 @@ class Supervisor:
             try:
                 module.close()
             except Exception as e:  # closing is best effort; say so, never raise
-                log.warning("module %s: close failed: %s", slot.name, _one_line(e))
+                log.warning("module %s: close failed: %s", slot.name, one_line(e))
                 log.debug("module %s: close failed", slot.name, exc_info=True)
 
     def send(self, sample: bytes) -> None:
@@ -177,7 +178,7 @@ class Supervisor:
 
     def _failed(self, slot: Slot, what: str, e: Exception) -> None:
         now = self.clock()
-        slot.error = f"{what}: {_one_line(e)}"
+        slot.error = f"{what}: {one_line(e)}"
         slot.failures += 1
         delay = slot.backoff
         slot.backoff = min(BACKOFF_MAX, slot.backoff * 2)
@@ -185,7 +186,7 @@ class Supervisor:
         if now >= slot.next_log:
             more = f" ({slot.unlogged} more failures since)" if slot.unlogged else ""
             log.warning("module %s failed in %s: %s; starting it again in %.0f s%s",
-                        slot.name, what, _one_line(e), delay, more)
+                        slot.name, what, one_line(e), delay, more)
             slot.next_log = now + LOG_INTERVAL
             slot.unlogged = 0
         else:
@@ -243,8 +244,3 @@ class Supervisor:
                     samplers.append({"module": slot.name, **sampler})
                 entry.update((k, v) for k, v in figures.items() if k != "samplers")
         return modules, samplers
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__

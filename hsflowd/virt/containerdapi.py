@@ -32,6 +32,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..errors import one_line
 from .handover import CallFailed, Connected, Handover, Lost
 from .records import VirState
 
@@ -273,7 +274,7 @@ class ContainerdLink:
             try:
                 answer = await make()
             except Exception as e:    # one call failed: said, the link goes on
-                answer = CallFailed(what, _one_line(e))
+                answer = CallFailed(what, one_line(e))
             if answer is not None:
                 self.handover.post(answer)
         try:
@@ -286,7 +287,7 @@ class ContainerdLink:
         try:
             asyncio.run(self._main())
         except Exception as e:  # whatever ends the loop ends this connection
-            self.handover.post(Lost(_one_line(e)))
+            self.handover.post(Lost(one_line(e)))
 
     async def _main(self) -> None:
         from grpclib.client import Channel
@@ -310,7 +311,7 @@ class ContainerdLink:
             pass
         except Exception as e:  # a failed connection or stream: the module makes another
             if not self._stop.is_set():
-                self.handover.post(Lost(_one_line(e)))
+                self.handover.post(Lost(one_line(e)))
         finally:
             if events is not None:
                 events.cancel()
@@ -381,10 +382,6 @@ def _UNARY_STREAM():
     from grpclib.const import Cardinality
     return Cardinality.UNARY_STREAM
 
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 __all__ = ["Api", "CallCounts", "ContainerInfo", "ContainerdLink", "ContainerdUnavailable",

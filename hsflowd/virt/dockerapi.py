@@ -27,6 +27,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..errors import one_line
 from .handover import CallFailed, Connected, Handover, Lost, Worker
 
 log = logging.getLogger("hsflowd.docker")
@@ -249,7 +250,7 @@ class DockerLink:
                     self.handover.post(event)
             self.handover.post(Lost("dockerd closed the event stream"))
         except Exception as e:  # any failure ends this connection; the module makes another
-            self.handover.post(Lost(_one_line(e)))
+            self.handover.post(Lost(one_line(e)))
 
     def _list(self) -> Listed:
         self.calls.list += 1
@@ -277,12 +278,8 @@ class DockerLink:
 
     @staticmethod
     def _failed(what: str, e: BaseException) -> "CallFailed":
-        return CallFailed(what, _one_line(e))
+        return CallFailed(what, one_line(e))
 
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 __all__ = ["CallCounts", "CallFailed", "Connected", "ContainerInfo", "DockerLink", "Event",

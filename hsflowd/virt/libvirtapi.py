@@ -26,6 +26,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..errors import one_line
 from .handover import CallFailed, Connected, Handover, Lost, Worker
 
 DIST = "/usr/lib/python3/dist-packages"
@@ -217,7 +218,7 @@ class LibvirtLink:
         try:
             conn = lv.openReadOnly(self.uri)
         except lv.libvirtError as e:
-            return Lost(_one_line(e))
+            return Lost(one_line(e, kind=False))
         self.conn = conn
         try:
             conn.setKeepAlive(*KEEPALIVE)
@@ -331,7 +332,7 @@ class LibvirtLink:
 
     @staticmethod
     def _failed(what: str, e: BaseException):
-        return CallFailed(what, _one_line(e))
+        return CallFailed(what, one_line(e, kind=False))
 
     # ---- on the events thread
     def _run_events(self) -> None:
@@ -342,8 +343,3 @@ class LibvirtLink:
                     break
         finally:
             lv.virEventRemoveTimeout(self._wake_timer)
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from ..errors import one_line
 from .handover import CallFailed, Connected, Handover, Lost
 
 SYSTEMD = "org.freedesktop.systemd1"
@@ -151,7 +152,7 @@ class SystemdLink:
             conn = open_dbus_connection(bus=self.bus)
             self.calls.setup += 1                  # Hello
         except Exception as e:   # no bus, or it refused us: the module tries again later
-            self.handover.post(Lost(_one_line(e)))
+            self.handover.post(Lost(one_line(e)))
             return
         with self._lock:
             self._sock = conn.sock
@@ -161,7 +162,7 @@ class SystemdLink:
                 self._serve(conn)
         except Exception as e:   # the bus went away, or a call failed for good
             if not self.handover.closed.is_set():
-                self.handover.post(Lost(_one_line(e)))
+                self.handover.post(Lost(one_line(e)))
         finally:
             with self._lock:
                 self._sock = None
@@ -309,10 +310,6 @@ def _header(msg, field: str):
     from jeepney import HeaderFields
     return msg.header.fields.get(getattr(HeaderFields, field))
 
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 __all__ = ["CallCounts", "CallFailed", "Connected", "Listed", "Lost", "SystemdLink", "Unit",
