@@ -15,10 +15,11 @@ import uuid
 
 import pytest
 
-from hsflowd.modules.containerd import cri_name, id_uuid, name_uuid
+from hsflowd.modules.containerd import cri_name, id_uuid
 from hsflowd.modules.k8s import pod_name
 from hsflowd.sources.cgroups import CgroupCounters
 from hsflowd.virt import containerdapi as api
+from hsflowd.virt.dsindex import name_uuid
 from hsflowd.virt.process import ContainerProcess, HostFacts, pod_reading
 from hsflowd.virt.records import VirState
 
@@ -45,7 +46,8 @@ def test_pod_name_and_uuid_are_hsflowds(pod, namespace, agent, expected):
     for info in (cri("sandbox", pod, namespace), cri("container", pod, namespace, "app")):
         assert pod_name(info) == f"k8s__{pod}_{namespace}_u_a"
     name = pod_name(cri("sandbox", pod, namespace))
-    assert str(uuid.UUID(bytes=name_uuid(HOST, name, ipaddress.ip_address(agent)))) == expected
+    made = name_uuid(HOST, name, ipaddress.ip_address(agent).packed)
+    assert str(uuid.UUID(bytes=made)) == expected
 
 
 @pytest.mark.parametrize("pod,namespace,agent,expected", CASES)
@@ -81,7 +83,7 @@ def test_container_uuid_from_its_id():
     assert id_uuid("8d9e8f14-1b6c-4a3e-9d61-3f0e5c2a7b10") == HOST.bytes
     assert id_uuid("c1") is None and id_uuid("web-server") is None
     # an id that is no UUID gets the type-5 one, as hsflowd falls back to
-    u = name_uuid(HOST, "c1", ipaddress.ip_address("192.0.2.2"))
+    u = name_uuid(HOST, "c1", ipaddress.ip_address("192.0.2.2").packed)
     assert uuid.UUID(bytes=u).version == 5
 
 

@@ -89,10 +89,10 @@ pcap {{ dynamic = on sampling = 100 }}
 
 def pod_ds(name: str, namespace: str) -> tuple:
     """The data source hsflowd gives the pod: 3:N from its type-5 UUID."""
-    from hsflowd.modules.containerd import name_uuid
+    from hsflowd.virt.dsindex import name_uuid
     import ipaddress
     u = name_uuid(uuid.UUID(HOST_UUID), f"k8s__{name}_{namespace}_u_a",
-                  ipaddress.ip_address(AGENT_IP))
+                  ipaddress.ip_address(AGENT_IP).packed)
     return 3, preferred_ds_index(u)
 
 
@@ -324,7 +324,7 @@ def test_k8s_life_of_the_module(containerd, node, agents, receivers):  # noqa: F
 
 def test_containerd_reports_each_container(containerd, node, agents, receivers):  # noqa: F811
     """containerd {}: a data source per container, CRI or not, named as hsflowd names them."""
-    from hsflowd.modules.containerd import name_uuid
+    from hsflowd.virt.dsindex import name_uuid
     import ipaddress
     pod = node.make_pod(containerd, "web-1", "default", ("app",))
     containerd.run("plain1", namespace="default", memory=32 << 20)
@@ -336,10 +336,10 @@ agentIP = {AGENT_IP}
 containerd {{ unixsock = {containerd.socket} }}
 """))
         plain = (3, preferred_ds_index(name_uuid(uuid.UUID(HOST_UUID), "plain1",
-                                                  ipaddress.ip_address(AGENT_IP))))
+                                                  ipaddress.ip_address(AGENT_IP).packed)))
         app_id = pod.containers[0]
         app = (3, preferred_ds_index(name_uuid(uuid.UUID(HOST_UUID), app_id,
-                                                ipaddress.ip_address(AGENT_IP))))
+                                                ipaddress.ip_address(AGENT_IP).packed)))
         assert _wait(r, lambda: _samples(r, plain) and _samples(r, app), 10), agent.stderr()
         rec = records_by_tag(_samples(r, plain)[-1])
         assert rec[2000].hostname == "plain1" and rec[2101].state == 1

@@ -21,7 +21,7 @@ from hsflowd.daemon import JournalFormatter
 from hsflowd.frames import walk_sample
 from hsflowd.modules import AgentState, Context
 from hsflowd.modules.flowhooks import FlowHooks
-from hsflowd.modules.systemd import SystemdModule, service_uuid, v1_controllers
+from hsflowd.modules.systemd import SystemdModule, v1_controllers
 from hsflowd.sflow import ExtendedEntities, FlowSample, SampledHeader
 from hsflowd.sflow.counters import UNKNOWN32
 from hsflowd.sflow.tlv import SAMPLES
@@ -30,7 +30,7 @@ from hsflowd.sources.processes import (PAGE_SIZE, TICKS_PER_SECOND, ProcessTotal
                                        parse_stat, parse_statm_resident)
 from hsflowd.sources.sockowner import Owner
 from hsflowd.virt import marks as marksmod
-from hsflowd.virt.dsindex import DsIndexTable
+from hsflowd.virt.dsindex import DsIndexTable, name_uuid
 from hsflowd.virt.systemdapi import Listed, Unit, active_services, is_service_path
 
 HOST_UUID = uuid.UUID("399dc12c-6991-5002-b99d-c12c69915002")
@@ -41,13 +41,13 @@ LOCAL, PEER = ip_address("10.99.0.1").packed, ip_address("10.99.0.2").packed
 
 def test_service_uuid_is_hsflowds_type_5_uuid():
     # without an address it is RFC 4122's name-based UUID (Python's uuid5)
-    assert service_uuid(HOST_UUID, "cron.service", b"") == \
+    assert name_uuid(HOST_UUID, "cron.service", b"") == \
         uuid.uuid5(HOST_UUID, "cron.service").bytes
-    made = uuid.UUID(bytes=service_uuid(HOST_UUID, "cron.service", bytes([127, 0, 0, 1])))
+    made = uuid.UUID(bytes=name_uuid(HOST_UUID, "cron.service", bytes([127, 0, 0, 1])))
     digest = hashlib.sha1(HOST_UUID.bytes + b"cron.service\x7f\x00\x00\x01").digest()
     assert made.bytes[:6] == digest[:6] and made.bytes[9:] == digest[9:16]
     assert made.version == 5 and made.variant == uuid.RFC_4122
-    assert made.bytes != service_uuid(HOST_UUID, "cron.service", bytes([127, 0, 0, 2]))
+    assert made.bytes != name_uuid(HOST_UUID, "cron.service", bytes([127, 0, 0, 2]))
 
 
 def test_v1_groups_follow_the_units_accounting():
@@ -305,7 +305,7 @@ def test_services_with_processes_in_system_slice_are_reported(box):
     names = {s.key for s in box.module.book}
     assert names == {"web.service", "db.service"}
     web = box.module.book.get("web.service")
-    assert web.uuid == service_uuid(HOST_UUID, "web.service", ip_address("127.0.0.1").packed)
+    assert web.uuid == name_uuid(HOST_UUID, "web.service", ip_address("127.0.0.1").packed)
     assert web.ds_index == box.table.claim(web.uuid, "x")
     records = box.module.counters([web.source])[web.source]
     assert [r.tag for r in records] == [2000, 2002, 2101, 2102, 2103]
@@ -337,7 +337,7 @@ def test_a_new_agent_address_gives_new_uuids(box):
                        agent=SimpleNamespace(ip=ip_address("192.0.2.1")), changed=frozenset({"agent"}))
     box.module.reconcile(state)
     after = box.module.book.get("web.service").uuid
-    assert after != before and after == service_uuid(HOST_UUID, "web.service",
+    assert after != before and after == name_uuid(HOST_UUID, "web.service",
                                                       ip_address("192.0.2.1").packed)
     assert len(box.table) == 1
 

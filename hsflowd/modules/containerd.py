@@ -12,7 +12,8 @@ Names: a Kubernetes container (CRI annotations) is named as hsflowd names it,
 ``k8s_<container>_<pod>_<namespace>_u_a`` (the container's name left out when it is the
 pod's); any other by its id, or with ``hostname = on`` by its OCI spec's hostname.  A
 name used twice gets ".<short id>".  UUID: the id's first 16 bytes when it begins with
-32 hex digits (Docker's, CRI's), else hsflowd's type-5 UUID of the id (``name_uuid``).
+32 hex digits (Docker's, CRI's), else hsflowd's type-5 UUID of the id
+(``virt.dsindex.name_uuid``).
 
 A container whose task stops is reported, shut down, until forgetVMs has passed.  When
 containerd goes away the containers stay as they are (a container whose cgroup goes has
@@ -27,16 +28,16 @@ containerd's socket is root's, and entering a network namespace needs CAP_SYS_AD
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import string
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..sflow import Record
 from ..virt import containerdapi as api
+from ..virt.dsindex import name_uuid
 from ..virt.guests import Guest
 from ..virt.handover import CallFailed, Connected, Lost
 from ..virt.marks import Marks
@@ -51,18 +52,6 @@ MAX_NAME = 254          # hsflowd builds these names in 255 bytes, NUL included
 
 
 # ---------------------------------------------------------------- names and UUIDs
-
-def name_uuid(host_uuid: Optional[uuidlib.UUID], name: str, agent_ip: Any = None) -> bytes:
-    """hsflowd's type-5 UUID (RFC 4122) of ``name``: SHA-1 over the host's UUID as the
-    namespace, then the name, then the agent's address (4 or 16 bytes, zeros when there is
-    none), so that two hosts never give one pod the same UUID."""
-    digest = hashlib.sha1((host_uuid.bytes if host_uuid else bytes(16)) + name.encode()
-                          + (agent_ip.packed if agent_ip is not None else bytes(4))).digest()
-    raw = bytearray(digest[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x50
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return bytes(raw)
-
 
 def id_uuid(ident: str) -> Optional[bytes]:
     """hsflowd's parseUUID: 16 bytes of hex from the start of the id ('-', ':' and '.'
@@ -85,16 +74,24 @@ def id_uuid(ident: str) -> Optional[bytes]:
     return bytes(out) if len(out) == 16 else None
 
 
-def cri_name(info: api.ContainerInfo) -> Optional[str]:
-    """hsflowd's name for a Kubernetes container, None for any other."""
+def cri_pod(info: api.ContainerInfo) -> Optional[Tuple[str, str]]:
+    """(pod, namespace) of a Kubernetes container, from its CRI annotations (the pod's name
+    else the container's hostname, as hsflowd falls back); None for any other."""
     a = info.annotations
     if api.CONTAINER_TYPE not in a:
         return None
-    pod = a.get(api.SANDBOX_NAME) or info.hostname
-    container = a.get(api.CONTAINER_NAME, "")
-    if container in (pod, info.hostname):
+    return a.get(api.SANDBOX_NAME) or info.hostname, a.get(api.SANDBOX_NAMESPACE, "")
+
+
+def cri_name(info: api.ContainerInfo) -> Optional[str]:
+    """hsflowd's name for a Kubernetes container, None for any other."""
+    pod = cri_pod(info)
+    if pod is None:
+        return None
+    container = info.annotations.get(api.CONTAINER_NAME, "")
+    if container in (pod[0], info.hostname):
         container = ""
-    return f"k8s_{container}_{pod}_{a.get(api.SANDBOX_NAMESPACE, '')}_u_a"[:MAX_NAME]
+    return f"k8s_{container}_{pod[0]}_{pod[1]}_u_a"[:MAX_NAME]
 
 
 # ---------------------------------------------------------------- what containerd {} and k8s {} share
@@ -116,7 +113,6 @@ class Task:
 class Books:
     """Figures for ``hsflowd status`` and the benchmark."""
 
-    calls: api.CallCounts = field(default_factory=api.CallCounts)
     events: int = 0
     connects: int = 0
 
@@ -136,10 +132,11 @@ class ContainerdModule(GuestsModule):
         self.tasks: Dict[str, Task] = {}
         self.starting: Dict[str, int] = {}          # key -> pid of a start being fetched
         self.books = Books()
+        self.closed_calls = api.CallCounts()
         self.mark = False
         self.hostname = False
         self.host_uuid: Optional[uuidlib.UUID] = None
-        self.agent_ip: Any = None
+        self.agent_ip = bytes(4)                    # the agent's address, packed
         self.marks = Marks()
         self.reader = ProcessReader(self.log, procfs, addresses=True)
         self.host = HostFacts.read()
@@ -151,7 +148,7 @@ class ContainerdModule(GuestsModule):
 
     def reconcile(self, state: AgentState) -> None:
         self.host_uuid = state.host_uuid
-        self.agent_ip = state.agent.ip if state.agent is not None else None
+        self.agent_ip = state.agent.ip.packed if state.agent is not None else bytes(4)
         if "config" not in state.changed:
             return
         config = state.config
@@ -203,11 +200,6 @@ class ContainerdModule(GuestsModule):
             self.retry_at = now + self.RETRY_MAX
             return
         self._open_link(api.ContainerdLink(self.socket, self.api))
-
-    def _link_closed(self, link: api.ContainerdLink) -> None:
-        total = self.books.calls
-        for name in vars(total):
-            setattr(total, name, getattr(total, name) + getattr(link.calls, name))
 
     def _say_lost(self, reason: str) -> None:
         self.log.warning("%s: lost containerd (%s); trying again", self.label, reason)
@@ -317,11 +309,11 @@ class ContainerdModule(GuestsModule):
             return []
         return [virt_node(self.book.running_count())]
 
+    def counter_sources(self):
+        return [] if self.standing_down else self.book.sources()
+
     def status(self):
-        calls = api.CallCounts(**vars(self.books.calls))
-        if self.link is not None:
-            for name in vars(calls):
-                setattr(calls, name, getattr(calls, name) + getattr(self.link.calls, name))
+        calls = self.calls_made()
         key = self.name
         return {key: {"connected": self.connected, "standing_down": bool(self.standing_down),
                       "guests": len(self.book), "running": self.book.running_count(),
@@ -385,9 +377,6 @@ class ContainerdContainers(ContainerdModule):
         self._rebuild_marks((c.ds_index, c.task.proc.peers, c.task.proc.ips,
                              {m for _, m in c.task.proc.adapters})
                             for c in self.book if c.running and c.task is not None)
-
-    def counter_sources(self):
-        return [] if self.standing_down else self.book.sources()
 
     def counters(self, due: Sequence[DataSource]) -> Dict[DataSource, List[Record]]:
         names = self._names()

@@ -79,7 +79,6 @@ class Settings:
 class Books:
     """Figures for ``hsflowd status`` and the benchmark."""
 
-    calls: api.CallCounts = field(default_factory=api.CallCounts)
     events: int = 0
     connects: int = 0
 
@@ -109,6 +108,7 @@ class DockerModule(GuestsModule):
         self.resync = False
         self.tickets: Dict[str, int] = {}     # events seen per id: an older inspect loses
         self.books = Books()
+        self.closed_calls = api.CallCounts()
         self.marks = Marks()
         self.reader = ProcessReader(self.log, procfs)
         self.host = HostFacts.read()
@@ -144,11 +144,6 @@ class DockerModule(GuestsModule):
             self.retry_at = now + self.RETRY_MAX
             return
         self._open_link(api.DockerLink(self.url))
-
-    def _link_closed(self, link: api.DockerLink) -> None:
-        total = self.books.calls
-        for name in ("version", "events", "list", "inspect"):
-            setattr(total, name, getattr(total, name) + getattr(link.calls, name))
 
     def _say_lost(self, reason: str) -> None:
         self.log.warning("docker {}: lost dockerd (%s); trying again", reason)
@@ -292,10 +287,7 @@ class DockerModule(GuestsModule):
 
     # ------------------------------------------------------------ status
     def status(self):
-        calls = api.CallCounts(**vars(self.books.calls))
-        if self.link is not None:
-            for name in vars(calls):
-                setattr(calls, name, getattr(calls, name) + getattr(self.link.calls, name))
+        calls = self.calls_made()
         return {"docker": {"connected": self.connected, "containers": len(self.book),
                            "running": self.book.running_count(),
                            "events": self.books.events, "connects": self.books.connects,

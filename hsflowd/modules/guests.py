@@ -1,11 +1,12 @@
-"""What ``docker {}``, ``kvm {}`` and ``systemd {}`` share: a book of guests, each a data
-source 3:N, and one connection to the daemon that knows them (dockerd, libvirtd, systemd
-over D-Bus), made again with back-off.
+"""What ``docker {}``, ``containerd {}``, ``k8s {}``, ``kvm {}`` and ``systemd {}`` share: a
+book of guests, each a data source 3:N, and one connection to the daemon that knows them
+(dockerd, containerd, libvirtd, systemd over D-Bus), made again with back-off.
 
-The connection (``virt.dockerapi.DockerLink``, ``virt.libvirtapi.LibvirtLink``,
-``virt.systemdapi.SystemdLink``) talks to the daemon on threads of its own and hands its
-messages over through a descriptor the loop watches; ``_handle`` gets them one by one, on
-the loop's thread.  When it says it is connected the guests are listed, and again every
+The connection (``virt.dockerapi.DockerLink``, ``virt.containerdapi.ContainerdLink``,
+``virt.libvirtapi.LibvirtLink``, ``virt.systemdapi.SystemdLink``) talks to the daemon on
+threads of its own and hands its messages over through a descriptor the loop watches;
+``_handle`` gets them one by one, on the loop's thread.  The calls each connection made are
+added up across connections (``closed_calls``, ``calls_made``) for ``hsflowd status``.  When it says it is connected the guests are listed, and again every
 ``refresh`` seconds; when it is lost it is made again 1, 2, 4 ... seconds later
 (``RETRY_MIN`` to ``RETRY_MAX``).  A guest that stops is reported as it last was until
 ``forget`` seconds have passed.
@@ -17,6 +18,7 @@ its guests before its containers, its containers before its services).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Callable, Optional
@@ -48,6 +50,12 @@ def sends_virt_node(name: str, config) -> bool:
     return bool(running) and running[-1] == name
 
 
+def add_counts(total: Any, more: Any) -> None:
+    """Add the counts of one dataclass of counts to another of the same kind."""
+    for f in dataclasses.fields(total):
+        setattr(total, f.name, getattr(total, f.name) + getattr(more, f.name))
+
+
 class GuestsModule(Module):
     RETRY_MIN, RETRY_MAX = 1.0, 10.0
 
@@ -66,6 +74,8 @@ class GuestsModule(Module):
         self.said: set = set()            # what _once has said
         self.unavailable: Optional[str] = None   # why it cannot work at all (no library)
         self.vnode = False                # it sends virt_node (``sends_virt_node``)
+        self.closed_calls: Any = None     # the calls of the connections closed so far:
+                                          # its link's CallCounts, set by the module
 
     # ------------------------------------------------------------ what each says its own way
     def _connect(self, now: float) -> None:
@@ -80,7 +90,9 @@ class GuestsModule(Module):
         """``guest`` stopped ``forget`` seconds ago and is no longer reported."""
 
     def _link_closed(self, link: Any) -> None:
-        """``link`` is closed (its figures can be kept)."""
+        """``link`` is closed: its calls are kept in ``closed_calls``."""
+        if self.closed_calls is not None:
+            add_counts(self.closed_calls, link.calls)
 
     def _say_lost(self, reason: str) -> None:
         """A connection that was up went away."""
@@ -114,6 +126,13 @@ class GuestsModule(Module):
     def close(self) -> None:
         self._drop_link()
         self.book.clear()
+
+    def calls_made(self) -> Any:
+        """The calls of every connection so far, the open one's included (a new count)."""
+        total = dataclasses.replace(self.closed_calls)
+        if self.link is not None:
+            add_counts(total, self.link.calls)
+        return total
 
     # ------------------------------------------------------------ the connection
     def _once(self, key: str, message: str, *args) -> None:

@@ -10,7 +10,8 @@ are left to containerd {}.
 A pod is named and identified as hsflowd names it, so a collector sees the same pod under
 either agent: ``k8s__<pod>_<namespace>_u_a`` (the dockershim form with the container's
 name, uid and attempt left out), and a type-5 UUID of that name under the host's UUID with
-the agent's address hashed in (``containerd.name_uuid``), fixed when the pod is first seen.
+the agent's address hashed in (``virt.dsindex.name_uuid``), fixed when the pod is first
+seen.
 
 Its sample sums its containers' cgroups (``virt.process.pod_reading``) and reads its
 network namespace, through its sandbox's process: /proc/PID/net/dev for virt_net_io, and
@@ -30,20 +31,18 @@ from typing import Dict, List, Optional, Sequence
 
 from ..sflow import Record
 from ..virt import containerdapi as api
+from ..virt.dsindex import name_uuid
 from ..virt.guests import Guest
 from ..virt.process import pod_reading
 from ..virt.records import VirState, guest_records
 from . import ROOT, AgentState, DataSource, register
-from .containerd import MAX_NAME, ContainerdModule, Task, name_uuid
+from .containerd import MAX_NAME, ContainerdModule, Task, cri_pod
 
 
 def pod_name(info: api.ContainerInfo) -> Optional[str]:
     """hsflowd's name for the pod of a CRI container; None for a container that is not."""
-    a = info.annotations
-    if api.CONTAINER_TYPE not in a:
-        return None
-    pod = a.get(api.SANDBOX_NAME) or info.hostname
-    return f"k8s__{pod}_{a.get(api.SANDBOX_NAMESPACE, '')}_u_a"[:MAX_NAME]
+    pod = cri_pod(info)
+    return None if pod is None else f"k8s__{pod[0]}_{pod[1]}_u_a"[:MAX_NAME]
 
 
 @dataclass
@@ -144,9 +143,6 @@ class K8sPods(ContainerdModule):
                             if self.name_ports and not self.standing_down else {})
 
     # ------------------------------------------------------------ counters
-    def counter_sources(self):
-        return [] if self.standing_down else self.book.sources()
-
     def counters(self, due: Sequence[DataSource]) -> Dict[DataSource, List[Record]]:
         out: Dict[DataSource, List[Record]] = {}
         changed = False

@@ -29,9 +29,7 @@ owner's).  Nothing else needs it: systemd answers these calls for anyone, cgroup
 
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -40,26 +38,19 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..sflow import Record
 from ..sflow.counters import OsName
 from ..sources import cgroups
-from ..sources.identity import machine_type_of
 from ..sources.interfaces import local_addresses
 from ..sources.processes import ProcessTotals
 from ..virt import systemdapi as api
+from ..virt.dsindex import name_uuid
 from ..virt.guests import Guest
 from ..virt.marks import SocketMarks
+from ..virt.process import HostFacts
 from ..virt.records import DiskIo, GuestReading, VirState, guest_records, vcpus_of
 from . import ROOT, AgentState, DataSource, register
 from .guests import GuestsModule
 
 SYSTEM_SLICE = "system.slice"
 LOG_INTERVAL = 60.0
-
-
-def service_uuid(host_uuid: uuid.UUID, name: str, agent_ip: bytes) -> bytes:
-    """hsflowd's uuidgen_type5: SHA-1 over the host's UUID (the namespace), the unit's
-    name and the agent's address (4 or 16 bytes), as a version 5 UUID."""
-    digest = hashlib.sha1(host_uuid.bytes + name.encode("utf-8", "surrogateescape") +
-                          agent_ip).digest()
-    return uuid.UUID(bytes=digest[:16], version=5).bytes
 
 
 def v1_controllers(unit: api.Unit) -> Tuple[str, ...]:
@@ -102,7 +93,7 @@ class SystemdModule(GuestsModule):
         self.mark = False
         self.marks = SocketMarks(ctx.watch, ctx.unwatch)
         self.next_log = 0.0
-        self.calls = api.CallCounts()         # of the connections closed so far
+        self.closed_calls = api.CallCounts()
         self.connects = 0
         try:
             self.mounts: Optional[cgroups.Mounts] = cgroups.read_mounts(procfs)
@@ -110,11 +101,7 @@ class SystemdModule(GuestsModule):
             self.mounts = None
             self._once("mounts", "systemd {}: cannot read the cgroup mounts (%s): services "
                        "are not reported", e)
-        import psutil
-        self.host_memory = psutil.virtual_memory().total
-        self.host_cpus = psutil.cpu_count() or 1
-        self.machine_type = int(machine_type_of(platform.machine()))
-        self.os_release = os.uname().release
+        self.host = HostFacts.read()
 
     # ------------------------------------------------------------ life cycle
     def reconcile(self, state: AgentState) -> None:
@@ -187,10 +174,6 @@ class SystemdModule(GuestsModule):
         elif isinstance(m, api.CallFailed):
             self.log.debug("systemd {}: %s failed: %s", m.what, m.reason)
 
-    def _link_closed(self, link: api.SystemdLink) -> None:
-        for name in vars(self.calls):
-            setattr(self.calls, name, getattr(self.calls, name) + getattr(link.calls, name))
-
     def _say_lost(self, reason: str) -> None:
         self.log.warning("systemd {}: lost the system bus (%s); trying again", reason)
 
@@ -214,8 +197,8 @@ class SystemdModule(GuestsModule):
             s = self.book.get(unit.name)
             if s is None:
                 s = self.book.add(Service(key=unit.name,
-                                          uuid=service_uuid(uuid.UUID(bytes=self.identity[0]),
-                                                            unit.name, self.identity[1])))
+                                          uuid=name_uuid(uuid.UUID(bytes=self.identity[0]),
+                                                         unit.name, self.identity[1])))
                 if s is None:
                     self._once("full", "systemd {}: every data source number is taken; "
                                "service %s is not reported", unit.name)
@@ -275,13 +258,14 @@ class SystemdModule(GuestsModule):
             cpu_ns = p.cpu_ns if cpu_ns is None else cpu_ns
             memory = p.memory if memory is None else memory
             disk = disk or DiskIo(rd_bytes=p.rd_bytes, wr_bytes=p.wr_bytes)
-        limit = k.memory_limit or self.host_memory
+        host = self.host
+        limit = k.memory_limit or host.memory
         return GuestReading(
             hostname=s.key, uuid=s.uuid, state=VirState.RUNNING, cpu_ns=cpu_ns,
-            vcpus=vcpus_of(k.cpu_limit, k.cpus_allowed, self.host_cpus), memory=memory or 0,
-            max_memory=min(limit, self.host_memory), disk=disk, net=None, adapters=None,
-            machine_type=self.machine_type, os_name=int(OsName.LINUX),
-            os_release=self.os_release)
+            vcpus=vcpus_of(k.cpu_limit, k.cpus_allowed, host.cpus), memory=memory or 0,
+            max_memory=min(limit, host.memory), disk=disk, net=None, adapters=None,
+            machine_type=host.machine_type, os_name=int(OsName.LINUX),
+            os_release=host.os_release)
 
     # ------------------------------------------------------------ markTraffic
     def _marks_changed(self) -> None:
@@ -298,10 +282,7 @@ class SystemdModule(GuestsModule):
 
     # ------------------------------------------------------------ status
     def status(self):
-        calls = api.CallCounts(**vars(self.calls))
-        if self.link is not None:
-            for name in vars(calls):
-                setattr(calls, name, getattr(calls, name) + getattr(self.link.calls, name))
+        calls = self.calls_made()
         figures = dict(vars(calls))
         signals = figures.pop("signals")
         return {"systemd": {"connected": self.connected, "services": len(self.book),

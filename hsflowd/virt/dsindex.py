@@ -1,4 +1,5 @@
-"""Data source numbers for containers and VMs: 3:N, N = 100000 + hash(UUID) mod 50000.
+"""Data source numbers for containers and VMs: 3:N, N = 100000 + hash(UUID) mod 50000; and
+the UUID hsflowd makes for a guest that has none of its own (``name_uuid``).
 
 hsflowd's assignVM_dsIndex: the hash is 32-bit FNV-1a over the UUID's 16 bytes, and a
 number already taken moves on to the next one (linear probing), wrapping from 149999 to
@@ -16,7 +17,9 @@ as they do in hsflowd (one vmsByDsIndex).
 
 from __future__ import annotations
 
+import hashlib
 import platform
+import uuid
 from typing import Dict, Optional, Tuple
 
 FIRST = 100000          # HSP_DEFAULT_LOGICAL_DSINDEX_START
@@ -29,6 +32,17 @@ FNV_PRIME_32 = 16777619
 
 # where gcc's plain char is unsigned (its target defaults)
 _UNSIGNED_CHAR = ("aarch64", "arm", "ppc", "powerpc", "s390", "riscv")
+
+
+def name_uuid(host_uuid: Optional[uuid.UUID], name: str, agent_ip: bytes = bytes(4)) -> bytes:
+    """hsflowd's uuidgen_type5, for a service (mod_systemd), a pod (mod_k8s) or a container
+    whose id is not a UUID (mod_containerd): RFC 4122's name-based UUID (SHA-1, version 5)
+    under the host's UUID as the namespace (zeros when there is none), of the name followed
+    by the agent's address (4 or 16 bytes; zeros while there is none), so that two hosts
+    never give one name the same UUID."""
+    digest = hashlib.sha1((host_uuid.bytes if host_uuid is not None else bytes(16))
+                          + name.encode("utf-8", "surrogateescape") + agent_ip).digest()
+    return uuid.UUID(bytes=digest[:16], version=5).bytes
 
 
 def char_is_signed(machine: Optional[str] = None) -> bool:

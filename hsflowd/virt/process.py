@@ -108,7 +108,7 @@ def merge(old: cgroups.CgroupCounters, new: cgroups.CgroupCounters) -> cgroups.C
 
 @dataclass(frozen=True)
 class HostFacts:
-    """What a container's host_descr and limits borrow from the host (read once)."""
+    """What a guest's host_descr and limits borrow from the host (read once)."""
 
     memory: int
     cpus: int
