@@ -1,4 +1,5 @@
-"""containerd {} and k8s {} without a containerd: names, UUIDs, messages, a pod's sums.
+"""containerd {} and k8s {} without a containerd: names, UUIDs, messages, a pod's sums, and
+the modules fed containerd's messages by hand (the races of a list with the event stream).
 
 The UUIDs are hsflowd's: mod_k8s names a pod ``k8s__<pod>_<namespace>_u_a`` and asks
 libuuid's uuid_generate_sha1 for the type-5 UUID of that name followed by the agent's
@@ -12,14 +13,20 @@ import ctypes
 import ctypes.util
 import ipaddress
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
-from hsflowd.modules.containerd import cri_name, id_uuid
-from hsflowd.modules.k8s import pod_name
+from hsflowd.config import parse_config
+from hsflowd.modules import AgentState, Context
+from hsflowd.modules.containerd import ContainerdContainers, cri_name, id_uuid
+from hsflowd.modules.flowhooks import FlowHooks
+from hsflowd.modules.k8s import K8sPods, pod_name
+from hsflowd.modules.ports import PortBoard
 from hsflowd.sources.cgroups import CgroupCounters
 from hsflowd.virt import containerdapi as api
-from hsflowd.virt.dsindex import name_uuid
+from hsflowd.virt.dsindex import DsIndexTable, name_uuid
+from hsflowd.virt.handover import CallFailed, Connected
 from hsflowd.virt.process import ContainerProcess, HostFacts, pod_reading
 from hsflowd.virt.records import VirState
 
@@ -146,3 +153,158 @@ def test_events_and_containers_from_containerds_messages(client):
     # a spec that is not JSON costs its names, nothing else
     c.spec.value = b"\xff{"
     assert api.parse_container("k8s.io", c, 11).hostname == ""
+
+
+# ---------------------------------------------------------------- the modules, fed by hand
+#
+# containerd {} and k8s {} given containerd's messages as their link would hand them over,
+# in the orders its thread can give them: a list's calls and the event stream run side by
+# side, so a list can be answered after events newer than its snapshot.  /proc is a
+# directory of the test's: a PID is alive while procfs/PID exists.
+
+HOST_IP = ipaddress.ip_address("192.0.2.2")
+
+
+class FakeLink:
+    """What a module asks of its ContainerdLink, recorded."""
+
+    def __init__(self):
+        self.asked = []
+        self.calls = api.CallCounts()
+
+    def list(self, ticket=0):
+        self.asked.append(("list", ticket))
+
+    def fetch(self, namespace, ident, pid):
+        self.asked.append(("fetch", namespace, ident, pid))
+
+    def close(self):
+        pass
+
+    def tickets(self):
+        return [a[1] for a in self.asked if a[0] == "list"]
+
+
+def make(cls, tmp_path, settings: str = ""):
+    """The module, its first revision read, connected (to no containerd: its socket is the
+    test's, and nothing listens there)."""
+    procfs = tmp_path / "proc"
+    (procfs / "self").mkdir(parents=True)
+    (procfs / "self" / "mountinfo").write_text("")
+    ctx = Context(cls.name, lambda name, fd, cb: object(), lambda t: None, lambda s: None,
+                  lambda s: None, lambda i: {}, [], FlowHooks(lambda s: None),
+                  ds_indexes=DsIndexTable(True), ports=PortBoard())
+    module = cls(ctx, procfs=str(procfs))
+    module.procfs = procfs
+
+    def reconcile(settings, revision):
+        if "unixsock" not in settings:
+            settings += f" unixsock = {tmp_path}/containerd.sock"
+        block = f"{cls.name} {{ {settings} }}"
+        config = parse_config(f"sflow {{\n collector {{ ip=192.0.2.1 }}\n {block}\n}}\n")
+        module.reconcile(AgentState(config=config, revision=revision, interfaces=[],
+                                    host_uuid=HOST, agent=SimpleNamespace(ip=HOST_IP)))
+    module.reconfigure = reconcile
+    reconcile(settings, 1)
+    module.link = FakeLink()
+    module._handle(Connected("1.7"))          # it asks for its first list here
+    return module
+
+
+def cri_task(cid: str, pid: int, kind: str, pod: str = "web-0", container: str = ""):
+    annotations = {api.CONTAINER_TYPE: kind, api.SANDBOX_NAME: pod,
+                   api.SANDBOX_NAMESPACE: "default", api.SANDBOX_ID: "sb-" + pod}
+    if container:
+        annotations[api.CONTAINER_NAME] = container
+    return api.ContainerInfo("k8s.io", cid, pid, annotations=annotations)
+
+
+def alive(module, *pids):
+    for pid in pids:
+        (module.procfs / str(pid)).mkdir(exist_ok=True)
+
+
+def dead(module, pid):
+    (module.procfs / str(pid)).rmdir()
+
+
+def start(module, info):
+    """A task's start event, then the spec the module fetched for it."""
+    alive(module, info.pid)
+    module._handle(api.TaskEvent("start", info.namespace, info.id, info.pid))
+    module._handle(api.Started(info))
+
+
+def stop(module, info, *events):
+    for what in events or ("exit", "delete", "removed"):
+        module._handle(api.TaskEvent(what, info.namespace, info.id))
+    dead(module, info.pid)
+
+
+BOTH = pytest.mark.parametrize("cls", [K8sPods, ContainerdContainers])
+
+
+@BOTH
+def test_a_list_asked_before_a_start_does_not_stop_what_started(tmp_path, cls):
+    """The list asked at connect (three calls or more) comes back after the start event and
+    the spec of a container that started meanwhile (one call): its snapshot is older, and
+    must not stop the container until the next list (refreshVMs) or for good (forgetVMs)."""
+    module = make(cls, tmp_path)
+    assert module.link.tickets() == [0]
+    start(module, cri_task("sb1", 100, "sandbox"))
+    guest = next(iter(module.book))
+    assert guest.running
+    module._handle(api.Listed((), 0))                # list #0: from before sb1 started
+    assert guest.running
+    # a list asked after the start, that no longer has it: its events were missed
+    module._ask_list()
+    module._handle(api.Listed((), module.link.tickets()[-1]))
+    assert not guest.running
+
+
+@BOTH
+def test_a_list_taken_before_an_exit_does_not_bring_the_container_back(tmp_path, cls):
+    """The other side of the race: the list's snapshot has the task, its exit event is
+    handled first; the list must not make it run again (with a dead PID)."""
+    module = make(cls, tmp_path)
+    info = cri_task("sb1", 100, "sandbox")
+    start(module, info)
+    module._ask_list()                               # the refresh, asked while it runs
+    guest = next(iter(module.book))
+    stop(module, info, "exit")
+    assert not guest.running
+    module._handle(api.Listed((info,), module.link.tickets()[-1]))
+    assert not guest.running
+
+
+@BOTH
+def test_a_list_starts_no_container_whose_process_is_gone(tmp_path, cls):
+    module = make(cls, tmp_path)
+    info = cri_task("sb1", 100, "sandbox")
+    module._handle(api.Listed((info,), 0))          # procfs/100 does not exist
+    assert not any(g.running for g in module.book)
+    alive(module, 100)
+    module._ask_list()
+    module._handle(api.Listed((info,), module.link.tickets()[-1]))
+    assert [g.running for g in module.book] == [True]
+
+
+@BOTH
+def test_events_are_remembered_only_while_a_list_is_out(tmp_path, cls):
+    """What the tickets cost: nothing once every list is answered, failed or lost."""
+    module = make(cls, tmp_path)
+    for i in range(50):
+        start(module, cri_task(f"c{i}", 200 + i, "sandbox", pod=f"p{i}"))
+    assert len(module.last_event) == 50 and module.lists_out == {0: 1}
+    module._handle(api.Listed(tuple(cri_task(f"c{i}", 200 + i, "sandbox", pod=f"p{i}")
+                                    for i in range(50)), 0))
+    assert (module.lists_out, module.last_event) == ({}, {})
+    module._ask_list()
+    stop(module, cri_task("c0", 200, "sandbox", pod="p0"), "exit")
+    assert module.last_event
+    module._handle(CallFailed("list", "DeadlineExceeded", module.link.tickets()[-1]))
+    assert (module.lists_out, module.last_event) == ({}, {})
+    module._ask_list()
+    stop(module, cri_task("c1", 201, "sandbox", pod="p1"), "exit")
+    module._drop_link()                              # lost: its lists will not come
+    assert (module.lists_out, module.last_event) == ({}, {})

@@ -15,6 +15,12 @@ name used twice gets ".<short id>".  UUID: the id's first 16 bytes when it begin
 32 hex digits (Docker's, CRI's), else hsflowd's type-5 UUID of the id
 (``virt.dsindex.name_uuid``).
 
+A list is an older snapshot than the events that arrive while it is out (its calls and the
+event stream run side by side on containerd's thread): the module counts events, asks each
+list with the count so far, and lets a list decide nothing for a container that has had an
+event since it was asked, nor start one whose process is gone (docker {}'s tickets, for the
+same race).
+
 A container whose task stops is reported, shut down, until forgetVMs has passed.  When
 containerd goes away the containers stay as they are (a container whose cgroup goes has
 stopped) and the module connects again, 1, 2 ... 10 s later, and lists them again.
@@ -131,6 +137,9 @@ class ContainerdModule(GuestsModule):
         self.api: Optional[api.Api] = None
         self.tasks: Dict[str, Task] = {}
         self.starting: Dict[str, int] = {}          # key -> pid of a start being fetched
+        self.events_seen = 0                        # task events so far: a list's ticket
+        self.lists_out: Dict[int, int] = {}         # lists asked, not answered: by ticket
+        self.last_event: Dict[str, int] = {}        # key -> its last event, while lists are out
         self.books = Books()
         self.closed_calls = api.CallCounts()
         self.mark = False
@@ -201,6 +210,24 @@ class ContainerdModule(GuestsModule):
             return
         self._open_link(api.ContainerdLink(self.socket, self.api))
 
+    def _link_closed(self, link: api.ContainerdLink) -> None:
+        super()._link_closed(link)
+        self.lists_out.clear()          # they will not be answered
+        self.last_event.clear()
+
+    def _ask_list(self) -> None:
+        """A list, ticketed with the events seen so far (``_listed``)."""
+        ticket = self.events_seen
+        self.lists_out[ticket] = self.lists_out.get(ticket, 0) + 1
+        self.link.list(ticket)
+
+    def _list_answered(self, ticket: int) -> None:
+        left = self.lists_out.pop(ticket, 0) - 1
+        if left > 0:
+            self.lists_out[ticket] = left
+        if not self.lists_out:
+            self.last_event.clear()     # no list is out that an event could be newer than
+
     def _say_lost(self, reason: str) -> None:
         self.log.warning("%s: lost containerd (%s); trying again", self.label, reason)
 
@@ -211,12 +238,16 @@ class ContainerdModule(GuestsModule):
     def _handle(self, m) -> None:
         if isinstance(m, api.TaskEvent):
             self.books.events += 1
+            self.events_seen += 1
+            if self.lists_out:
+                self.last_event[m.key] = self.events_seen
             self._event(m)
         elif isinstance(m, api.Started):
             self.books.events += 1
             self._started(m.info)
         elif isinstance(m, api.Listed):
-            self._listed(m.containers)
+            self._listed(m.containers, m.ticket)
+            self._list_answered(m.ticket)
         elif isinstance(m, Connected):
             self.books.connects += 1
             self.said.discard("absent")
@@ -227,20 +258,34 @@ class ContainerdModule(GuestsModule):
             self._lost(m.reason)
         elif isinstance(m, CallFailed):
             self.log.debug("%s: %s failed: %s", self.label, m.what, m.reason)
+            if m.ticket is not None:
+                self._list_answered(m.ticket)
 
     # ------------------------------------------------------------ what containerd says
-    def _listed(self, containers: Iterable[api.ContainerInfo]) -> None:
+    def _listed(self, containers: Iterable[api.ContainerInfo], ticket: int) -> None:
+        """A list asked when ``ticket`` events had been seen: it says nothing of a container
+        that has had an event since (the list may be older than the event), and does not
+        start one whose process is gone (it may be older than an exit still on its way)."""
+        def newer(key: str) -> bool:
+            return self.last_event.get(key, 0) > ticket
+
         live = {info.key: info for info in containers}
         for key, info in live.items():
+            if newer(key):
+                continue
             task = self.tasks.get(key)
             if task is None or task.info.pid != info.pid or not task.running:
-                self._run(info)
+                if self._alive(info.pid):
+                    self._run(info)
             elif task.state != info.state:
                 task.state = info.state
         for key, task in list(self.tasks.items()):
-            if task.running and key not in live:
+            if task.running and key not in live and not newer(key):
                 self._stop(task, VirState.SHUTDOWN)       # its events were missed
         self._guests_changed()
+
+    def _alive(self, pid: int) -> bool:
+        return pid > 0 and os.path.exists(os.path.join(self.reader.procfs, str(pid)))
 
     def _started(self, info: api.ContainerInfo) -> None:
         if self.starting.get(info.key) != info.pid:

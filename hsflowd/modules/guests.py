@@ -118,7 +118,7 @@ class GuestsModule(Module):
             if now >= self.retry_at and self.unavailable is None:
                 self._connect(now)
         elif self.connected and now >= self.next_list:
-            self.link.list()
+            self._ask_list()
             self.next_list = now + self.refresh
         for gone in self.book.expire(self.forget):
             self._forgotten(gone)
@@ -162,12 +162,16 @@ class GuestsModule(Module):
                 return      # lost: the rest is from the old connection
             self._handle(message)
 
+    def _ask_list(self) -> None:
+        """Ask the link for the guests (its answer comes through ``_handle``)."""
+        self.link.list()
+
     def _connected(self) -> None:
         """The link is up (after the module has said so): list the guests now."""
         self.connected = True
         self.retry = self.RETRY_MIN
         self.said.discard("unreachable")
-        self.link.list()
+        self._ask_list()
         self.next_list = self.clock() + self.refresh
 
     def _lost(self, reason: str) -> None:

@@ -11,12 +11,18 @@ second with a stream open, and costs 17 MB against grpclib's 2).
 What the link hands over (``virt.handover``), in order:
 
 - ``Connected`` once containerd answered its version and the event stream is open;
-- ``Listed``: every container with a live task, in every namespace (``list()``: when
-  connected and every refreshVMs);
+- ``Listed``: every container with a live task, in every namespace (``list(ticket)``: when
+  connected and every refreshVMs), with the caller's ticket;
 - ``TaskEvent``: a task started, exited, was deleted, paused or resumed, or a container was
   deleted; ``Started`` when the spec of a started container, asked for with ``fetch``,
   comes;
 - ``Lost`` when the connection fails or the stream ends; the module makes another link.
+
+The calls run as coroutines of their own and the event stream does not wait for them: a
+list (three calls or more) can be answered after events that came later than its snapshot,
+and a fetch's ``Started`` before a list asked earlier.  The ticket lets the module tell
+(``modules.containerd``: a list decides nothing for a container that has had an event since
+it was asked).
 
 ``parse_*`` turn containerd's messages into the few facts the modules use; the tests call
 them with messages they build.
@@ -85,6 +91,7 @@ class ContainerInfo:
 @dataclass(frozen=True)
 class Listed:
     containers: Tuple[ContainerInfo, ...]
+    ticket: int = 0                 # the caller's, handed back
 
 
 @dataclass(frozen=True)
@@ -245,8 +252,10 @@ class ContainerdLink:
         return self.handover.drain()
 
     # ---- what the loop asks
-    def list(self) -> None:
-        self._submit("list", self._list)
+    def list(self, ticket: int = 0) -> None:
+        """Every container with a live task: ``Listed`` with ``ticket``, or ``CallFailed``
+        with it."""
+        self._submit("list", lambda: self._list(ticket), ticket)
 
     def fetch(self, namespace: str, ident: str, pid: int) -> None:
         """The container's spec, for a task that started: ``Started`` when it comes."""
@@ -265,7 +274,7 @@ class ContainerdLink:
             self._thread.join(wait)
         self.handover.close()
 
-    def _submit(self, what: str, make: Callable[[], Any]) -> None:
+    def _submit(self, what: str, make: Callable[[], Any], ticket: Optional[int] = None) -> None:
         loop = self._loop
         if loop is None or self.handover.closed.is_set():
             return
@@ -274,7 +283,7 @@ class ContainerdLink:
             try:
                 answer = await make()
             except Exception as e:    # one call failed: said, the link goes on
-                answer = CallFailed(what, one_line(e))
+                answer = CallFailed(what, one_line(e), ticket)
             if answer is not None:
                 self.handover.post(answer)
         try:
@@ -352,7 +361,7 @@ class ContainerdLink:
         reply = await self._unary("containers.v1.Containers", "Get", {"id": ident}, namespace)
         return Started(parse_container(namespace, reply.container, pid))
 
-    async def _list(self) -> Listed:
+    async def _list(self, ticket: int) -> Listed:
         self.calls.namespaces += 1
         names = [n.name for n in (await self._unary("namespaces.v1.Namespaces", "List",
                                                     {})).namespaces]
@@ -370,7 +379,7 @@ class ContainerdLink:
                 task = live.get(c.id)
                 if task is not None:
                     found.append(parse_container(ns, c, task.pid, task.status))
-        return Listed(tuple(found))
+        return Listed(tuple(found), ticket)
 
 
 def _UNARY_UNARY():

@@ -35,6 +35,7 @@ class Lost:
 class CallFailed:
     what: str
     reason: str
+    ticket: Optional[int] = None       # the caller's, handed back (which list failed)
 
 
 class Handover:
