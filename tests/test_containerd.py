@@ -1,5 +1,6 @@
 """containerd {} and k8s {} without a containerd: names, UUIDs, messages, a pod's sums, and
-the modules fed containerd's messages by hand (the races of a list with the event stream).
+the modules fed containerd's messages by hand (the races of a list with the event stream,
+a crash-looping container).
 
 The UUIDs are hsflowd's: mod_k8s names a pod ``k8s__<pod>_<namespace>_u_a`` and asks
 libuuid's uuid_generate_sha1 for the type-5 UUID of that name followed by the agent's
@@ -27,7 +28,7 @@ from hsflowd.sources.cgroups import CgroupCounters
 from hsflowd.virt import containerdapi as api
 from hsflowd.virt.dsindex import DsIndexTable, name_uuid
 from hsflowd.virt.handover import CallFailed, Connected
-from hsflowd.virt.process import ContainerProcess, HostFacts, pod_reading
+from hsflowd.virt.process import ContainerProcess, HostFacts, Retired, pod_reading
 from hsflowd.virt.records import VirState
 
 HOST = uuid.UUID("8d9e8f14-1b6c-4a3e-9d61-3f0e5c2a7b10")
@@ -94,25 +95,31 @@ def test_container_uuid_from_its_id():
     assert uuid.UUID(bytes=u).version == 5
 
 
-def test_pod_reading_sums_its_containers():
-    host = HostFacts(memory=8 << 30, cpus=4, machine_type=3, os_release="6.1")
+def _proc(cpu_ns=None, memory=None, limit=None, quota=None, cpus=2, rd=None):
+    return ContainerProcess(counters=CgroupCounters(cpu_ns=cpu_ns, memory=memory,
+                                                    memory_limit=limit, cpu_limit=quota,
+                                                    cpus_allowed=cpus, rd_bytes=rd))
 
-    def proc(cpu_ns, memory, limit=None, quota=None, rd=None):
-        return ContainerProcess(counters=CgroupCounters(cpu_ns=cpu_ns, memory=memory,
-                                                        memory_limit=limit, cpu_limit=quota,
-                                                        cpus_allowed=2, rd_bytes=rd))
-    sandbox, app, gone = proc(1_000_000, 1 << 20), proc(5_000_000, 3 << 20, 64 << 20, 0.5, 4096), \
-        proc(7_000_000, 9 << 20, rd=100)
+
+def test_pod_reading_sums_its_containers_and_those_it_had():
+    host = HostFacts(memory=8 << 30, cpus=4, machine_type=3, os_release="6.1")
+    sandbox, app = _proc(1_000_000, 1 << 20), _proc(5_000_000, 3 << 20, 64 << 20, 0.5, rd=4096)
+    stopped = _proc(7_000_000, 9 << 20, rd=100)
+    retired = Retired()
+    retired.add(CgroupCounters(cpu_ns=2_000_000, rd_bytes=50, memory=1 << 30))
     r = pod_reading("k8s__web-0_default_u_a", b"\x01" * 16, VirState.RUNNING,
-                    ever=[sandbox, app, gone], running=[sandbox, app], net=sandbox, host=host)
-    assert r.cpu_ns == 13_000_000                 # every container it has had: no step back
-    assert r.memory == 4 << 20                     # those running
-    assert r.max_memory == host.memory             # the sandbox has no limit: the host's
-    assert r.vcpus == 2                            # one without a quota: the CPUs it may use
-    assert r.disk.rd_bytes == 4196 and r.disk.wr_bytes is None
-    both = pod_reading("p", b"\x01" * 16, VirState.RUNNING, ever=[app, app], running=[app, app],
-                       net=None, host=host)
+                    members=[sandbox, app, stopped], running=[sandbox, app], net=sandbox,
+                    host=host, retired=retired)
+    assert r.cpu_ns == 15_000_000                 # those it has and those it had: no step back
+    assert r.disk.rd_bytes == 4246 and r.disk.wr_bytes is None
+    assert r.memory == 4 << 20                     # those running (a retired one's is no gauge)
+    both = pod_reading("p", b"\x01" * 16, VirState.RUNNING, members=[app, app],
+                       running=[app, app], net=None, host=host)
     assert (both.max_memory, both.vcpus) == (128 << 20, 1)   # limits summed, 1.0 CPU
+    # nothing known of the containers it has: what the retired ones counted
+    r = pod_reading("p", b"\x01" * 16, VirState.SHUTDOWN, members=[_proc()], running=[],
+                    net=None, host=host, retired=retired)
+    assert (r.cpu_ns, r.disk.rd_bytes, r.disk.rd_req) == (2_000_000, 50, None)
 
 
 @pytest.fixture(scope="module")
@@ -308,3 +315,77 @@ def test_events_are_remembered_only_while_a_list_is_out(tmp_path, cls):
     stop(module, cri_task("c1", 201, "sandbox", pod="p1"), "exit")
     module._drop_link()                              # lost: its lists will not come
     assert (module.lists_out, module.last_event) == ({}, {})
+
+
+def _pod_counters(module, pod):
+    records = module.counters([(3, pod.ds_index)])[(3, pod.ds_index)]
+    by_tag = {r.tag: r for r in records}
+    return by_tag[2101].cpuTime, by_tag[2103].rd_bytes, by_tag[2103].wr_req, by_tag[2101].state
+
+
+def test_a_crash_looping_container_leaves_its_pod_bounded_and_counting(tmp_path):
+    """A container that crash-loops is a new container (a new id) at each restart, and the
+    CRI deletes the old ones.  The pod keeps what it has now, not all it ever had, and its
+    counters (CPU time, disk) never go back: what the containers that went counted is kept."""
+    module = make(K8sPods, tmp_path)
+    sandbox = cri_task("sb1", 100, "sandbox")
+    start(module, sandbox)
+    pod = next(iter(module.book))
+    module.tasks[sandbox.key].proc.counters = CgroupCounters(cpu_ns=7_000_000, rd_bytes=1,
+                                                             wr_req=0)
+    cpu_ms, rd_bytes, wr_req = 7, 1, 0
+    seen = [_pod_counters(module, pod)]
+    for attempt in range(200):
+        app = cri_task(f"app-{attempt}", 1000 + attempt, "container", container="app")
+        start(module, app)
+        task = module.tasks[app.key]
+        for step in (1, 2):              # two polls, its counters growing
+            task.proc.counters = CgroupCounters(cpu_ns=step * 3_000_000, rd_bytes=step * 10,
+                                                wr_req=step)
+            seen.append(_pod_counters(module, pod))
+        cpu_ms, rd_bytes, wr_req = cpu_ms + 6, rd_bytes + 20, wr_req + 2
+        assert seen[-1][:3] == (cpu_ms, rd_bytes, wr_req)
+        if attempt % 3 == 0:             # a list while it runs (refreshVMs)
+            module._ask_list()
+            module._handle(api.Listed((sandbox, app), module.link.tickets()[-1]))
+        stop(module, app, *(("exit", "delete", "removed") if attempt % 2 else ("exit",)))
+        seen.append(_pod_counters(module, pod))
+        assert seen[-1][:3] == (cpu_ms, rd_bytes, wr_req), attempt
+        assert len(pod.members) == 1 and set(module.tasks) == {sandbox.key}
+        assert set(module.pod_of) == {sandbox.key} and not module.starting
+    assert pod.running and len(module.book) == 1
+    for a, b in zip(seen, seen[1:]):
+        assert all(x <= y for x, y in zip(a[:3], b[:3])), (a, b)
+    # the sandbox goes too: the pod is shut down, its counters stand
+    stop(module, sandbox)
+    assert not pod.members and not module.tasks and not module.pod_of
+    assert _pod_counters(module, pod) == (cpu_ms, rd_bytes, wr_req, VirState.SHUTDOWN)
+
+
+def test_a_container_seen_again_with_a_new_process_counts_on(tmp_path):
+    """Its stop missed (containerd away): the list shows the same container with another
+    process, whose cgroup counts from zero; the pod's counters go on from where they were."""
+    module = make(K8sPods, tmp_path)
+    start(module, cri_task("sb1", 100, "sandbox"))
+    app = cri_task("app", 200, "container", container="app")
+    start(module, app)
+    pod = next(iter(module.book))
+    module.tasks[app.key].proc.counters = CgroupCounters(cpu_ns=50_000_000, rd_bytes=500)
+    before = _pod_counters(module, pod)
+    again = cri_task("app", 300, "container", container="app")
+    alive(module, 300)
+    module._ask_list()
+    module._handle(api.Listed((cri_task("sb1", 100, "sandbox"), again),
+                              module.link.tickets()[-1]))
+    assert module.tasks[app.key].proc.pid == 300
+    module.tasks[app.key].proc.counters = CgroupCounters(cpu_ns=1_000_000, rd_bytes=5)
+    assert _pod_counters(module, pod)[:2] == (before[0] + 1, before[1] + 5)
+
+
+def test_a_container_not_of_a_pod_is_let_go_when_deleted(tmp_path):
+    module = make(K8sPods, tmp_path)
+    plain = api.ContainerInfo("default", "c1", 100)
+    start(module, plain)
+    assert plain.key in module.tasks and not module.book.guests
+    stop(module, plain)
+    assert not module.tasks

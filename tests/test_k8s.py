@@ -322,6 +322,57 @@ def test_k8s_life_of_the_module(containerd, node, agents, receivers):  # noqa: F
     assert agent.alive()
 
 
+RESTARTS = 5
+CRASH = ("/bin/sh", "-c", "sleep 1; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exit 1")
+
+
+def _task_status(ctd, name: str) -> str:
+    for line in ctd.ctr("task", "ls").stdout.splitlines()[1:]:
+        words = line.split()
+        if words and words[0] == name:
+            return words[2]
+    return ""
+
+
+def test_k8s_a_crash_looping_container(containerd, node, agents, receivers):  # noqa: F811
+    """A container that fails again and again, restarted as the kubelet restarts one: a new
+    container in the pod each time, the one before deleted a moment after it exited.  The
+    pod's CPU time never goes back and takes in what each of them used (read as it exits:
+    each does its work in its last moments, after the last poll that saw it), and the agent
+    keeps only the containers the pod has."""
+    pod = node.make_pod(containerd, "crash-0", "default", ())      # its sandbox, for now
+    t = Truth(containerd, pod)
+    r = receivers()
+    agent = agents(k8s_conf(r.port, containerd, node.bridge))
+    assert _wait(r, lambda: _samples(r, t.ds), 10), agent.stderr()
+    used_ns = 0
+    for attempt in range(RESTARTS):
+        name = f"{pod.sandbox}-app{attempt}"
+        containerd.run(name, CRASH, annotations=pod.annotations("container", "app"),
+                       netns=pod.netns.name)
+        deadline = time.monotonic() + 20
+        while _task_status(containerd, name) != "STOPPED" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _task_status(containerd, name) == "STOPPED"
+        used_ns += _cpu_ns(containerd.cgroup_file(name, "cpuacct", "cpuacct.usage",
+                                                  "cpu.stat").read_text())
+        time.sleep(0.3)
+        containerd.remove(name)
+    sandbox_ns = _cpu_ns(containerd.cgroup_file(pod.sandbox, "cpuacct", "cpuacct.usage",
+                                                "cpu.stat").read_text())
+    t_done = time.monotonic()
+    r.collect(POLLING + 1)
+    times = [records_by_tag(s)[2101].cpuTime for s in _samples(r, t.ds)]
+    assert times == sorted(times), times
+    final = [records_by_tag(s)[2101] for s in _samples(r, t.ds, t_done)]
+    assert final and final[-1].state == 1
+    truth_ms = (used_ns + sandbox_ns) // 1_000_000
+    assert used_ns > 0 and 0 <= truth_ms - final[-1].cpuTime <= CPU_MS_SLACK, \
+        (truth_ms, times)
+    assert _module(agent, "k8s")["k8s"]["containers"] == 1, agent.stderr()
+    assert "Traceback" not in agent.stderr()
+
+
 def test_containerd_reports_each_container(containerd, node, agents, receivers):  # noqa: F811
     """containerd {}: a data source per container, CRI or not, named as hsflowd names them."""
     from hsflowd.virt.dsindex import name_uuid

@@ -301,9 +301,13 @@ class ContainerdModule(GuestsModule):
             self.link.fetch(e.namespace, e.id, e.pid)
         elif e.what in STOPS:
             self.starting.pop(e.key, None)
-            if task is not None and task.running:
+            if task is None:
+                return
+            if task.running:
                 self._stop(task, STOPS[e.what])
-                self._guests_changed()
+            if e.what != "exit":
+                self._task_removed(task)        # its task or its container deleted
+            self._guests_changed()
         elif task is not None and e.what in ("paused", "resumed"):
             task.state = VirState.PAUSED if e.what == "paused" else VirState.RUNNING
             self._task_changed(task)
@@ -329,6 +333,9 @@ class ContainerdModule(GuestsModule):
 
     def _task_changed(self, task: Task) -> None:
         """Paused or resumed."""
+
+    def _task_removed(self, task: Task) -> None:
+        """Its task, or the container, was deleted (after ``_task_stopped``)."""
 
     def _guests_changed(self) -> None:
         """Guests came or went, or markTraffic changed: the marks and the ports again."""
@@ -412,6 +419,10 @@ class ContainerdContainers(ContainerdModule):
         c = self.book.get(task.info.key)
         if c is not None:
             self.book.stopped(c)
+
+    def _task_removed(self, task: Task) -> None:
+        if self.book.get(task.info.key) is None:
+            self.tasks.pop(task.info.key, None)     # not reported: nothing to keep
 
     def _forgotten(self, gone: Container) -> None:
         self.tasks.pop(gone.key, None)

@@ -21,7 +21,12 @@ MACs), the port is offered to pcap {} and epcap {} rules with ``dynamic = on``
 (``Context.request_taps``, hsflowd's GET_TAP), and with setIfAlias and setIfName the port
 is reported under the pod's name (1005), as hsflowd reports the alias it gives it.
 
-A pod whose containers have all stopped is reported, shut down, until forgetVMs has passed.
+A pod keeps the containers it has, not every one it had: a workload container that stops
+(a crash-looping one is a new container at each restart), or any container whose task or
+container is deleted, is read one last time and let go, its CPU time and disk I/O kept in
+the pod's retired totals (``virt.process.Retired``) so that the pod's counters never go
+back.  The sandbox stays until it is deleted (its namespace's last counters with it).  A
+pod whose containers have all stopped is reported, shut down, until forgetVMs has passed.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from ..sflow import Record
 from ..virt import containerdapi as api
 from ..virt.dsindex import name_uuid
 from ..virt.guests import Guest
-from ..virt.process import pod_reading
+from ..virt.process import ContainerProcess, Retired, pod_reading
 from ..virt.records import VirState, guest_records
 from . import ROOT, AgentState, DataSource, register
 from .containerd import MAX_NAME, ContainerdModule, Task, cri_pod
@@ -47,10 +52,12 @@ def pod_name(info: api.ContainerInfo) -> Optional[str]:
 
 @dataclass
 class Pod(Guest):
-    """One pod (key: its name); its containers by key, each as last read."""
+    """One pod (key: its name); the containers it has, by key, each as last read."""
 
     members: Dict[str, Task] = field(default_factory=dict)
     sandbox: Optional[str] = None       # the member whose namespace is the pod's
+    retired: Retired = field(default_factory=Retired)   # what the containers it had counted
+    last_net: Optional[ContainerProcess] = None   # the namespace as last read, its sandbox gone
 
     @property
     def state(self) -> int:
@@ -67,6 +74,10 @@ class Pod(Guest):
         if chosen is not None and chosen.running:
             return chosen
         return next((t for t in self.members.values() if t.running), chosen)
+
+    def net_proc(self) -> Optional[ContainerProcess]:
+        task = self.net_task()
+        return task.proc if task is not None else self.last_net
 
 
 @register("k8s", enabled=lambda config: config.k8s is not None,
@@ -102,6 +113,11 @@ class K8sPods(ContainerdModule):
                            "not reported", name)
                 return
             self.log.info("pod %s: data source 3:%d", name, pod.ds_index)
+        if task.proc.pid and task.proc.pid != task.info.pid:
+            # the same container with a new process, its stop not seen: what the old one
+            # counted is kept, the new one counts from its own start
+            pod.retired.add(task.proc.counters)
+            task.proc = ContainerProcess()
         pod.members[task.info.key] = task
         self.pod_of[task.info.key] = name
         if task.info.annotations.get(api.CONTAINER_TYPE) == "sandbox":
@@ -113,10 +129,33 @@ class K8sPods(ContainerdModule):
         pod = self.book.get(self.pod_of.get(task.info.key, ""))
         if pod is None:
             return
+        if task.info.key != pod.sandbox:
+            self._retire(pod, task)         # a workload that stopped counts no more
         if pod.state == VirState.SHUTDOWN:
             self.book.stopped(pod)
         else:
             self._read_namespace(pod)       # another member's process may give it now
+
+    def _task_removed(self, task: Task) -> None:
+        pod = self.book.get(self.pod_of.get(task.info.key, ""))
+        if pod is not None:
+            self._retire(pod, task)
+        else:
+            self.tasks.pop(task.info.key, None)     # not a pod's (or its pod is forgotten)
+            self.pod_of.pop(task.info.key, None)
+
+    def _retire(self, pod: Pod, task: Task) -> None:
+        """``task``'s container is gone from ``pod``: read one last time (its group may still
+        be there), its counters kept in the pod's retired totals, and let go."""
+        key = task.info.key
+        if pod.members.pop(key, None) is None:
+            return
+        self.reader.poll(task.proc, pod.key)
+        pod.retired.add(task.proc.counters)
+        self.tasks.pop(key, None)
+        self.pod_of.pop(key, None)
+        if key == pod.sandbox:
+            pod.sandbox, pod.last_net = None, task.proc
 
     def _forgotten(self, gone: Pod) -> None:
         for key in gone.members:
@@ -157,12 +196,10 @@ class K8sPods(ContainerdModule):
                     changed = True
                 elif task.running and self.reader.poll(task.proc, pod.key) and task is net:
                     changed = True
-            net = pod.net_task()
             tasks = list(pod.members.values())
             out[source] = guest_records(pod_reading(
                 pod.key, pod.uuid, pod.state, [t.proc for t in tasks],
-                [t.proc for t in tasks if t.running], net.proc if net is not None else None,
-                self.host))
+                [t.proc for t in tasks if t.running], pod.net_proc(), self.host, pod.retired))
         if changed:
             self._guests_changed()
         return out

@@ -10,7 +10,7 @@ change (``sources.vnic``: a thread that joins the namespace).  No daemon is aske
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import FrozenSet, Iterable, Optional, Sequence, Tuple
 
 from ..sflow.counters import OsName
@@ -142,14 +142,35 @@ def container_reading(name: str, uuid: bytes, state: int, p: ContainerProcess,
         os_name=int(OsName.LINUX), os_release=host.os_release)
 
 
-def pod_reading(name: str, uuid: bytes, state: int, ever: Sequence[ContainerProcess],
+@dataclass
+class Retired:
+    """What the containers a pod no longer has counted (the counters that only grow: CPU
+    time and disk I/O), so that its own never go back when one goes."""
+
+    cpu_ns: Optional[int] = None
+    rd_req: Optional[int] = None
+    rd_bytes: Optional[int] = None
+    wr_req: Optional[int] = None
+    wr_bytes: Optional[int] = None
+
+    def add(self, k: cgroups.CgroupCounters) -> None:
+        """A container's last counters."""
+        for f in fields(self):
+            value = getattr(k, f.name)
+            if value is not None:
+                setattr(self, f.name, (getattr(self, f.name) or 0) + value)
+
+
+def pod_reading(name: str, uuid: bytes, state: int, members: Sequence[ContainerProcess],
                 running: Sequence[ContainerProcess], net: Optional[ContainerProcess],
-                host: HostFacts) -> GuestReading:
-    """A pod's sample: its containers summed.  Counters (CPU time, disk) add up every
-    container it has had, so they never go back when one ends; gauges (memory, limits,
-    vCPUs) only those running.  A limit counts only if every running container has one;
-    vCPUs are the quotas summed, else the most CPUs any of them may run on.  Its network is
-    its namespace's (``net``: the process whose namespace is read)."""
+                host: HostFacts, retired: Optional[Retired] = None) -> GuestReading:
+    """A pod's sample: its containers summed.  Counters (CPU time, disk) add up the
+    containers it has (``members``) and those it had (``retired``), so they never go back
+    when one goes; gauges (memory, limits, vCPUs) only those running.  A limit counts only
+    if every running container has one; vCPUs are the quotas summed, else the most CPUs any
+    of them may run on.  Its network is its namespace's (``net``: the process whose
+    namespace is read)."""
+    gone = retired or Retired()
     live = [p.counters for p in running]
     limits = [k.memory_limit for k in live]
     quotas = [k.cpu_limit for k in live]
@@ -158,14 +179,16 @@ def pod_reading(name: str, uuid: bytes, state: int, ever: Sequence[ContainerProc
     else:
         vcpus = max([k.cpus_allowed or host.cpus for k in live] or [host.cpus])
     memory_limit = sum(limits) if live and all(limits) else host.memory
+    counted = [p.counters for p in members]
     return GuestReading(
-        hostname=name, uuid=uuid, state=state, cpu_ns=_sum(p.counters.cpu_ns for p in ever),
+        hostname=name, uuid=uuid, state=state,
+        cpu_ns=_sum([gone.cpu_ns] + [k.cpu_ns for k in counted]),
         vcpus=vcpus, memory=sum(k.memory or 0 for k in live),
         max_memory=min(memory_limit, host.memory),
-        disk=DiskIo(rd_req=_sum(p.counters.rd_req for p in ever),
-                    rd_bytes=_sum(p.counters.rd_bytes for p in ever),
-                    wr_req=_sum(p.counters.wr_req for p in ever),
-                    wr_bytes=_sum(p.counters.wr_bytes for p in ever)),
+        disk=DiskIo(rd_req=_sum([gone.rd_req] + [k.rd_req for k in counted]),
+                    rd_bytes=_sum([gone.rd_bytes] + [k.rd_bytes for k in counted]),
+                    wr_req=_sum([gone.wr_req] + [k.wr_req for k in counted]),
+                    wr_bytes=_sum([gone.wr_bytes] + [k.wr_bytes for k in counted])),
         net=_net_io(net) if net is not None else NetIo(),
         adapters=net.adapters if net is not None else (), machine_type=host.machine_type,
         os_name=int(OsName.LINUX), os_release=host.os_release)
