@@ -109,7 +109,7 @@ def test_pod_reading_sums_its_containers_and_those_it_had():
     retired.add(CgroupCounters(cpu_ns=2_000_000, rd_bytes=50, memory=1 << 30))
     r = pod_reading("k8s__web-0_default_u_a", b"\x01" * 16, VirState.RUNNING,
                     members=[sandbox, app, stopped], running=[sandbox, app], net=sandbox,
-                    host=host, retired=retired)
+                    host=host, retired=retired, sandbox=sandbox)
     assert r.cpu_ns == 15_000_000                 # those it has and those it had: no step back
     assert r.disk.rd_bytes == 4246 and r.disk.wr_bytes is None
     assert r.memory == 4 << 20                     # those running (a retired one's is no gauge)
@@ -120,6 +120,29 @@ def test_pod_reading_sums_its_containers_and_those_it_had():
     r = pod_reading("p", b"\x01" * 16, VirState.SHUTDOWN, members=[_proc()], running=[],
                     net=None, host=host, retired=retired)
     assert (r.cpu_ns, r.disk.rd_bytes, r.disk.rd_req) == (2_000_000, 50, None)
+
+
+def test_a_pods_limits_are_its_workloads_not_its_sandboxs():
+    """The kubelet puts a pod's limits on its workload containers (and the pod's cgroup);
+    the sandbox (pause) container has none.  Counted in, it made every real pod report the
+    host's memory and CPUs."""
+    host = HostFacts(memory=64 << 30, cpus=32, machine_type=3, os_release="6.1")
+    sandbox = _proc(1, 1 << 20, cpus=32)
+    app = _proc(1, 30 << 20, limit=64 << 20, quota=0.5, cpus=32)
+    sidecar = _proc(1, 10 << 20, limit=32 << 20, quota=0.25, cpus=32)
+
+    def limits(running):
+        r = pod_reading("k8s__web-0_default_u_a", b"\x01" * 16, VirState.RUNNING,
+                        members=running, running=running, net=sandbox, host=host,
+                        sandbox=sandbox)
+        return r.max_memory, r.vcpus
+    assert limits([sandbox, app]) == (64 << 20, 1)           # half a CPU: 1
+    assert limits([sandbox, app, sidecar]) == (96 << 20, 1)  # 0.75 CPU: 1
+    # a workload without a limit: the pod has none (the host's), and the CPUs it may use
+    assert limits([sandbox, app, _proc(1, 1 << 20, cpus=6)]) == (64 << 30, 32)
+    assert limits([sandbox, _proc(1, 1 << 20, cpus=6)]) == (64 << 30, 6)
+    # the sandbox all that runs: its own (none: the host's)
+    assert limits([sandbox]) == (64 << 30, 32)
 
 
 @pytest.fixture(scope="module")

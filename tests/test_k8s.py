@@ -216,9 +216,9 @@ def test_k8s_life_of_the_module(containerd, node, agents, receivers):  # noqa: F
                              t.inside("/sys/class/net/eth0/address").replace(":", ""))]
     assert str(records_by_tag(_samples(r, tw.ds)[-1])[2000].uuid) == WEB_UUID
     web_rec = records_by_tag(_samples(r, tw.ds)[-1])
-    # web-0: its app has 64 MiB and half a CPU, its sandbox no limit: the host's memory,
-    # and the CPUs the sandbox may run on
-    assert web_rec[2101].nrVirtCpu == os.cpu_count()
+    # web-0: its app has 64 MiB and half a CPU.  Its sandbox has no limit, as the kubelet
+    # makes it, and is no workload: the pod's limits are its app's (half a CPU: 1)
+    assert (web_rec[2102].maxMemory, web_rec[2101].nrVirtCpu) == (64 << 20, 1)
     checked = 0
     for t in (tw, td):
         for s in _samples(r, t.ds):

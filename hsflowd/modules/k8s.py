@@ -197,9 +197,11 @@ class K8sPods(ContainerdModule):
                 elif task.running and self.reader.poll(task.proc, pod.key) and task is net:
                     changed = True
             tasks = list(pod.members.values())
+            sandbox = pod.members.get(pod.sandbox) if pod.sandbox else None
             out[source] = guest_records(pod_reading(
                 pod.key, pod.uuid, pod.state, [t.proc for t in tasks],
-                [t.proc for t in tasks if t.running], pod.net_proc(), self.host, pod.retired))
+                [t.proc for t in tasks if t.running], pod.net_proc(), self.host, pod.retired,
+                sandbox.proc if sandbox is not None else None))
         if changed:
             self._guests_changed()
         return out

@@ -163,22 +163,25 @@ class Retired:
 
 def pod_reading(name: str, uuid: bytes, state: int, members: Sequence[ContainerProcess],
                 running: Sequence[ContainerProcess], net: Optional[ContainerProcess],
-                host: HostFacts, retired: Optional[Retired] = None) -> GuestReading:
+                host: HostFacts, retired: Optional[Retired] = None,
+                sandbox: Optional[ContainerProcess] = None) -> GuestReading:
     """A pod's sample: its containers summed.  Counters (CPU time, disk) add up the
     containers it has (``members``) and those it had (``retired``), so they never go back
-    when one goes; gauges (memory, limits, vCPUs) only those running.  A limit counts only
-    if every running container has one; vCPUs are the quotas summed, else the most CPUs any
-    of them may run on.  Its network is its namespace's (``net``: the process whose
-    namespace is read)."""
+    when one goes; gauges (memory, limits, vCPUs) only those running.  Its limits are its
+    workloads': the sandbox (the pause container, to which the kubelet gives no limit) is
+    left out unless it is all that runs.  A limit counts only if every workload running has
+    one; vCPUs are the quotas summed, else the most CPUs any of them may run on.  Its network
+    is its namespace's (``net``: the process whose namespace is read)."""
     gone = retired or Retired()
     live = [p.counters for p in running]
-    limits = [k.memory_limit for k in live]
-    quotas = [k.cpu_limit for k in live]
-    if live and all(quotas):
+    workloads = [p.counters for p in running if p is not sandbox] or live
+    limits = [k.memory_limit for k in workloads]
+    quotas = [k.cpu_limit for k in workloads]
+    if workloads and all(quotas):
         vcpus = max(1, round_half_up(sum(quotas)))
     else:
-        vcpus = max([k.cpus_allowed or host.cpus for k in live] or [host.cpus])
-    memory_limit = sum(limits) if live and all(limits) else host.memory
+        vcpus = max([k.cpus_allowed or host.cpus for k in workloads] or [host.cpus])
+    memory_limit = sum(limits) if workloads and all(limits) else host.memory
     counted = [p.counters for p in members]
     return GuestReading(
         hostname=name, uuid=uuid, state=state,
