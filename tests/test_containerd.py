@@ -1,6 +1,6 @@
 """containerd {} and k8s {} without a containerd: names, UUIDs, messages, a pod's sums, and
 the modules fed containerd's messages by hand (the races of a list with the event stream,
-a crash-looping container).
+a crash-looping container, a reload).
 
 The UUIDs are hsflowd's: mod_k8s names a pod ``k8s__<pod>_<namespace>_u_a`` and asks
 libuuid's uuid_generate_sha1 for the type-5 UUID of that name followed by the agent's
@@ -412,3 +412,35 @@ def test_a_container_not_of_a_pod_is_let_go_when_deleted(tmp_path):
     assert plain.key in module.tasks and not module.book.guests
     stop(module, plain)
     assert not module.tasks
+
+
+def test_a_new_socket_forgets_the_pods_and_their_containers(tmp_path):
+    module = make(K8sPods, tmp_path)
+    start(module, cri_task("sb1", 100, "sandbox"))
+    start(module, cri_task("app", 200, "container", container="app"))
+    assert len(module.pod_of) == 2
+    module.reconfigure(f"unixsock = {tmp_path}/other.sock", 2)
+    assert not module.book.guests and not module.tasks and not module.pod_of
+
+
+def test_without_its_library_the_module_says_so_once_and_tries_again_on_reload(
+        tmp_path, monkeypatch, caplog):
+    """grpclib installed while the agent runs: a reload (SIGHUP) is enough."""
+    calls = []
+
+    def missing():
+        calls.append(1)
+        raise api.ContainerdUnavailable("the Python package 'grpclib' is not installed")
+    module = make(ContainerdContainers, tmp_path)
+    module._drop_link()
+    monkeypatch.setattr(api, "Api", missing)
+    for now in range(5):
+        module.tick(1000.0 + now)
+    assert len(calls) == 1 and "reload" in caplog.text
+    module.reconfigure("", 2)          # a reload, the library still missing
+    module.tick(2000.0)
+    assert len(calls) == 2
+    monkeypatch.setattr(api, "Api", lambda: object())
+    module.reconfigure("", 3)
+    module.tick(3000.0)
+    assert module.unavailable is None and "absent" in module.said   # on to the socket

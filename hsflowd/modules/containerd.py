@@ -34,6 +34,7 @@ containerd's socket is root's, and entering a network namespace needs CAP_SYS_AD
 from __future__ import annotations
 
 import collections
+import importlib
 import os
 import string
 import time
@@ -161,6 +162,11 @@ class ContainerdModule(GuestsModule):
         if "config" not in state.changed:
             return
         config = state.config
+        if self.unavailable is not None:
+            # its library (or the API description) may have been installed since: a reload
+            # tries again, with Python's caches of what directories hold made afresh
+            self.unavailable = None
+            importlib.invalidate_caches()
         block = self.settings(config)
         self.set_intervals(config.refresh_vms, getattr(block, "forget_vms", None)
                            or config.forget_vms)
@@ -201,7 +207,8 @@ class ContainerdModule(GuestsModule):
                 self.api = api.Api()
             except api.ContainerdUnavailable as e:
                 self.unavailable = str(e)
-                self.log.warning("%s: %s; containers are not reported", self.label, e)
+                self.log.warning("%s: %s; containers are not reported (reload the agent "
+                                 "once it is there)", self.label, e)
                 return
         if not os.path.exists(self.socket):
             self._once("absent", f"{self.label}: no containerd socket at %s; its containers "

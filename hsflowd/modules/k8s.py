@@ -99,6 +99,10 @@ class K8sPods(ContainerdModule):
             self.name_ports = k.set_if_alias and k.set_if_name
         super().reconcile(state)
 
+    def _reset(self) -> None:
+        super()._reset()
+        self.pod_of.clear()
+
     # ------------------------------------------------------------ pods from tasks
     def _task_started(self, task: Task) -> None:
         name = pod_name(task.info)
