@@ -41,8 +41,9 @@ define copy-tree
 endef
 
 # make deb: dist/hsflowd_VERSION_all.deb.  Needs: apt-get install debhelper dh-python
-# pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel (dpkg-buildpackage
-# names any that is missing)
+# pybuild-plugin-pyproject python3-all python3-setuptools python3-wheel
+# golang-github-containerd-containerd-dev protobuf-compiler (the last two: containerd's API
+# description, for containerd {} and k8s {}; dpkg-buildpackage names any that is missing)
 # By hand, in a checkout: ln -s packaging/debian debian && dpkg-buildpackage -us -uc -b (the
 # .deb lands in ..; debian/rules clean removes what the build left in packaging/debian)
 deb:
@@ -54,7 +55,9 @@ deb:
 	cp build/deb/hsflowd_*_all.deb dist/
 	@ls dist/hsflowd_*.deb
 
-# make rpm: dist/hsflowd-VERSION-1.noarch.rpm.  Needs rpmbuild (apt-get install rpm on Debian)
+# make rpm: dist/hsflowd-VERSION-1.noarch.rpm.  Needs rpmbuild (apt-get install rpm on Debian).
+# Without containerd's .proto files and protoc on the build host the rpm has no description
+# of containerd's API: containerd {} and k8s {} then say so and report nothing (the spec).
 rpm:
 	rm -rf build/rpm
 	$(call copy-tree,build/rpm/hsflowd-$(VERSION))
