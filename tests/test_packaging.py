@@ -17,6 +17,8 @@ import socket
 import subprocess
 import sys
 import tarfile
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -189,6 +191,42 @@ def test_unit_security_exposure(unit_copy):
         if line.startswith("\u2717"):   # the settings that still cost something
             print("   ", " ".join(line.split()[:2]))
     assert score <= MAX_EXPOSURE
+
+
+UNIT_BOUNDING = "-all,+setuid,+setgid,+net_raw,+net_admin,+sys_admin,+bpf,+perfmon," \
+                "+dac_override,+dac_read_search,+net_bind_service"   # hsflowd.service's
+DOCKER_DEFAULT = "-all,+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setpcap," \
+                 "+net_bind_service,+net_raw,+sys_chroot,+mknod,+audit_write,+setfcap"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_the_units_bounding_set_lets_root_into_a_containers_namespace():
+    """docker {}, containerd {} and k8s {} keep root, and hsflowd(8) says CAP_SYS_ADMIN is what
+    they need to read a container's interfaces.  But /proc/PID/ns/net is a ptrace check: root
+    needs every capability the target holds, or CAP_SYS_PTRACE, which the unit's bounding set
+    leaves out.  A container started with Docker's (or the CRI's) default capabilities holds
+    CAP_CHOWN, CAP_KILL, CAP_MKNOD ... so under the unit same_netns() and read_namespace()
+    fail: no host_adapters (2001), no host-side veth (markTraffic by port, k8s's taps and
+    port names), and a --network host container is taken for one with its own namespace."""
+    target = subprocess.Popen(["setpriv", "--bounding-set", DOCKER_DEFAULT, "--", "sleep", "60"])
+    try:
+        time.sleep(0.3)
+        probe = textwrap.dedent(f"""
+            import sys
+            sys.path.insert(0, {os.getcwd()!r})
+            from hsflowd.sources import vnic
+            try:
+                vnic.read_namespace({target.pid})
+                print("ok")
+            except OSError as e:
+                print("failed:", e)
+        """)
+        run = subprocess.run(["setpriv", "--bounding-set", UNIT_BOUNDING, "--", sys.executable,
+                              "-c", probe], capture_output=True, text=True, timeout=30)
+        assert run.stdout.strip() == "ok", run.stdout + run.stderr
+    finally:
+        target.kill()
+        target.wait()
 
 
 # ------------------------------------------------------------------ deb
