@@ -1,7 +1,7 @@
 """The agent's image (packaging/container) built by a dockerd of the test's own with no
 registry, and run as packaging/kubernetes/hsflowd.yaml runs it: the environment, the
 capabilities, the host's network and PID namespaces and the mounts are read from that file
-(the DaemonSet and its ConfigMap), so the two cannot drift.  Only what points at this test's
+(the DaemonSet and its ConfigMap: its seccomp profile too), so the two cannot drift.  Only what points at this test's
 world is replaced: the collector (a receiver on 127.0.0.1), the polling interval (2 s, to be
 quick) and the containerd socket mounted (the test's own containerd, whose pod the agent
 must report).
@@ -51,6 +51,12 @@ def run_args(m: Dict, overrides: Dict[str, str], host_paths: Dict[str, str]) -> 
         args += ["--pid", "host"]
     security = container.get("securityContext", {})
     assert not security.get("privileged"), "the manifest asks for privileged"
+    # dockerd's default seccomp profile is its RuntimeDefault (containerd's has the same
+    # rules for these capabilities: setns, bpf and perf_event_open with CAP_SYS_ADMIN)
+    seccomp = security.get("seccompProfile", {}).get("type", "Unconfined")
+    assert seccomp in ("RuntimeDefault", "Unconfined"), seccomp
+    if seccomp == "Unconfined":
+        args += ["--security-opt", "seccomp=unconfined"]
     for cap in security.get("capabilities", {}).get("drop", []):
         args += ["--cap-drop", cap]
     for cap in security.get("capabilities", {}).get("add", []):

@@ -10,8 +10,9 @@
 #    documentation or locales, and /usr merged by mmdebstrap's hook rather than the
 #    usrmerge package (which would bring perl, 55 MB), imported as BASE.
 # 2. The agent: its wheel (which holds containerd's API description, built by its build
-#    step from Debian's golang-github-containerd-containerd-dev) and grpclib's, unpacked
-#    into the image's dist-packages, /usr/sbin/hsflowd and the entry point.
+#    step from Debian's golang-github-containerd-containerd-dev) and grpclib's (the version
+#    pinned below, checked by its hash), unpacked into the image's dist-packages,
+#    /usr/sbin/hsflowd and the entry point.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -19,6 +20,10 @@ IMAGE="${1:-hsflowd:latest}"
 BASE="${BASE:-hsflowd-base:bookworm}"
 DOCKER="${DOCKER:-docker}"
 PYTHON="${PYTHON:-python3}"
+# the grpclib the image was tested with (on Debian 12's python3-h2 4.1 and python3-multidict
+# 6.0): PyPI's wheel, and its hash
+GRPCLIB="grpclib==0.4.9 \
+--hash=sha256:7762ec1c8ed94dfad597475152dd35cbd11aecaaca2f243e29702435ca24cf0e"
 PACKAGES="python3,python3-psutil,python3-pyroute2,python3-dpkt,python3-protobuf,python3-h2,\
 python3-multidict,python3-docker,tini"
 if [ -z "${MIRROR:-}" ] && [ -f /etc/apt/sources.list.d/debian.sources ]; then
@@ -43,7 +48,9 @@ fi
 SITE="$WORK/context/rootfs/usr/lib/python3/dist-packages"
 mkdir -p "$SITE" "$WORK/context/rootfs/usr/sbin" "$WORK/wheels"
 $PYTHON -m pip wheel --quiet --no-deps --wheel-dir "$WORK/wheels" "$ROOT"
-$PYTHON -m pip download --quiet --no-deps --only-binary :all: --dest "$WORK/wheels" "grpclib>=0.4.7"
+printf '%s\n' "$GRPCLIB" > "$WORK/grpclib.txt"
+$PYTHON -m pip download --quiet --no-deps --only-binary :all: --require-hashes \
+    --requirement "$WORK/grpclib.txt" --dest "$WORK/wheels"
 for wheel in "$WORK"/wheels/*.whl; do
     $PYTHON -m zipfile -e "$wheel" "$SITE"
 done
