@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import one_line
-from .handover import CallFailed, Connected, Handover, Lost
+from .handover import CallFailed, Connected, Handover, Link, Lost
 from .records import VirState
 
 log = logging.getLogger("hsflowd.containerd")
@@ -227,7 +227,7 @@ class CallCounts:
         return self.version + self.events + self.namespaces + self.containers + self.tasks
 
 
-class ContainerdLink:
+class ContainerdLink(Link):
     """One connection to containerd; see the module docstring."""
 
     def __init__(self, path: str, api: Api, timeout: float = CALL_TIMEOUT):
@@ -245,11 +245,7 @@ class ContainerdLink:
         self._thread.start()
         return self
 
-    def fileno(self) -> int:
-        return self.handover.fileno()
 
-    def drain(self) -> List[Any]:
-        return self.handover.drain()
 
     # ---- what the loop asks
     def list(self, ticket: int = 0) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import one_line
-from .handover import CallFailed, Connected, Handover, Lost, Worker
+from .handover import CallFailed, Connected, Handover, Link, Lost, Worker
 
 log = logging.getLogger("hsflowd.docker")
 
@@ -167,7 +167,7 @@ class CallCounts:
         return self.version + self.events + self.list + self.inspect
 
 
-class DockerLink:
+class DockerLink(Link):
     """One connection to dockerd; see the module docstring."""
 
     def __init__(self, url: str, timeout: float = CALL_TIMEOUT):
@@ -187,12 +187,7 @@ class DockerLink:
         self._events.start()
         return self
 
-    def fileno(self) -> int:
-        return self.handover.fileno()
 
-    def drain(self) -> List[Any]:
-        """Every message handed over so far (called when ``fileno()`` is readable)."""
-        return self.handover.drain()
 
     # ---- what the loop asks
     def list(self) -> None:

@@ -4,6 +4,10 @@ their results reach the agent's single-threaded loop.
 ``Handover``: messages from any thread, queued, with one byte written to a socketpair
 whose read end the loop watches (``ctx.watch``); the loop drains them in order.
 
+``Link``: what every daemon connection (``dockerapi``, ``libvirtapi``, ``containerdapi``,
+``systemdapi``) offers the guest modules of the loop: its handover's descriptor to watch
+and its messages to drain.
+
 ``Worker``: one thread that makes the calls it is given, one at a time, and hands each
 answer over (``submit``), or lets the loop wait for one answer for a bounded time
 (``call``: the loop never waits longer than that on a daemon, and does not wait at all
@@ -73,6 +77,21 @@ class Handover:
         self.closed.set()
         self._r.close()
         self._w.close()
+
+
+class Link:
+    """A connection to a daemon whose threads hand their messages to the loop: the loop
+    watches ``fileno()`` and, when it is readable, ``drain()``s them.  A subclass makes
+    ``self.handover`` and its threads, and ``start()`` starts them."""
+
+    handover: Handover
+
+    def fileno(self) -> int:
+        return self.handover.fileno()
+
+    def drain(self) -> List[Any]:
+        """Every message handed over so far, oldest first."""
+        return self.handover.drain()
 
 
 class Busy(Exception):

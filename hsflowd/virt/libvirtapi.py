@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import one_line
-from .handover import CallFailed, Connected, Handover, Lost, Worker
+from .handover import CallFailed, Connected, Handover, Link, Lost, Worker
 
 DIST = "/usr/lib/python3/dist-packages"
 DEFAULT_URI = "qemu:///system"
@@ -148,7 +148,7 @@ def sum_prefixed(stats: Dict[str, Any], group: str, fields: Tuple[str, ...]) -> 
 
 # ---------------------------------------------------------------- the connection
 
-class LibvirtLink:
+class LibvirtLink(Link):
     """One read-only connection; see the module docstring."""
 
     def __init__(self, libvirt, uri: str):
@@ -170,11 +170,7 @@ class LibvirtLink:
         self.worker.submit("connect", self._connect)
         return self
 
-    def fileno(self) -> int:
-        return self.handover.fileno()
 
-    def drain(self) -> List[Any]:
-        return self.handover.drain()
 
     def list(self) -> None:
         """A list of the domains, unless one asked for has not begun yet (a burst of

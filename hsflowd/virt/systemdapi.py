@@ -30,10 +30,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from ..errors import one_line
-from .handover import CallFailed, Connected, Handover, Lost
+from .handover import CallFailed, Connected, Handover, Link, Lost
 
 SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -90,7 +90,7 @@ def is_service_path(path: str) -> bool:
     return path.startswith(UNITS_UNDER + "/") and path.endswith("_2eservice")
 
 
-class SystemdLink:
+class SystemdLink(Link):
     """One connection to the system bus; see the module docstring.  ``bus`` is jeepney's:
     "SYSTEM" (DBUS_SYSTEM_BUS_ADDRESS, else /run/dbus/system_bus_socket) or an address."""
 
@@ -113,11 +113,7 @@ class SystemdLink:
         self._thread.start()
         return self
 
-    def fileno(self) -> int:
-        return self.handover.fileno()
 
-    def drain(self) -> List[Any]:
-        return self.handover.drain()
 
     def list(self) -> None:
         """A list, as soon as the thread is free."""
