@@ -29,26 +29,18 @@ from .modules import privileges_for
 from .modules.supervisor import Supervisor
 from .output import Output
 from .pollers import CounterPolling
-from .runtime import Options, Runtime
+from .runtime import Options, Runtime, core_privileges
 from .sources.cgroups import join_init_cgroup_namespace
 from .sources.identity import choose_uuid, parse_uuid_text
 from .sources.interfaces import InterfaceTable
 
 log = logging.getLogger("hsflowd")
 
-__all__ = ["Agent", "Options", "StartupError", "core_privileges"]
+__all__ = ["Agent", "Options", "StartupError"]
 
 
 class StartupError(RuntimeError):
     """The agent cannot start (one line for the operator)."""
-
-
-def core_privileges(config) -> set:
-    """What the agent itself needs besides its modules: joining the network namespace of a
-    ``namespace=`` collector (setns, and /run/netns/NAME is mode 0)."""
-    if any(c.namespace for c in config.collectors):
-        return {"CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH"}
-    return set()
 
 
 def raise_fd_limit() -> None:

@@ -1,13 +1,21 @@
-"""Giving up root once the agent is set up, as hsflowd does.
+"""Giving up root once the agent is set up, as hsflowd does, and keeping children bare.
 
 After start-up (sockets, rings, eBPF programs and the pid, .auto and control files are
 open), the agent becomes ``nobody`` and keeps only the capabilities the enabled modules
 declare (``hsflowd.modules.register(..., privileges=...)``).  A module that must keep root
-(``ROOT``), or ``-P``, keeps the agent root, as in hsflowd.  The kept capabilities are also
-raised as ambient ones, so the helper a module runs (python-iptables' child) has them too.
+(``ROOT``), or ``-P``, keeps the agent root, as in hsflowd, but with no more capabilities
+than any module may use (``MOST``: the systemd unit's bounding set, less the two it needs to
+become nobody).
 
-Linux has no call for this in Python's standard library: prctl(2) and capset(2) are called
-through ctypes.
+Either way the bounding set is cut to what is kept, no_new_privs is set, and the ambient and
+inheritable sets are empty: a program the agent runs inherits nothing.  The one child that
+needs a capability (python-iptables' helper) is given it explicitly, for that spawn only
+(``granted_to_child``).  What the systemd unit does with CapabilityBoundingSet= and
+NoNewPrivileges=, the agent does for itself when ``hsflowd start`` runs it.
+
+Linux has no call for this in Python's standard library: prctl(2), capget(2) and capset(2)
+are called through ctypes.  Capabilities belong to a thread; all of this happens on the
+agent's main thread before any other starts, so every thread inherits the result.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import ctypes
 import logging
 import os
 import pwd
-from typing import FrozenSet, Iterable, Optional
+from contextlib import contextmanager
+from typing import FrozenSet, Iterable, Iterator, Optional, Tuple
 
 from .libc import libc
 
@@ -30,10 +39,20 @@ CAPABILITIES = {
     "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39,
 }
 NEWER = {"CAP_PERFMON", "CAP_BPF"}   # Linux 5.8: before, CAP_SYS_ADMIN covers them
+ROOT = "root"                        # in a set of needs: uid 0 (hsflowd.modules.ROOT)
+# The most any module may use (PRIVILEGES in hsflowd(8)): what a root agent keeps.  The
+# unit's CapabilityBoundingSet= is this and CAP_SETUID, CAP_SETGID (a test holds them equal).
+MOST = frozenset({"CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_BPF",
+                  "CAP_PERFMON", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH",
+                  "CAP_NET_BIND_SERVICE"})
 
 PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
@@ -67,18 +86,67 @@ def effective_set(names: Iterable[str]) -> FrozenSet[str]:
     return frozenset(out)
 
 
-def _capset(libc, caps: FrozenSet[str]) -> None:
+def _bits(names: Iterable[str]) -> int:
+    out = 0
+    for name in names:
+        out |= 1 << CAPABILITIES[name]
+    return out
+
+
+def _capget(c) -> Tuple[int, int, int]:
+    """This thread's (effective, permitted, inheritable) sets as 64-bit masks."""
     header = _Header(LINUX_CAPABILITY_VERSION_3, 0)
     data = (_Data * 2)()
-    for name in caps:
-        bit = CAPABILITIES[name]
-        word, mask = bit // 32, 1 << (bit % 32)
-        data[word].effective |= mask
-        data[word].permitted |= mask
-        data[word].inheritable |= mask
-    if libc.capset(ctypes.byref(header), data) != 0:
+    if c.capget(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capget: {os.strerror(err)}")
+    low, high = data[0], data[1]
+    return (low.effective | high.effective << 32, low.permitted | high.permitted << 32,
+            low.inheritable | high.inheritable << 32)
+
+
+def _capset(c, effective: int, permitted: int, inheritable: int) -> None:
+    header = _Header(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_Data * 2)()
+    for word in (0, 1):
+        shift = 32 * word
+        data[word].effective = effective >> shift & 0xFFFFFFFF
+        data[word].permitted = permitted >> shift & 0xFFFFFFFF
+        data[word].inheritable = inheritable >> shift & 0xFFFFFFFF
+    if c.capset(ctypes.byref(header), data) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"capset: {os.strerror(err)}")
+
+
+def _prctl(c, option: int, arg: int, what: str) -> None:
+    if c.prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({what}): {os.strerror(err)}")
+
+
+def _cut_bounding_set(c, keep: FrozenSet[str]) -> None:
+    """Drop every capability but ``keep`` from the bounding set, so that no later execve (of
+    a file with capabilities, or as root) gets more.  That takes CAP_SETPCAP: a service
+    manager or container runtime that withheld it has set the bounding set itself, and with
+    no_new_privs and no ambient set, a child gains nothing from what is left."""
+    wanted = _bits(keep)
+    left = []
+    for bit in range(last_cap() + 1):
+        if wanted >> bit & 1 or c.prctl(PR_CAPBSET_READ, bit, 0, 0, 0) != 1:
+            continue
+        if c.prctl(PR_CAPBSET_DROP, bit, 0, 0, 0) != 0:
+            left.append(bit)
+    if left:
+        names = {bit: name for name, bit in CAPABILITIES.items()}
+        log.debug("bounding set left as the service manager set it (no CAP_SETPCAP): %s",
+                  ", ".join(names.get(bit, str(bit)) for bit in left))
+
+
+def _seal(c) -> None:
+    """no_new_privs, and no ambient capability for any child (the kernel keeps the ambient
+    set of a process that changes uid with KEEPCAPS, so it is cleared explicitly)."""
+    _prctl(c, PR_SET_NO_NEW_PRIVS, 1, "PR_SET_NO_NEW_PRIVS")
+    c.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)   # EINVAL before Linux 4.3
 
 
 def _traversable(path: str, uid: int, gid: int, read: bool) -> bool:
@@ -114,17 +182,23 @@ def unreadable_code(uid: int, gid: int) -> Optional[str]:
 
 
 def drop(needed: Iterable[str], keep_root: bool = False, user: str = DROP_TO) -> Optional[FrozenSet[str]]:
-    """Become ``user`` with only ``needed`` capabilities; None if the agent stays as it is
-    (not root to begin with, ``-P``, or a module that must keep root: "root" in needed).
-    Returns the capabilities kept."""
+    """Become ``user`` with only ``needed`` capabilities, or stay root with ``MOST`` (``-P``,
+    or a module that must keep root: ``ROOT`` in needed).  Returns what is kept (``ROOT``
+    among it if the agent stays root), or None if the agent was not root to begin with."""
     needed = frozenset(needed)
+    c = libc()
     if os.geteuid() != 0:
+        _seal(c)
         return None
-    if keep_root or "root" in needed:
+    if keep_root or ROOT in needed:
+        caps = effective_set(MOST)
+        _cut_bounding_set(c, caps)
+        _capset(c, _bits(caps), _bits(caps), 0)
+        _seal(c)
         why = "-P" if keep_root else "a module needs it"
-        log.info("keeping root (%s)", why)
-        return None
-    caps = effective_set(needed)
+        log.info("keeping root (%s) with %s", why, ", ".join(sorted(caps)))
+        return caps | {ROOT}
+    caps = effective_set(needed - {ROOT})
     entry = pwd.getpwnam(user)
     unreadable = unreadable_code(entry.pw_uid, entry.pw_gid)
     if unreadable:
@@ -132,15 +206,36 @@ def drop(needed: Iterable[str], keep_root: bool = False, user: str = DROP_TO) ->
                     "lives (install the agent with a system Python, e.g. /usr/bin/python3)",
                     user, unreadable)
         return None
-    c = libc()
-    if c.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_KEEPCAPS)")
+    _prctl(c, PR_SET_KEEPCAPS, 1, "PR_SET_KEEPCAPS")
+    _cut_bounding_set(c, caps)
     os.setgroups([])
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
-    _capset(c, caps)
-    for name in caps:   # for a helper the agent runs (exec drops the rest)
-        c.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAPABILITIES[name], 0, 0)
-    c.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+    _capset(c, _bits(caps), _bits(caps), 0)
+    _prctl(c, PR_SET_KEEPCAPS, 0, "PR_SET_KEEPCAPS")
+    _seal(c)
     log.info("running as %s with %s", user, ", ".join(sorted(caps)) or "no capabilities")
     return caps
+
+
+@contextmanager
+def granted_to_child(names: Iterable[str]) -> Iterator[None]:
+    """Around one spawn: ``names`` (of those this thread holds) become inheritable and
+    ambient, so the child (a fresh interpreter as nobody, no file capabilities) keeps them
+    across execve; afterwards the thread has none to pass on again.  A root agent's child
+    is root and needs nothing from here."""
+    c = libc()
+    if os.geteuid() == 0:
+        yield
+        return
+    effective, permitted, inheritable = _capget(c)
+    give = _bits(names) & permitted
+    try:
+        _capset(c, effective, permitted, give)
+        for bit in range(64):
+            if give >> bit & 1:
+                c.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, bit, 0, 0)
+        yield
+    finally:
+        c.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+        _capset(c, effective, permitted, inheritable)

@@ -19,9 +19,10 @@ from typing import Any, Callable, Dict, FrozenSet, Optional
 from . import config as cfg
 from .address import AgentAddress, elect_agent_address
 from .collectors import Collectors, Destination
-from .modules import AgentState, privileges_for
+from .modules import AgentState, enabled_specs
 from .modules.supervisor import Supervisor
 from .output import Output
+from .privileges import effective_set
 from .sources.identity import parse_uuid_text
 
 log = logging.getLogger("hsflowd")
@@ -42,6 +43,14 @@ def sub_agent_id(config) -> int:
     counters are (its poll agent), so the sub-agent id a collector sees stays the same."""
     sampling = bool(config.pcap or config.epcap or config.nflog)
     return config.sub_agent_id + (0 if sampling else 1)
+
+
+def core_privileges(config) -> set:
+    """What the agent itself needs besides its modules: joining the network namespace of a
+    ``namespace=`` collector (setns, and /run/netns/NAME is mode 0)."""
+    if any(c.namespace for c in config.collectors):
+        return {"CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH"}
+    return set()
 
 
 class Runtime:
@@ -131,12 +140,24 @@ class Runtime:
             log.warning("%s", text)
 
     def _check_privileges(self, config) -> None:
-        if self.privileges is None:
-            return
-        missing = sorted(privileges_for(config) - self.privileges)
-        if missing:
-            self._say_once(f"{config.path}: the modules now enabled need {', '.join(missing)}, "
-                           f"which the agent gave up at start: restart hsflowd to use them")
+        """What was given up at start cannot come back: a module that now needs more is
+        not run (rather than failing every minute), and the log says to restart."""
+        kept = self.privileges
+        refused = set()
+        if kept is not None:
+            for spec in enabled_specs(config):
+                missing = sorted(effective_set(spec.privileges(config)) - kept)
+                if missing:
+                    refused.add(spec.name)
+                    self._say_once(f"{config.path}: the {spec.name} module needs "
+                                   f"{', '.join(missing)}, which the agent gave up at start: "
+                                   f"it is not run; restart hsflowd to use it")
+            missing = sorted(effective_set(core_privileges(config)) - kept)
+            if missing:
+                self._say_once(f"{config.path}: a collector with namespace= needs "
+                               f"{', '.join(missing)}, which the agent gave up at start: "
+                               f"restart hsflowd to send to it")
+        self.supervisor.refuse(frozenset(refused))
 
     # ------------------------------------------------------------ agent address
     def _configured_agent_ip(self) -> Optional[str]:

@@ -17,9 +17,11 @@ LAYERS = {
     "frames": {"sflow", "frames", "errors"},
     "netlink": {"netlink", "errors"},
     "libc": {"libc", "errors"},
+    "privileges": {"privileges", "libc", "errors"},
     "config": {"config", "sflow", "netlink", "errors"},
     "sources": {"sources", "sflow", "frames", "netlink", "libc", "config", "errors"},
-    "samplers": {"samplers", "sources", "sflow", "frames", "netlink", "libc", "config", "errors"},
+    "samplers": {"samplers", "sources", "sflow", "frames", "netlink", "libc", "privileges",
+                 "config", "errors"},
     "virt": {"virt", "sources", "sflow", "frames", "netlink", "libc", "config", "errors"},
     "decode": {"decode", "sflow", "frames", "errors"},
 }

@@ -147,8 +147,10 @@ def test_unit_sandbox_leaves_what_the_agent_needs():
     caps = set(s["CapabilityBoundingSet"][0].split())
     assert {"CAP_NET_RAW", "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_BPF", "CAP_PERFMON"} <= caps
     # every capability a module may keep (hsflowd.privileges), and becoming nobody
-    from hsflowd.privileges import CAPABILITIES
+    from hsflowd.privileges import CAPABILITIES, MOST
     assert caps == set(CAPABILITIES), caps ^ set(CAPABILITIES)
+    # and what a root agent keeps outside systemd (hsflowd start) is the same, less setuid
+    assert caps == set(MOST) | {"CAP_SETUID", "CAP_SETGID"}, caps ^ set(MOST)
     assert int(s["LimitNOFILE"][0]) >= 65536   # one packet socket per tapped interface
     assert "net" in s["RestrictNamespaces"][0].split()          # setns() for namespace=
     assert {"bpf", "perf_event_open"} <= set(s["SystemCallFilter"][0].split())

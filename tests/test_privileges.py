@@ -13,6 +13,10 @@ from lifecycle import Rig, wait_until
 
 BITS = {"CAP_DAC_OVERRIDE": 1, "CAP_DAC_READ_SEARCH": 2, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13,
         "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BPF": 39}
+# capabilities(7); written out here rather than taken from hsflowd.privileges
+ROOT_KEEPS = (1 << 1 | 1 << 2 | 1 << 10 | 1 << 12 | 1 << 13 | 1 << 19 | 1 << 21
+              | 1 << 38 | 1 << 39)   # DAC_OVERRIDE, DAC_READ_SEARCH, NET_BIND_SERVICE,
+                                     # NET_ADMIN, NET_RAW, SYS_PTRACE, SYS_ADMIN, PERFMON, BPF
 
 
 def proc_status(pid: int) -> dict:
@@ -45,12 +49,78 @@ def test_counters_only_agent_runs_as_nobody_with_no_capability(agents, receivers
     assert agent.wait_for_log("configuration revision 2", 10.0), agent.stderr()
 
 
+def sets(pid: int) -> dict:
+    """The capability sets and no_new_privs of a process, as numbers."""
+    s = proc_status(pid)
+    out = {k: int(s[k], 16) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+    out["NoNewPrivs"] = int(s["NoNewPrivs"])
+    out["Uid"] = int(s["Uid"].split()[1])
+    return out
+
+
+def test_nothing_is_left_for_a_child_to_inherit(agents, receivers):
+    """Outside systemd the agent does what the unit's CapabilityBoundingSet= and
+    NoNewPrivileges= do: a counters-only agent can never get a capability back."""
+    r = receivers()
+    agent = agents(config_text([("127.0.0.1", r.port)], polling=1))
+    dropped(agent)
+    got = sets(agent.pid)
+    assert got == {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapBnd": 0, "CapAmb": 0,
+                   "NoNewPrivs": 1, "Uid": 65534}, got
+    # every thread, not only the main one (capabilities belong to a thread)
+    for tid in os.listdir(f"/proc/{agent.pid}/task"):
+        with open(f"/proc/{agent.pid}/task/{tid}/status") as f:
+            assert "CapBnd:\t0000000000000000" in f.read(), tid
+
+
+def test_a_bounding_set_set_from_outside_is_kept(agents, receivers):
+    """Under systemd or in a container the agent may start without CAP_SETPCAP, which cutting
+    the bounding set takes: it starts, drops to nobody with nothing, and says no more."""
+    r = receivers()
+    agent = agents(config_text([("127.0.0.1", r.port)], polling=1), start=False)
+    inner = agent.command
+    unit = "-all,+setuid,+setgid,+net_raw,+net_admin,+sys_admin,+dac_override"
+    agent.command = lambda: ["setpriv", "--bounding-set", unit, "--"] + inner()
+    agent.start()
+    dropped(agent)
+    got = sets(agent.pid)
+    assert got["Uid"] == 65534 and got["CapEff"] == got["CapAmb"] == got["CapInh"] == 0
+    assert got["CapBnd"] == (1 << 6 | 1 << 7 | 1 << 12 | 1 << 13 | 1 << 21 | 1 << 1), hex(got["CapBnd"])
+    assert got["NoNewPrivs"] == 1
+    assert r.first(10.0) is not None, agent.stderr()
+    assert "WARNING" not in agent.stderr() and "ERROR" not in agent.stderr(), agent.stderr()
+
+
 def test_minus_p_keeps_root(agents, receivers):
     r = receivers()
     agent = agents(config_text([("127.0.0.1", r.port)], polling=1), args=("-d", "-P"))
     uid, _, raw = dropped(agent)
     assert uid == 0 and raw != 0
     assert "keeping root (-P)" in agent.stderr()
+    # root, but with no more than any module may use: no CAP_SYS_MODULE, CAP_KILL, CAP_SETUID
+    got = sets(agent.pid)
+    assert got["CapEff"] == got["CapPrm"] == got["CapBnd"] == ROOT_KEEPS, {k: hex(v) for k, v in got.items()}
+    assert got["CapAmb"] == got["CapInh"] == 0 and got["NoNewPrivs"] == 1
+    assert r.first(10.0) is not None, agent.stderr()
+
+
+def test_a_reload_cannot_get_back_what_was_given_up(agents, receivers):
+    """A counters-only agent has nothing; a reload that turns pcap on is refused with one
+    line, the rest runs on, and a restart is what it takes."""
+    r = receivers()
+    agent = agents(config_text([("127.0.0.1", r.port)], polling=1))
+    dropped(agent)
+    agent.write_config(config_text([("127.0.0.1", r.port)], polling=1,
+                                   extra="pcap { dev = lo }"))
+    agent.signal(1)
+    assert agent.wait_for_log("configuration revision 2", 10.0), agent.stderr()
+    line = ("the pcap module needs CAP_NET_RAW, which the agent gave up at start: it is not "
+            "run; restart hsflowd to use it")
+    assert agent.stderr().count(line) == 1, agent.stderr()
+    r.drain()
+    assert r.first(10.0) is not None, agent.stderr()     # counters still go out
+    assert "failed in" not in agent.stderr() and "Traceback" not in agent.stderr()
+    assert sets(agent.pid)["CapEff"] == 0
 
 
 @pytest.mark.netns
@@ -80,21 +150,64 @@ def test_samplers_keep_only_what_they_need_and_still_sample(netns, agents, kind,
         rig.close()
 
 
+def helper_child(agent_pid: int, timeout: float):
+    """The status of the agent's iptables helper, read while it runs (after its execve)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for tid in os.listdir(f"/proc/{agent_pid}/task"):
+            try:
+                with open(f"/proc/{agent_pid}/task/{tid}/children") as f:
+                    kids = f.read().split()
+            except OSError:
+                continue
+            for kid in kids:
+                try:
+                    with open(f"/proc/{kid}/cmdline", "rb") as f:
+                        if b"hsflowd.samplers.iptables" in f.read():
+                            return sets(int(kid))
+                except (OSError, KeyError):
+                    pass
+        time.sleep(0.002)
+    return None
+
+
 @pytest.mark.netns
 def test_managed_iptables_rules_as_nobody(netns, agents):
-    """The rule helper runs as a child with the agent's (ambient) capabilities."""
+    """The rule helper is the one child given a capability, explicitly, and only the two it
+    needs; the agent itself keeps none to pass on."""
     host = netns()
-    agent = agents(config_text([("127.0.0.1", 16397)], polling=1,
-                               extra="agentIP = 127.0.0.1\n"
-                                     "nflog { group = 11 probability = 0.5 iptables = on }"),
-                   netns=host.name)
+
+    def conf(probability):
+        return config_text([("127.0.0.1", 16397)], polling=1,
+                           extra="agentIP = 127.0.0.1\n"
+                                 f"nflog {{ group = 11 probability = {probability} iptables = on }}")
+
+    agent = agents(conf(0.5), netns=host.name)
     uid, caps, _ = dropped(agent)
     assert uid == 65534 and caps == {"CAP_NET_ADMIN", "CAP_NET_RAW"}
+    both = 1 << 12 | 1 << 13
+    got = sets(agent.pid)
+    assert got["CapBnd"] == both and got["CapAmb"] == 0 and got["CapInh"] == 0, got
+    assert got["NoNewPrivs"] == 1
 
     def rules():
         return host.run(["iptables-legacy", "-w", "-S"], check=False).stdout.count("hsflowd:nflog")
 
     assert wait_until(lambda: rules() == 2, 10), agent.stderr()
+    # each reload with a new probability runs the helper again: catch one while it runs
+    child = None
+    for n in range(2, 8):
+        agent.write_config(conf(round(0.5 - n / 100, 2)))
+        agent.signal(1)
+        child = helper_child(agent.pid, 10.0)
+        if child is not None:
+            break
+    assert child is not None, "never saw the iptables helper run"
+    assert child["Uid"] == 65534 and child["NoNewPrivs"] == 1
+    assert child["CapEff"] == child["CapPrm"] == child["CapAmb"] == both, child
+    assert child["CapBnd"] == both
+    # and once it is done the agent has nothing ambient or inheritable again
+    assert wait_until(lambda: sets(agent.pid)["CapAmb"] == 0 and sets(agent.pid)["CapInh"] == 0, 10)
     assert agent.stop() == 0
     assert rules() == 0
 

@@ -34,12 +34,11 @@ from dataclasses import dataclass, field
 from typing import (Any, Callable, ClassVar, Dict, FrozenSet, Iterable, List, Mapping, Sequence,
                     Tuple, Type)
 
+from ..privileges import ROOT   # in a module's privileges: it cannot run without uid 0
 from ..sflow import Record
 
 DataSource = Tuple[int, int]   # (class, index): 2:1 the host, 0:ifIndex, 3:N a container/VM
 HOST_SOURCE: DataSource = (2, 1)
-
-ROOT = "root"   # in a module's privileges: it cannot run without uid 0 (as hsflowd's module)
 
 
 EVERYTHING = frozenset({"config", "interfaces", "agent", "targets", "ports"})

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from ..errors import one_line
 from . import EVERYTHING, AgentState, Context, Module, ModuleSpec, enabled_specs
@@ -66,6 +66,15 @@ class Supervisor:
         self.clock = clock
         self.slots: Dict[str, Slot] = {}
         self.state: Optional[AgentState] = None
+        self.refused: FrozenSet[str] = frozenset()   # enabled, but lacking a privilege
+
+    def refuse(self, names: FrozenSet[str]) -> None:
+        """Modules the configuration enables that must not run (the agent gave up what they
+        need at start); the runtime says why."""
+        self.refused = names
+
+    def _wanted(self, config) -> List[ModuleSpec]:
+        return [s for s in enabled_specs(config) if s.name not in self.refused]
 
     # ------------------------------------------------------------ the modules' life
     def reconcile(self, state: AgentState, stopping: Callable[[], bool] = lambda: False) -> None:
@@ -75,7 +84,7 @@ class Supervisor:
         state = replace(state, requested_taps=self.ports.taps,
                                     port_names=self.ports.names)
         self.state = state
-        wanted = enabled_specs(state.config)
+        wanted = self._wanted(state.config)
         names = {s.name for s in wanted}
         for name in [n for n in self.slots if n not in names]:
             self._stop(self.slots.pop(name))
@@ -95,7 +104,7 @@ class Supervisor:
         the revision is theirs from the start (DNS-SD: nothing goes out before DNS answers)
         and a reload that drops one is not adjusted by it any more.  They are told the
         state with the others, once the revision is made."""
-        wanted = {s.name: s for s in enabled_specs(file_config) if s.cls.adjusts_config}
+        wanted = {s.name: s for s in self._wanted(file_config) if s.cls.adjusts_config}
         for name in [n for n, slot in self.slots.items()
                      if slot.spec.cls.adjusts_config and n not in wanted]:
             self._stop(self.slots.pop(name))

@@ -18,12 +18,15 @@ import sys
 import time
 from typing import Callable, List, NamedTuple, Optional
 
+from ..privileges import granted_to_child
 from . import NO_WATCHER, Watcher
 
 log = logging.getLogger("hsflowd.samplers")
 
 RULE_TAG = "hsflowd:nflog"   # the comment that marks the agent's own iptables rules
 CHILD_TIMEOUT = 20.0         # seconds a rule change may take before the child is ended
+# what the child needs (libiptc's raw socket and its setsockopt), given to it alone
+CHILD_CAPABILITIES = ("CAP_NET_ADMIN", "CAP_NET_RAW")
 
 
 class RuleSpec(NamedTuple):
@@ -141,9 +144,10 @@ class RuleManager:
     def _start(self) -> None:
         spec, self._pending = self._wanted, False
         try:
-            self._child = subprocess.Popen(self.command(spec), stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                           close_fds=True)
+            with granted_to_child(CHILD_CAPABILITIES):
+                self._child = subprocess.Popen(self.command(spec), stdin=subprocess.DEVNULL,
+                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                               close_fds=True)
         except OSError as e:
             self._give_up(f"cannot run {sys.executable}: {e.strerror or e}", spec)
             return
