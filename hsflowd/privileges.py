@@ -183,39 +183,51 @@ def unreadable_code(uid: int, gid: int) -> Optional[str]:
 
 def drop(needed: Iterable[str], keep_root: bool = False, user: str = DROP_TO) -> Optional[FrozenSet[str]]:
     """Become ``user`` with only ``needed`` capabilities, or stay root with ``MOST`` (``-P``,
-    or a module that must keep root: ``ROOT`` in needed).  Returns what is kept (``ROOT``
-    among it if the agent stays root), or None if the agent was not root to begin with."""
+    or a module that must keep root: ``ROOT`` in needed).  Returns what the agent meant to
+    keep (``ROOT`` among it if it stays root), or None if it was not root to begin with.
+    Of that, it holds what it was started with: a container or a service manager may have
+    withheld some (said once here; the module that needs one says what fails)."""
     needed = frozenset(needed)
     c = libc()
     if os.geteuid() != 0:
         _seal(c)
         return None
-    if keep_root or ROOT in needed:
-        caps = effective_set(MOST)
-        _cut_bounding_set(c, caps)
-        _capset(c, _bits(caps), _bits(caps), 0)
-        _seal(c)
-        why = "-P" if keep_root else "a module needs it"
-        log.info("keeping root (%s) with %s", why, ", ".join(sorted(caps)))
-        return caps | {ROOT}
-    caps = effective_set(needed - {ROOT})
+    held = _capget(c)[1]
+    why = "-P" if keep_root else "a module needs it" if ROOT in needed else None
     entry = pwd.getpwnam(user)
-    unreadable = unreadable_code(entry.pw_uid, entry.pw_gid)
-    if unreadable:
-        log.warning("keeping root: %s cannot read %s, where this Python or the agent's code "
-                    "lives (install the agent with a system Python, e.g. /usr/bin/python3)",
-                    user, unreadable)
-        return None
-    _prctl(c, PR_SET_KEEPCAPS, 1, "PR_SET_KEEPCAPS")
+    if why is None:
+        unreadable = unreadable_code(entry.pw_uid, entry.pw_gid)
+        if unreadable:
+            log.warning("keeping root: %s cannot read %s, where this Python or the agent's "
+                        "code lives (install the agent with a system Python, e.g. "
+                        "/usr/bin/python3)", user, unreadable)
+            why = "nobody cannot read the code"
+    caps = effective_set(MOST if why else needed - {ROOT})
+    keep = _bits(caps) & held
+    if why is None:
+        withheld = sorted(name for name in caps if not held >> CAPABILITIES[name] & 1)
+        if withheld:
+            log.warning("the enabled modules need %s, which this agent was started without",
+                        ", ".join(withheld))
+        _prctl(c, PR_SET_KEEPCAPS, 1, "PR_SET_KEEPCAPS")
     _cut_bounding_set(c, caps)
-    os.setgroups([])
-    os.setgid(entry.pw_gid)
-    os.setuid(entry.pw_uid)
-    _capset(c, _bits(caps), _bits(caps), 0)
-    _prctl(c, PR_SET_KEEPCAPS, 0, "PR_SET_KEEPCAPS")
+    if why is None:
+        os.setgroups([])
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+    _capset(c, keep, keep, 0)
+    if why is None:
+        _prctl(c, PR_SET_KEEPCAPS, 0, "PR_SET_KEEPCAPS")
     _seal(c)
-    log.info("running as %s with %s", user, ", ".join(sorted(caps)) or "no capabilities")
+    if why:
+        log.info("keeping root (%s) with %s", why, _names(keep))
+        return caps | {ROOT}
+    log.info("running as %s with %s", user, _names(keep) or "no capabilities")
     return caps
+
+
+def _names(bits: int) -> str:
+    return ", ".join(sorted(name for name, bit in CAPABILITIES.items() if bits >> bit & 1))
 
 
 @contextmanager

@@ -91,6 +91,22 @@ def test_a_bounding_set_set_from_outside_is_kept(agents, receivers):
     assert "WARNING" not in agent.stderr() and "ERROR" not in agent.stderr(), agent.stderr()
 
 
+def test_root_kept_where_a_container_withheld_some(agents, receivers):
+    """systemd-nspawn, like most container runtimes, gives root no CAP_NET_ADMIN or CAP_BPF:
+    an agent that keeps root keeps what it has of MOST, and runs."""
+    r = receivers()
+    agent = agents(config_text([("127.0.0.1", r.port)], polling=1), args=("-d", "-P"),
+                   start=False)
+    inner = agent.command
+    agent.command = lambda: ["setpriv", "--bounding-set", "-all,+setpcap,+net_raw,+sys_ptrace,+kill",
+                             "--"] + inner()
+    agent.start()
+    dropped(agent)
+    got = sets(agent.pid)
+    assert got["Uid"] == 0 and got["CapEff"] == got["CapBnd"] == 1 << 13 | 1 << 19, got
+    assert r.first(10.0) is not None, agent.stderr()
+
+
 def test_minus_p_keeps_root(agents, receivers):
     r = receivers()
     agent = agents(config_text([("127.0.0.1", r.port)], polling=1), args=("-d", "-P"))
