@@ -250,7 +250,32 @@ def test_load_config_names_the_file_in_errors(tmp_path):
     assert str(caught.value) == f"{path}:2: 'sampling' needs an integer, got 'lots'"
 
 
-def test_latin1_bytes_do_not_crash(tmp_path):
+NOT_UTF8 = [
+    # (name, file bytes, expected line and column, byte)
+    ("in a value", b"sflow {\n  collector { ip=192.0.2.1 }\n  agent = eth\xe9\xff\n}\n",
+     "3", "14", "e9"),
+    ("in a comment", b"# caf\xe9\nsflow { collector { ip=192.0.2.1 } }\n", "1", "6", "e9"),
+    ("after a byte order mark", b"\xef\xbb\xbfsflow { # \xff\n collector { ip=192.0.2.1 } }\n",
+     "1", "11", "ff"),
+    ("after CRLF and CR line ends", b"sflow {\r\n\r collector { ip=192.0.2.1 }\r\n"
+     b"# na\xc3\xafve, then \x80\r\n}\r\n", "4", "15", "80"),
+    ("a character cut in two at the end", b"sflow { collector { ip=192.0.2.1 } }\n# caf\xc3",
+     "2", "6", "c3"),
+]
+
+
+@pytest.mark.parametrize("data,line,column,byte",
+                         [pytest.param(*case[1:], id=case[0]) for case in NOT_UTF8])
+def test_bytes_that_are_not_utf8_are_an_error(tmp_path, data, line, column, byte):
     path = tmp_path / "hsflowd.conf"
-    path.write_bytes(b"# caf\xe9\nsflow { collector { ip=192.0.2.1 } }\n")
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert str(caught.value) == (f"{path}:{line}: byte 0x{byte} (column {column}) is not "
+                                 "UTF-8: save the file as UTF-8")
+
+
+def test_utf8_beyond_ascii_is_accepted(tmp_path):
+    path = tmp_path / "hsflowd.conf"
+    path.write_bytes("# café, naïve\nsflow { collector { ip=192.0.2.1 } }\n".encode())
     assert load_config(str(path)).collectors[0].ip == "192.0.2.1"
