@@ -3,6 +3,7 @@
     config = load_config("/etc/hsflowd.conf")     # ConfigError: "FILE:LINE: what is wrong"
     for line in config.warnings: log.warning(line)
     for name in config.unsupported: log.warning("%s { } is not supported yet", name)
+    for line in missing_devices(config, *host_interfaces()): log.warning(line)  # agent=eth9
     rate = sampling_rate_for(config, if_speed=10**9)  # 1000, the 1G default
 
 The keyword table in keywords.py is the single list of keywords, ranges and defaults.
@@ -16,6 +17,7 @@ import stat
 
 from .autofile import AutoFile, render_auto, write_auto
 from .describe import describe
+from .devices import host_interfaces, missing_devices
 from .errors import ConfigError
 from .grammar import parse_config
 from .keywords import BLOCKS
@@ -32,7 +34,8 @@ __all__ = ["AgentCidr", "AutoFile", "BLOCKS", "Collector", "Config", "ConfigErro
            "ContainerdConfig", "DockerConfig", "DropmonConfig", "JsonConfig", "K8sConfig",
            "KvmConfig", "NflogConfig", "OvsConfig", "PcapRule", "PsampleConfig", "SystemdConfig",
            "TcpConfig", "UlogConfig",
-           "app_sampling_rate", "describe", "load_config", "lookup_app", "parse_config",
+           "app_sampling_rate", "describe", "host_interfaces", "load_config", "lookup_app",
+           "missing_devices", "parse_config",
            "polling_interval_for", "print_speed", "render_auto", "sampling_rate_for",
            "write_auto", "DEFAULT_PATH", "DEFAULT_AUTO_PATH"]
 

@@ -365,7 +365,8 @@ class _Parser:
             collectors=[self.make(Collector, i) for i in self.multis["collector"]],
             pcap=[self.make_rule(i) for i in self.multis["pcap"]],
             epcap=[self.make_rule(i) for i in self.multis["epcap"]],
-            blocks=blocks, unsupported=unsupported, warnings=self.warnings, **typed)
+            blocks=blocks, unsupported=unsupported, warnings=self.warnings,
+            lines=dict(self.top.seen), **typed)
         self.check(config, enabled)
         return config
 
