@@ -146,7 +146,7 @@ def check(path: str) -> int:
     except cfg.ConfigError as e:
         print(e, file=sys.stderr)
         return 1
-    for warning in config.warnings:
+    for warning in config.warnings + cfg.missing_devices(config, *cfg.host_interfaces()):
         print(f"warning: {warning}", file=sys.stderr)
     for block in config.unsupported:
         print(f"warning: {path}: {block} {{}} is not supported yet; it will be ignored", file=sys.stderr)

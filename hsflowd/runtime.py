@@ -89,6 +89,10 @@ class Runtime:
         self.revision += 1
         for warning in config.warnings:
             self._say_once(warning)
+        interfaces = list(self.interfaces)
+        for warning in cfg.missing_devices(file_config, {i.name for i in interfaces},
+                                           {i.alias for i in interfaces if i.alias}):
+            self._say_once(warning)
         for block in config.unsupported:
             self._say_once(f"{config.path}: {block} {{}} is not supported yet; ignored")
         self._check_privileges(config)

@@ -395,6 +395,36 @@ def test_ignored_settings_are_said_once_with_the_reason(agents, receivers, tmp_p
     assert "checkAdaptors =" not in res.stdout and "modules =" not in res.stdout
 
 
+def test_devices_the_host_lacks_are_said_once(agents, receivers):
+    """agent=, pcap { dev= } and collector { dev= } naming no interface: a warning each,
+    at start and not again on reload, the same from hsflowd check; the agent runs, and a
+    collector pinned to a device that exists (lo) gets its datagrams."""
+    r = receivers()
+    text = config_text([f"ip = 127.0.0.1 udpport = {r.port} dev = lo",
+                        f"ip = 127.0.0.1 udpport = {free_udp_port()} dev = nosuchdev0"],
+                       polling=1, extra="agent = nosuchdev0\npcap { dev = nosuchdev0 }")
+    agent = agents(text)
+    path = agent.config_path
+    said = [f"{path}:{line_of(text, 'dev = nosuchdev0 }')}: collector {{ dev = nosuchdev0 }}: "
+            "no such interface now; nothing is sent to 127.0.0.1 until it appears",
+            f"{path}:{line_of(text, 'agent =')}: agent = nosuchdev0: no interface has that "
+            "name or alias now; the agent address is elected without it until one does",
+            f"{path}:{line_of(text, 'pcap')}: pcap {{ dev = nosuchdev0 }}: no such interface "
+            "now; it is tapped when it appears"]
+    assert r.first(START_BOUND) is not None, agent.stderr()
+    agent.signal(signal.SIGHUP)
+    assert agent.wait_for_log("configuration revision 2", START_BOUND)
+    log = agent.stderr().splitlines()
+    for warning in said:
+        assert [line.split(" ", 2)[2] for line in log if warning in line] == \
+            [f"WARNING {warning}"], agent.stderr()
+    assert "dev = lo" not in agent.stderr()
+    res = run_hsflowd("check", "-f", str(path))
+    assert res.returncode == 0 and "nosuchdev0" in res.stdout
+    assert res.stderr.splitlines() == [f"warning: {warning}" for warning in said]
+    assert TRACEBACK not in agent.stderr()
+
+
 def test_check_broken_file(tmp_path):
     path = tmp_path / "broken.conf"
     path.write_text(BROKEN)

@@ -121,6 +121,28 @@ CASES = [
     ("top-level block nested", "sflow {\n  collector { ip=192.0.2.1 pcap { } }\n}\n",
      "b.conf:2: 'pcap' is not a setting of collector { } (opened at line 2); "
      "is a '}' missing before it?"),
+    # a file cut short: the line is where the block the file never closes was opened
+    ("cut inside sflow { }", "# pushed\nsflow {\n" + C + "  sampling=100\n",
+     "b.conf:2: 'sflow {' is not closed: the file ends at line 4 before its '}' "
+     "(was it cut short?)"),
+    ("cut right after sflow {", "sflow {", "b.conf:1: 'sflow {' is not closed: the file ends "
+     "at line 1 before its '}' (was it cut short?)"),
+    ("cut after collector {", "sflow {\n" + C + "  collector {\n",
+     "b.conf:3: 'collector {' is not closed: the file ends at line 3 before its '}', and "
+     "before that of 'sflow {' on line 1 (was it cut short?)"),
+    ("cut inside a collector", "sflow {\n" + C + "  collector {\n    ip = 192.0.2.2\n"
+     "    udpport = 63\n\n# end\n",
+     "b.conf:3: 'collector {' is not closed: the file ends at line 7 before its '}', and "
+     "before that of 'sflow {' on line 1 (was it cut short?)"),
+    ("cut inside a nested block", "sflow {\n" + C + "  opx {\n    port { dev=swp1",
+     "b.conf:4: 'port {' is not closed: the file ends at line 4 before its '}', and before "
+     "that of 'opx {' on line 3, and before that of 'sflow {' on line 1 (was it cut short?)"),
+    ("cut after a nested block", "sflow {\n" + C + "  opx {\n    port { dev=swp1 }\n",
+     "b.conf:3: 'opx {' is not closed: the file ends at line 4 before its '}', and before "
+     "that of 'sflow {' on line 1 (was it cut short?)"),
+    ("cut without any collector", "sflow {\n  collector {",
+     "b.conf:2: 'collector {' is not closed: the file ends at line 2 before its '}', and "
+     "before that of 'sflow {' on line 1 (was it cut short?)"),
 ]
 
 
@@ -134,10 +156,14 @@ def test_broken_file(text, expected):
     assert str(caught.value).startswith(f"b.conf:{caught.value.line}: ")
 
 
-def test_unclosed_brace_is_not_an_error():
-    config = parse_config("sflow {\n" + C, "b.conf")
-    assert config.warnings == [
-        "b.conf:2: missing '}' at the end of the file: 'sflow {' (line 1) not closed"]
+def test_a_file_cut_short_at_any_point_is_an_error():
+    """Every prefix of a good file that stops before its last '}' is refused, never run on
+    with the collectors after the cut dropped."""
+    text = "sflow {\n" + C + "  collector { ip=192.0.2.2 udpport=6400 }\n  pcap { dev=eth0 }\n}\n"
+    assert len(parse_config(text, "b.conf").collectors) == 2
+    for cut in range(len(text.rstrip("\n"))):     # up to the last "}", not with it
+        with pytest.raises(ConfigError):
+            parse_config(text[:cut], "b.conf")
 
 
 def test_missing_file(tmp_path):
@@ -224,7 +250,32 @@ def test_load_config_names_the_file_in_errors(tmp_path):
     assert str(caught.value) == f"{path}:2: 'sampling' needs an integer, got 'lots'"
 
 
-def test_latin1_bytes_do_not_crash(tmp_path):
+NOT_UTF8 = [
+    # (name, file bytes, expected line and column, byte)
+    ("in a value", b"sflow {\n  collector { ip=192.0.2.1 }\n  agent = eth\xe9\xff\n}\n",
+     "3", "14", "e9"),
+    ("in a comment", b"# caf\xe9\nsflow { collector { ip=192.0.2.1 } }\n", "1", "6", "e9"),
+    ("after a byte order mark", b"\xef\xbb\xbfsflow { # \xff\n collector { ip=192.0.2.1 } }\n",
+     "1", "11", "ff"),
+    ("after CRLF and CR line ends", b"sflow {\r\n\r collector { ip=192.0.2.1 }\r\n"
+     b"# na\xc3\xafve, then \x80\r\n}\r\n", "4", "15", "80"),
+    ("a character cut in two at the end", b"sflow { collector { ip=192.0.2.1 } }\n# caf\xc3",
+     "2", "6", "c3"),
+]
+
+
+@pytest.mark.parametrize("data,line,column,byte",
+                         [pytest.param(*case[1:], id=case[0]) for case in NOT_UTF8])
+def test_bytes_that_are_not_utf8_are_an_error(tmp_path, data, line, column, byte):
     path = tmp_path / "hsflowd.conf"
-    path.write_bytes(b"# caf\xe9\nsflow { collector { ip=192.0.2.1 } }\n")
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    assert str(caught.value) == (f"{path}:{line}: byte 0x{byte} (column {column}) is not "
+                                 "UTF-8: save the file as UTF-8")
+
+
+def test_utf8_beyond_ascii_is_accepted(tmp_path):
+    path = tmp_path / "hsflowd.conf"
+    path.write_bytes("# café, naïve\nsflow { collector { ip=192.0.2.1 } }\n".encode())
     assert load_config(str(path)).collectors[0].ip == "192.0.2.1"

@@ -238,20 +238,6 @@ def test_equality_ignores_lines_paths_and_warnings():
 
 # -- warnings ---------------------------------------------------------------------------
 
-def test_unclosed_brace_is_a_warning():
-    config = parse_config("sflow {\n  collector { ip=192.0.2.1 }\n  sampling=100\n", "u.conf")
-    assert config.sampling == 100
-    assert config.warnings == [
-        "u.conf:3: missing '}' at the end of the file: 'sflow {' (line 1) not closed"]
-
-
-def test_unclosed_nested_braces_are_one_warning():
-    config = parse_config("sflow {\n collector { ip=192.0.2.1\n\n# end\n", "u.conf")
-    assert config.collectors == [Collector("192.0.2.1")]
-    assert config.warnings == ["u.conf:4: missing '}' at the end of the file: 'collector {' "
-                               "(line 2) and 'sflow {' (line 1) not closed"]
-
-
 def test_repeated_keys_warn_and_the_last_wins():
     config = conf("sampling=100\ncollector { ip=192.0.2.1 udpport=1 udpport=2 }\n"
                   "packetSamplingRate=300\nsampling.1G=1\nsampling.1G=2")

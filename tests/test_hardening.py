@@ -127,3 +127,82 @@ def test_check_refuses_an_ovs_remote_the_daemon_cannot_use(tmp_path):
     res = run_hsflowd("check", "-f", str(conf))
     assert res.returncode == 1 and res.stderr.startswith(f"{conf}:3: ovs {{ db = ssl:")
     assert TRACEBACK not in res.stderr
+
+
+# ---------------------------------------------------------------- files cut short, bytes not UTF-8
+
+GOOD = "sflow {\n  polling = 1\n  collector { ip = 127.0.0.1 udpport = 6343 }\n}\n"
+# a push that stopped halfway: the second collector and the closing '}' never came
+CUT = ("sflow {\n  polling = 1\n  collector { ip = 127.0.0.1 udpport = 6343 }\n"
+       "  collector {\n    ip = 127.0.0.1\n")
+BAD_FILES = [
+    # (name, file bytes, the one line hsflowd check says after "PATH:")
+    ("cut short", CUT.encode(), "4: 'collector {' is not closed: the file ends at line 5 "
+     "before its '}', and before that of 'sflow {' on line 1 (was it cut short?)"),
+    ("cut right after sflow {", b"sflow {\n  polling = 1\n", "1: 'sflow {' is not closed: "
+     "the file ends at line 2 before its '}' (was it cut short?)"),
+    ("not UTF-8 in a value", GOOD.encode()[:-2] + b"  agent = eth\xe9\xff\n}\n",
+     "4: byte 0xe9 (column 14) is not UTF-8: save the file as UTF-8"),
+    ("not UTF-8 in a comment", b"# caf\xe9 pushed by ansible\n" + GOOD.encode(),
+     "1: byte 0xe9 (column 6) is not UTF-8: save the file as UTF-8"),
+]
+
+
+@pytest.mark.parametrize("data,said", [pytest.param(d, s, id=n) for n, d, s in BAD_FILES])
+def test_check_says_a_bad_file_in_one_line(tmp_path, data, said):
+    path = tmp_path / "bad.conf"
+    path.write_bytes(data)
+    res = run_hsflowd("check", "-f", str(path))
+    assert (res.returncode, res.stdout, res.stderr) == (1, "", f"{path}:{said}\n")
+
+
+@pytest.mark.parametrize("data,said", [pytest.param(d, s, id=n) for n, d, s in BAD_FILES[::2]])
+def test_start_with_a_bad_file_is_one_line(agents, data, said):
+    work = agents.workdir
+    path = work / "bad.conf"
+    path.write_bytes(data)
+    line = start_fails(["-f", str(path), "-p", str(work / "x.pid"), "-o", str(work / "x.auto")])
+    assert line == f"{path}:{said}"
+    assert not (work / "x.pid").exists() and not (work / "x.auto").exists()
+
+
+def test_check_accepts_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.conf"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    res = run_hsflowd("check", "-f", str(path))
+    assert (res.returncode, res.stderr) == (0, "")
+    assert "udpport = 6343" in res.stdout
+
+
+@pytest.mark.parametrize("kind", ["cut short", "not UTF-8 in a value"])
+def test_reload_with_a_bad_file_keeps_the_last_good_config(agents, receivers, kind):
+    """Started with collector r1; the file is rewritten for r2, but arrives cut short (or
+    with bytes that are not UTF-8): SIGHUP changes nothing, r1 still gets every datagram,
+    r2 none, and the log says why in one line.  The next good file is taken."""
+    r1, r2 = receivers(), receivers()
+    agent = agents(config_text([("127.0.0.1", r1.port)], polling=1))
+    assert r1.first(WAIT) is not None
+    new = config_text([("127.0.0.1", r2.port)], polling=1)
+    if kind == "cut short":
+        data, said = new[:new.rindex("}")].encode(), (
+            "1: 'sflow {' is not closed: the file ends at line 3 before its '}' "
+            "(was it cut short?); keeping the running configuration (revision 1)")
+    else:
+        data, said = new.replace("}\n}", "}\n  agent = eth\xe9\n}").encode("latin-1"), (
+            "4: byte 0xe9 (column 14) is not UTF-8: save the file as UTF-8; keeping the "
+            "running configuration (revision 1)")
+    temp = agent.config_path.with_suffix(".tmp")
+    temp.write_bytes(data)
+    os.replace(temp, agent.config_path)
+    agent.signal(1)
+    assert agent.wait_for_log(f"{agent.config_path}:{said}", WAIT), agent.stderr()
+    r1.drain()
+    assert r1.first(WAIT) is not None, "it stopped sending to the old collector"
+    assert r2.first(3.0) is None, "it took the bad file"
+    errors = [line for line in agent.stderr().splitlines() if f"{agent.config_path}:" in line]
+    assert len(errors) == 1 and "ERROR" in errors[0], agent.stderr()
+    agent.write_config(new)
+    agent.signal(1)
+    assert agent.wait_for_log("configuration revision 2", WAIT), agent.stderr()
+    assert r2.first(WAIT) is not None
+    assert TRACEBACK not in agent.stderr()

@@ -15,11 +15,14 @@ Where this parser differs from upstream, on purpose:
 * a value is never a bare ``{`` or ``}``: ``agent }`` is "missing value", not a device
   named "}";
 * a second ``sflow { }`` is an error (upstream silently drops the first one's settings);
+* a block the file never closes is an error naming the line that opened it: a file cut
+  short (a config push that stopped halfway) would otherwise run without every collector
+  after the cut (upstream logs "expect closing '}'" and runs on what it read);
 * legacy top-level keys (nflogGroup, jsonPort, xen.dsk...) act as if written inside their
   block, so they turn that block on, as they did in hsflowd 1.x.
 
-Mistakes a person must fix raise ConfigError; things hsflowd tolerates (a missing final
-``}``, a key set twice, deprecated or ignored keys) become warnings in Config.warnings.
+Mistakes a person must fix raise ConfigError; things hsflowd tolerates (a key set twice,
+deprecated or ignored keys) become warnings in Config.warnings.
 """
 
 from __future__ import annotations
@@ -150,28 +153,24 @@ class _Parser:
             raise self.error(tok.line, f"the file must start with 'sflow {{', not {tok.text!r}")
         self.expect_open(tok)
         self.top.line, self.top.opened = tok.line, True
-        if self.body(self.top, [self.top]):
-            tok = self.next()
-            if tok is not None:
-                if tok.is_("}"):
-                    raise self.error(tok.line, "unexpected '}': more '}' than '{'")
-                if tok.text.lower() == "sflow":
-                    raise self.error(tok.line, "only one 'sflow { }' block is allowed")
-                raise self.error(tok.line,
-                                 f"unexpected {tok.text!r} after the end of 'sflow {{ }}'")
+        self.body(self.top, [self.top])
+        tok = self.next()
+        if tok is not None:
+            if tok.is_("}"):
+                raise self.error(tok.line, "unexpected '}': more '}' than '{'")
+            if tok.text.lower() == "sflow":
+                raise self.error(tok.line, "only one 'sflow { }' block is allowed")
+            raise self.error(tok.line, f"unexpected {tok.text!r} after the end of 'sflow {{ }}'")
         return self.build()
 
-    def body(self, inst: _Instance, stack: List[_Instance]) -> bool:
-        """Read keywords up to the block's '}'.  False if the file ended first."""
+    def body(self, inst: _Instance, stack: List[_Instance]) -> None:
+        """Read keywords up to the block's '}'."""
         while True:
             tok = self.next()
             if tok is None:
-                open_ = " and ".join(f"'{i.name} {{' (line {i.line})" for i in reversed(stack))
-                self.warn(self.last_line, f"missing '}}' at the end of the file: {open_} "
-                          "not closed")
-                return False
+                raise self.unclosed(stack)
             if tok.is_("}"):
-                return True
+                return
             if tok.is_("{"):
                 raise self.error(tok.line, "unexpected '{': a block name must come before it")
             if inst is self.top and tok.text.lower().startswith(K.APP_PREFIXES):
@@ -183,10 +182,18 @@ class _Parser:
             if keyword.kind == K.BLOCK:
                 self.expect_open(tok)
                 child = self.open_block(keyword, tok, inst)
-                if not self.body(child, stack + [child]):
-                    return False
+                self.body(child, stack + [child])
                 continue
             self.assign(inst, keyword, tok, self.value(tok, keyword))
+
+    def unclosed(self, stack: List[_Instance]) -> ConfigError:
+        """The file ended inside a block: most likely it was cut short, so what it would
+        have said after the cut (collectors too) is unknown.  The line is where the
+        innermost open block was opened."""
+        inner, outer = stack[-1], stack[-2::-1]
+        also = "".join(f", and before that of '{i.name} {{' on line {i.line}" for i in outer)
+        return self.error(inner.line, f"'{inner.name} {{' is not closed: the file ends at line "
+                          f"{self.last_line} before its '}}'{also} (was it cut short?)")
 
     # -- keywords and values --------------------------------------------------------------
 
@@ -358,7 +365,8 @@ class _Parser:
             collectors=[self.make(Collector, i) for i in self.multis["collector"]],
             pcap=[self.make_rule(i) for i in self.multis["pcap"]],
             epcap=[self.make_rule(i) for i in self.multis["epcap"]],
-            blocks=blocks, unsupported=unsupported, warnings=self.warnings, **typed)
+            blocks=blocks, unsupported=unsupported, warnings=self.warnings,
+            lines=dict(self.top.seen), **typed)
         self.check(config, enabled)
         return config
 

@@ -255,3 +255,6 @@ class Config:
     suppressed: bool = False
     unsupported: List[str] = field(default_factory=list, compare=False)
     warnings: List[str] = field(default_factory=list, compare=False)
+    # where each sflow { } setting was last set, by keyword name ("agent": 4), for what is
+    # said about it after parsing (a device the host does not have)
+    lines: Dict[str, int] = field(default_factory=dict, compare=False)
