@@ -7,8 +7,11 @@ socket inside that network namespace, from a short-lived thread, so the agent's 
 never leaves its namespace.
 
 A collector that is down, unreachable or not resolvable yet costs a counted error and a log
-line at a rate a person can read; the others keep receiving.  Names are resolved on a
-worker thread, so a resolver that does not answer never holds up the agent's loop.
+line at a rate a person can read; the others keep receiving.  Send errors of all the
+collectors together make one line at most per tick (``ErrorLog``), so ten thousand
+collectors on a host that refuses them cost a line a minute, not ten thousand.  Names are
+resolved on a worker thread, so a resolver that does not answer never holds up the
+agent's loop; an address written as one never goes there.
 
 Errors the network sends back (ICMP port or host unreachable, e.g. a collector on a local
 port where nothing listens) arrive on the socket's error queue (IP_RECVERR), each with the
@@ -34,7 +37,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 log = logging.getLogger("hsflowd.collectors")
 
 SEND_BUFFER = 2_000_000      # as hsflowd
-ERROR_LOG_INTERVAL = 60.0    # seconds between error reports for one collector
+ERROR_LOG_INTERVAL = 60.0    # seconds between error reports for one collector, and
+                             # between summaries of the same collectors' send errors
+NAMED = 3                    # collectors named in a summary line, per kind of error
 RESOLVE_RETRY_MIN, RESOLVE_RETRY_MAX = 1.0, 60.0   # a failed name is tried again after
                                                   # 1, 2, 4 ... 60 s
 RESOLVE_WAIT = 0.5           # at start, how long to wait for names before the first datagram
@@ -43,6 +48,7 @@ IPV6_UNICAST_IF = 76
 IP_RECVERR = 11
 IPV6_RECVERR = 25
 MSG_ERRQUEUE = 0x2000
+_ERRQUEUE_NOW = MSG_ERRQUEUE | int(socket.MSG_DONTWAIT)   # an int: flags of enums cost
 _EXTENDED_ERR = struct.Struct("=IBBBBII")   # struct sock_extended_err
 
 
@@ -53,9 +59,9 @@ class CollectorStats:
     last_error: str = ""
 
 
-@dataclass
+@dataclass(eq=False)
 class Destination:
-    """One configured collector."""
+    """One configured collector (equal only to itself: it has figures of its own)."""
 
     host: str
     port: int
@@ -70,6 +76,9 @@ class Destination:
     resolve_delay: float = RESOLVE_RETRY_MIN
     next_report: float = 0.0
     unreported: int = 0
+    told_until: float = 0.0         # its send errors were in a summary; until then counted only
+    echoes: bool = True             # its datagrams come back refused during the send itself
+                                    # (see Collectors._echo; assumed until its first is not)
     sender: Optional["Sender"] = None
 
     @property
@@ -86,6 +95,11 @@ class Destination:
 
 def _literal(host: str, port: int) -> Optional[Tuple[int, Tuple]]:
     """(family, sockaddr) for an address written as one, else None (a name)."""
+    try:    # IPv4 without ipaddress's cost: ten thousand collectors start in the same tick
+        return socket.AF_INET, (socket.inet_ntop(socket.AF_INET, socket.inet_pton(
+            socket.AF_INET, host)), port)
+    except (OSError, ValueError):
+        pass
     try:
         ip = ip_address(host.strip("[]"))
     except ValueError:
@@ -157,30 +171,102 @@ class Sender:
             return sock
 
         self.sock = _in_namespace(namespace, make) if namespace else make()
+        self.routes: Dict[Tuple[str, int], Destination] = {}  # whom an error concerns
 
-    def errors(self) -> Iterable[Tuple[Tuple, int]]:
-        """(destination sockaddr, errno) for each error the network sent back, oldest first."""
+    def error(self) -> Optional[Tuple[Optional[Tuple], int]]:
+        """The oldest error the network sent back, (destination sockaddr, errno), or None
+        if there is none.  Reading the last one clears the error the next send would get."""
+        try:
+            _, ancdata, _, address = self.sock.recvmsg(1, 512, _ERRQUEUE_NOW)
+        except OSError:        # BlockingIOError: none queued
+            return None
+        code = 0
+        for _level, _type, data in ancdata:
+            if len(data) >= _EXTENDED_ERR.size:
+                code = _EXTENDED_ERR.unpack_from(data)[0]
+        return address, code
+
+    def errors(self) -> Iterable[Tuple[Optional[Tuple], int]]:
+        """Every error queued, oldest first."""
         while True:
-            try:
-                _, ancdata, _, address = self.sock.recvmsg(1, 512, MSG_ERRQUEUE | socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
+            error = self.error()
+            if error is None:
                 return
-            except OSError:
-                return
-            code = 0
-            for _level, _type, data in ancdata:
-                if len(data) >= _EXTENDED_ERR.size:
-                    code = _EXTENDED_ERR.unpack_from(data)[0]
-            if address:
-                yield address, code
+            yield error
 
     def close(self) -> None:
         self.sock.close()
 
 
-def _same(a: Tuple, b: Tuple) -> bool:
-    """Two sockaddrs name the same destination (host and port; IPv6 flow info aside)."""
-    return a[0] == b[0] and a[1] == b[1]
+def _key(sockaddr: Tuple) -> Tuple[str, int]:
+    """What names a destination in a sockaddr: host and port (IPv6 flow info aside)."""
+    return sockaddr[0], sockaddr[1]
+
+
+ErrorKind = Tuple[str, str]     # what happened, why: ("send failed", "ENETUNREACH ...")
+
+
+class ErrorLog:
+    """The send errors of all the collectors, told in one line at most per tick.
+
+    Every error is counted against its collector at once (``hsflowd status``); the log is
+    for a person.  A line is written at the end of a tick when a collector has errors and
+    is not in a line of the last ERROR_LOG_INTERVAL (something new: told within a
+    second), or when that interval has passed since the last line and there were errors
+    since: then the line covers every collector with errors since the last one, and each
+    of them counts as told for another interval.  So a steady state, however many
+    collectors it has, is one line a minute; collectors that fail one after another add
+    a line a tick at most, and only until each has been told once.  (A line per
+    collector, or a line whenever the set of failing collectors changes, would be
+    thousands of lines a minute when the network answers only some datagrams, as ICMP
+    rate limits make it.)
+    """
+
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
+        self.pending: Dict[Destination, List] = {}    # [errors, ErrorKind] since the last line
+        self.since = 0.0                               # when the first of them came
+        self.next_line = 0.0
+
+    def add(self, d: Destination, kind: ErrorKind) -> None:
+        entry = self.pending.get(d)
+        if entry is not None:
+            entry[0] += 1
+            entry[1] = kind
+            return
+        if not self.pending:
+            self.since = self.clock()
+        self.pending[d] = [1, kind]
+
+    def flush(self, now: float, total: int) -> Optional[str]:
+        """The line to write now, if one is due."""
+        pending = self.pending
+        if not pending:
+            return None
+        if now < self.next_line and all(now < d.told_until for d in pending):
+            return None
+        line = summary(pending, total, max(1, round(now - self.since)))
+        for d in pending:
+            d.told_until = now + ERROR_LOG_INTERVAL
+        self.pending = {}
+        self.next_line = now + ERROR_LOG_INTERVAL
+        return line
+
+
+def summary(pending: Dict[Destination, List], total: int, seconds: int) -> str:
+    """"N of M collectors had errors ...", then per kind of error a few of them by name."""
+    groups: Dict[ErrorKind, List[Destination]] = {}
+    errors = 0
+    for d, (count, kind) in pending.items():
+        groups.setdefault(kind, []).append(d)
+        errors += count
+    parts = []
+    for (what, why), ds in sorted(groups.items(), key=lambda g: -len(g[1])):
+        names = ", ".join(f"{d.label} ({d.where})" if d.where else d.label for d in ds[:NAMED])
+        more = f" and {len(ds) - NAMED} more" if len(ds) > NAMED else ""
+        parts.append(f"{what}: {why}: {names}{more}")
+    return (f"{len(pending)} of {total} collectors had errors in the last {seconds} s "
+            f"({errors} in all; each collector's are in hsflowd status); " + "; ".join(parts))
 
 
 class Collectors:
@@ -194,6 +280,7 @@ class Collectors:
         self.senders: Dict[SenderKey, Sender] = {}
         self._routes: Tuple = ()
         self._stale = False
+        self.error_log = ErrorLog(clock)
         for d in self.destinations:
             self._connect(d)
         self._reroute()
@@ -223,7 +310,7 @@ class Collectors:
             return
         self._open(d, *literal)
 
-    def _open(self, d: Destination, family: int, address: Tuple) -> None:
+    def _open(self, d: Destination, family: int, address: Tuple, named: bool = False) -> None:
         key = (family, d.dev, d.namespace)
         sender = self.senders.get(key)
         if sender is None:
@@ -235,7 +322,8 @@ class Collectors:
         d.sender, d.family, d.address = sender, family, address
         d.resolve_delay = RESOLVE_RETRY_MIN
         self._stale = True
-        log.info("collector %s -> %s", d.label, address[0])
+        if named:     # an address written as one is in the config already: no line for it
+            log.info("collector %s -> %s", d.label, address[0])
 
     def _failed(self, d: Destination, e: BaseException) -> None:
         d.address, d.sender = None, None
@@ -251,6 +339,10 @@ class Collectors:
         datagram, nor per collector: ten thousand of them would cost a hundred million)."""
         self._routes = tuple((d.sender.sock.sendto, d.address, d) for d in self.destinations
                              if d.sender is not None and d.address is not None)
+        for sender in self.senders.values():
+            sender.routes = {}
+        for _, address, d in self._routes:   # the first of two that share an address
+            d.sender.routes.setdefault(_key(address), d)
         self._stale = False
 
     def send(self, datagram: bytes) -> None:
@@ -261,6 +353,19 @@ class Collectors:
                 self._send_again(d, datagram)
                 continue
             d.stats.sent += 1
+            if d.echoes:
+                self._echo(d)
+
+    def _echo(self, d: Destination) -> None:
+        """d's last datagram came back refused while it was being sent (a local port where
+        nothing listens: the kernel answers within the send): this one's answer is queued
+        already.  Read it now, or the next send, whoever it is for, fails for it and costs
+        a read of the queue and a second send (two calls here instead of four)."""
+        error = d.sender.error()
+        if error is None:
+            d.echoes = False   # not at once: a remote collector, or one that listens now
+            return
+        self._count(d.sender, *error)
 
     def _send_again(self, d: Destination, datagram: bytes) -> None:
         """Maybe an error the network sent back for some destination of this socket: read
@@ -291,17 +396,21 @@ class Collectors:
     def _send_failed(self, d: Destination, e: OSError) -> None:
         d.stats.errors += 1
         d.stats.last_error = _reason(e)
-        self._report(d, f"send failed: {d.stats.last_error}")
+        self.error_log.add(d, ("send failed", d.stats.last_error))
 
     def _read_errors(self, sender: Sender) -> None:
         for address, code in sender.errors():
-            for d in self.destinations:
-                if d.sender is sender and d.address is not None and _same(d.address, address):
-                    d.stats.errors += 1
-                    d.stats.last_error = _reason(OSError(code, os.strerror(code)))
-                    why = " (nothing listens on that port?)" if code == errno.ECONNREFUSED else ""
-                    self._report(d, f"the network refused a datagram: {d.stats.last_error}{why}")
-                    break
+            self._count(sender, address, code)
+
+    def _count(self, sender: Sender, address: Optional[Tuple], code: int) -> None:
+        """An error the network sent back, against the collector it concerns."""
+        d = sender.routes.get(_key(address)) if address else None
+        if d is None:
+            return        # a collector no longer sent to from this socket
+        d.stats.errors += 1
+        d.stats.last_error, kind = _refused(code)
+        d.echoes = True
+        self.error_log.add(d, kind)
 
     def tick(self) -> bool:
         """Once a second: read errors sent back, finish resolved names, retry those that
@@ -317,7 +426,7 @@ class Collectors:
                 future, d.pending = d.pending, None
                 had = d.address
                 try:
-                    self._open(d, *future.result())
+                    self._open(d, *future.result(), named=True)
                     changed = changed or d.address != had
                 except (OSError, UnicodeError) as e:
                     if had is None:
@@ -331,6 +440,9 @@ class Collectors:
                 changed = changed or d.address != had
         if self._stale:
             self._reroute()
+        line = self.error_log.flush(now, len(self.destinations))
+        if line is not None:
+            log.warning("%s", line)
         return changed
 
     def resolve_again(self) -> None:
@@ -367,6 +479,19 @@ class Collectors:
         for sender in self.senders.values():
             sender.close()
         self.senders.clear()
+
+
+_REFUSED: Dict[int, Tuple[str, ErrorKind]] = {}
+
+
+def _refused(code: int) -> Tuple[str, ErrorKind]:
+    """(last_error, kind) of an errno the network sent back, made once per errno."""
+    known = _REFUSED.get(code)
+    if known is None:
+        text = _reason(OSError(code, os.strerror(code)))
+        hint = " (nothing listens on the port?)" if code == errno.ECONNREFUSED else ""
+        known = _REFUSED[code] = (text, ("the network refused datagrams", text + hint))
+    return known
 
 
 def _reason(e: BaseException) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 import os
 import socket
@@ -139,7 +140,9 @@ got = 0
 for i in range(1000):
     c.send(b"d")
     got += rx.recv(10) == b"d"
-    now[0] += 0.1                 # 100 s of sending
+    now[0] += 0.1                 # 100 s of sending, ten datagrams a tick
+    if i % 10 == 9:
+        c.tick()
 print(json.dumps({"errors": c.destinations[0].stats.errors, "sent_ok": c.destinations[1].stats.sent,
                   "received": got, "last": c.destinations[0].stats.last_error}))
 """
@@ -148,10 +151,12 @@ print(json.dumps({"errors": c.destinations[0].stats.errors, "sent_ok": c.destina
     logs = out[:-1]
     assert result == {"errors": 1000, "sent_ok": 1000, "received": 1000,
                       "last": "ENETUNREACH Network is unreachable"}
-    # one line at first, then at most one a minute: 100 s of errors -> 2 lines
+    # one line at first, then at most one a minute: 100 s of errors -> 2 lines, the first
+    # of the first second's 10 errors, the second of the 600 of the minute after it
     assert len(logs) == 2, logs
-    assert "send failed: ENETUNREACH" in logs[0]
-    assert "more since last report" in logs[1]
+    assert logs[0].startswith("1 of 2 collectors had errors in the last 1 s (10 in all;")
+    assert "send failed: ENETUNREACH Network is unreachable: 192.0.2.1:6343" in logs[0]
+    assert logs[1].startswith("1 of 2 collectors had errors in the last 60 s (600 in all;")
 
 
 @pytest.mark.netns
@@ -242,3 +247,151 @@ c.close()
                 p.wait()
     assert sent >= 3 + 25, sent            # a lost datagram or two while the socket is remade
     assert received == sent, (received, sent)
+
+
+# ---------------------------------------------------------------- many collectors that fail
+
+REFUSED = ("the network refused datagrams", "ECONNREFUSED Connection refused (nothing listens "
+                                            "on the port?)")
+SUMMARY = re.compile(r"(\d+) of (\d+) collectors had errors in the last (\d+) s \((\d+) in all")
+
+
+def test_a_steady_state_of_failing_collectors_is_one_line_a_minute():
+    """2,000 collectors refusing every second for three minutes: a line at the first tick,
+    then one a minute; one that starts failing is told at the next tick, with them."""
+    from hsflowd.collectors import ErrorLog
+    clock = FakeClock()
+    start = clock.now
+    ds = [Destination("127.0.0.1", 20000 + i, where=f"/etc/hsflowd.conf:{3 + i}")
+          for i in range(2001)]
+    failing, late = ds[:2000], ds[2000]
+    errors = ErrorLog(clock)
+    lines = []
+    for second in range(200):
+        for d in failing:
+            errors.add(d, REFUSED)
+        if second == 150:
+            errors.add(late, ("send failed", "ENETUNREACH Network is unreachable"))
+        clock.now += 1
+        line = errors.flush(clock.now, len(ds))
+        if line is not None:
+            lines.append((clock.now - start, line))
+    assert [at for at, _ in lines] == [1, 61, 121, 151], [at for at, _ in lines]
+    first = lines[0][1]
+    assert SUMMARY.match(first).groups() == ("2000", "2001", "1", "2000")
+    assert first.endswith("the network refused datagrams: ECONNREFUSED Connection refused "
+                          "(nothing listens on the port?): 127.0.0.1:20000 (/etc/hsflowd.conf:3), "
+                          "127.0.0.1:20001 (/etc/hsflowd.conf:4), 127.0.0.1:20002 "
+                          "(/etc/hsflowd.conf:5) and 1997 more"), first
+    # a minute of them: the errors of seconds 1..60 (each collector's, once a second)
+    assert SUMMARY.match(lines[1][1]).groups() == ("2000", "2001", "60", str(60 * 2000))
+    # the new one comes at once, with the 30 s of the others' since the last line
+    new = lines[3][1]
+    assert SUMMARY.match(new).groups() == ("2001", "2001", "30", str(30 * 2000 + 1))
+    assert new.endswith("; send failed: ENETUNREACH Network is unreachable: 127.0.0.1:22000 "
+                        "(/etc/hsflowd.conf:2003)"), new
+
+
+def test_no_errors_no_line_and_a_line_again_after_a_quiet_minute():
+    from hsflowd.collectors import ErrorLog
+    clock = FakeClock()
+    d = Destination("192.0.2.1", 6343)
+    errors = ErrorLog(clock)
+    assert errors.flush(clock.now, 1) is None
+    errors.add(d, REFUSED)
+    clock.now += 1
+    assert SUMMARY.match(errors.flush(clock.now, 1)).groups() == ("1", "1", "1", "1")
+    clock.now += 30
+    errors.add(d, REFUSED)                      # within the minute: counted, not told
+    clock.now += 1
+    assert errors.flush(clock.now, 1) is None
+    clock.now += 100                            # quiet; then it fails again: the line
+                                                # has both, the first 102 s ago
+    errors.add(d, REFUSED)
+    clock.now += 1
+    assert SUMMARY.match(errors.flush(clock.now, 1)).groups() == ("1", "1", "102", "2")
+
+
+@pytest.mark.netns
+def test_refusing_collectors_among_good_ones_are_counted_and_summarised(netns):
+    """2,000 ports where nothing listens between two that do, in a namespace of the test's
+    own (its ICMP counters are ours alone; icmp_ratemask=0: every refusal is answered, so
+    every datagram to them comes back).  The good ones receive every datagram; each
+    refusing collector has exactly one error per datagram, all of them the kernel's,
+    whether read at once after its own send or after the next send failed for it (the
+    second good one, once it stops listening); the log has a line for the first tick, one
+    when the second good one starts refusing, and one a minute later, and they count them."""
+    ns = netns()
+    ns.run("sysctl -q -w net.ipv4.icmp_ratemask=0")
+    script = r"""
+import json, logging, socket, sys
+sys.path.insert(0, sys.argv[1])
+from hsflowd.collectors import Collectors, Destination
+logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+
+def unreachables():
+    lines = open("/proc/net/snmp").read().splitlines()
+    icmp = [l.split()[1:] for l in lines if l.startswith("Icmp:")]
+    return int(dict(zip(*icmp))["InDestUnreachs"])
+
+good = []
+for _ in range(2):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    good.append(s)
+ports = [p for p in range(20000, 22002) if p not in {s.getsockname()[1] for s in good}][:2000]
+dests = ([Destination("127.0.0.1", good[0].getsockname()[1])]
+         + [Destination("127.0.0.1", p) for p in ports[:1000]]
+         + [Destination("127.0.0.1", good[1].getsockname()[1])]
+         + [Destination("127.0.0.1", p) for p in ports[1000:]])
+
+def drain(s):
+    n = 0
+    while True:
+        try:
+            s.recv(100)
+        except BlockingIOError:
+            return n
+        n += 1
+
+now = [0.0]
+c = Collectors(dests, clock=lambda: now[0])
+before = unreachables()
+received = [0, 0]
+for i in range(5):
+    if i == 3:                 # the second good one stops listening
+        received[1] = drain(good[1])
+        good[1].close()
+    c.send(b"d%d" % i)
+    now[0] += 1
+    c.tick()
+now[0] += 60
+c.send(b"d5")
+c.tick()
+received[0] = drain(good[0])
+print(json.dumps({"status": c.status(), "unreachables": unreachables() - before,
+                  "received": received}))
+"""
+    out = ns.run([sys.executable, "-c", script, ROOT]).stdout.splitlines()
+    result = json.loads(out[-1])
+    logs = out[:-1]
+    status = result["status"]
+    good = [status[0], status[1001]]
+    refusing = status[1:1001] + status[1002:]
+    assert result["received"] == [6, 3]
+    assert [(c["datagrams"], c["errors"]) for c in good] == [(6, 0), (6, 3)]
+    assert all((c["datagrams"], c["errors"]) == (6, 6) for c in refusing), \
+        [c for c in refusing if (c["datagrams"], c["errors"]) != (6, 6)][:3]
+    assert all(c["last_error"] == "ECONNREFUSED Connection refused" for c in refusing)
+    assert sum(c["errors"] for c in status) == result["unreachables"] == 12003
+    # the first tick's (one datagram to 2,000); at the tick after the second good one's
+    # first refusal, all since the first line (datagrams 1 to 3: 3 x 2,000 + 1); a minute
+    # after that, the rest (two datagrams to 2,001)
+    assert len(logs) == 3, logs
+    assert SUMMARY.match(logs[0]).groups() == ("2000", "2002", "1", "2000"), logs[0]
+    assert SUMMARY.match(logs[1]).groups() == ("2001", "2002", "3", "6001"), logs[1]
+    assert SUMMARY.match(logs[2]).groups() == ("2001", "2002", "61", "4002"), logs[2]
+    assert f"127.0.0.1:{refusing[0]['port']}, 127.0.0.1:{refusing[1]['port']}, " \
+           f"127.0.0.1:{refusing[2]['port']} and 1997 more" in logs[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import uuid as uuidlib
 import warnings
 from typing import Callable, Dict, Tuple
@@ -98,6 +99,10 @@ _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 def read_host(text: str, keyword: K.Keyword, spelled: str) -> str:
     """An IP address (returned in its canonical form) or a host name (returned as written)."""
+    try:    # IPv4, what ten thousand collector blocks hold, in a tenth of ipaddress's time
+        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text))
+    except (OSError, ValueError):
+        pass
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
