@@ -224,6 +224,14 @@ def test_managed_iptables_rules_as_nobody(netns, agents):
     assert child["CapBnd"] == both
     # and once it is done the agent has nothing ambient or inheritable again
     assert wait_until(lambda: sets(agent.pid)["CapAmb"] == 0 and sets(agent.pid)["CapInh"] == 0, 10)
+    # a reload that turns nflog off removes the rules as the module closes, as nobody
+    agent.write_config(config_text([("127.0.0.1", 16397)], polling=1, extra="agentIP = 127.0.0.1"))
+    agent.signal(1)
+    assert wait_until(lambda: rules() == 0, 10), agent.stderr()
+    assert "close failed" not in agent.stderr(), agent.stderr()
+    agent.write_config(conf(0.5))
+    agent.signal(1)
+    assert wait_until(lambda: rules() == 2, 10), agent.stderr()
     assert agent.stop() == 0
     assert rules() == 0
 

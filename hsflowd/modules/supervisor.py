@@ -87,7 +87,8 @@ class Supervisor:
         wanted = self._wanted(state.config)
         names = {s.name for s in wanted}
         for name in [n for n in self.slots if n not in names]:
-            self._stop(self.slots.pop(name))
+            self._stop(self.slots[name])
+            del self.slots[name]
         for spec in wanted:
             if stopping():
                 return
@@ -107,7 +108,8 @@ class Supervisor:
         wanted = {s.name: s for s in self._wanted(file_config) if s.cls.adjusts_config}
         for name in [n for n, slot in self.slots.items()
                      if slot.spec.cls.adjusts_config and n not in wanted]:
-            self._stop(self.slots.pop(name))
+            self._stop(self.slots[name])
+            del self.slots[name]
         for spec in wanted.values():
             if spec.name not in self.slots:
                 slot = self.slots[spec.name] = Slot(spec)
@@ -129,15 +131,17 @@ class Supervisor:
             self.call(slot, "reconcile", module.reconcile, replace(state, changed=EVERYTHING))
 
     def _stop(self, slot: Slot) -> None:
+        """Close the module, then undo what it holds through its context: closing may
+        still watch a descriptor (nflog's helper removing its iptables rules)."""
         module, slot.module = slot.module, None
-        if slot.ctx is not None:
-            slot.ctx.release()
         if module is not None:
             try:
                 module.close()
             except Exception as e:  # closing is best effort; say so, never raise
                 log.warning("module %s: close failed: %s", slot.name, one_line(e))
                 log.debug("module %s: close failed", slot.name, exc_info=True)
+        if slot.ctx is not None:
+            slot.ctx.release()
 
     def send(self, sample: bytes) -> None:
         """A sample straight into the datagram, past the flow hooks (``Context.send``)."""
