@@ -65,9 +65,12 @@ def row(name, load="loaded", active="active", path=None):
 
 def test_active_services_are_the_loaded_active_services():
     rows = [row("cron.service"), row("ssh.socket"), row("gone.service", load="not-found"),
-            row("dead.service", active="inactive"), row("getty@tty1.service")]
+            row("dead.service", active="inactive"), row("getty@tty1.service"),
+            row("nginx.service", active="reloading"), row("new.service", active="activating")]
+    # a service being reloaded runs on: it is not dropped and found again at each reload
     assert active_services(rows) == [("cron.service", "/u/cron.service"),
-                                     ("getty@tty1.service", "/u/getty@tty1.service")]
+                                     ("getty@tty1.service", "/u/getty@tty1.service"),
+                                     ("nginx.service", "/u/nginx.service")]
     assert is_service_path("/org/freedesktop/systemd1/unit/cron_2eservice")
     assert not is_service_path("/org/freedesktop/systemd1/unit/ssh_2esocket")
     assert not is_service_path("/org/freedesktop/systemd1/job/12")

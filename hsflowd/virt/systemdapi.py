@@ -78,11 +78,16 @@ class CallCounts:
         return self.setup + self.lists + self.gets
 
 
+# hsflowd reports "active" units; one "reloading" runs on (its processes are there), and
+# seen through signals rather than a poll it would vanish and come back at each reload
+RUNNING = ["active", "reloading"]
+
+
 def active_services(rows) -> List[Tuple[str, str]]:
-    """(name, object path) of the loaded, active services in a ListUnits answer (rows of
+    """(name, object path) of the loaded, running services in a ListUnits answer (rows of
     name, description, load, active, sub, following, path, job id, job type, job path)."""
     return [(row[0], row[6]) for row in rows
-            if row[0].endswith(".service") and row[2] == "loaded" and row[3] == "active"]
+            if row[0].endswith(".service") and row[2] == "loaded" and row[3] in RUNNING]
 
 
 def is_service_path(path: str) -> bool:
@@ -237,7 +242,7 @@ class SystemdLink(Link):
         from jeepney.wrappers import DBusErrorResponse
         try:
             rows = self._call(conn, "lists", SYSTEMD, MANAGER_PATH, MANAGER,
-                              "ListUnitsByPatterns", "asas", (["active"], ["*.service"]))[0]
+                              "ListUnitsByPatterns", "asas", (RUNNING, ["*.service"]))[0]
         except DBusErrorResponse as e:       # systemd before 230
             if e.name != "org.freedesktop.DBus.Error.UnknownMethod":
                 raise
