@@ -270,3 +270,16 @@ def test_namespace_collector_keeps_what_setns_needs(netns, agents):
         assert r.first(10.0) is not None, agent.stderr()
     finally:
         r.close()
+
+
+def test_checking_the_code_is_readable_imports_nothing():
+    """Whether nobody can read the agent's libraries is found from where they are, not by
+    importing them: pyroute2 is 8 MB of resident memory a counters-only agent never needs."""
+    import subprocess
+    import sys
+    probe = ("import sys\nfrom hsflowd.privileges import unreadable_code\n"
+             "print(unreadable_code(65534, 65534), 'pyroute2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         timeout=60)
+    assert out.stdout.split() == ["None", "False"], out.stdout + out.stderr
