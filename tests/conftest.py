@@ -8,6 +8,7 @@ limits in tests/kernel_limits.py) and the grouping of tests on xdist workers
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 
@@ -17,7 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import kernel_limits  # noqa: E402
 import parallel  # noqa: E402
-from netns import Namespace, is_root  # noqa: E402
+from netns import Namespace, is_root, remove_stale_namespaces  # noqa: E402
 
 
 @pytest.fixture
@@ -200,8 +201,18 @@ def _fail_skip_in_ci(report) -> None:
     report.longrepr = CI_SKIP + reason
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config):
     parallel.configure(config)
+    # a run ended by SIGTERM (timeout, a CI runner) still tears down: namespaces, daemons
+    signal.signal(signal.SIGTERM, _interrupt)
+    if is_root() and not hasattr(config, "workerinput"):    # once, in the controller
+        for name in remove_stale_namespaces():
+            print(f"removed namespace {name}, left by a test run that was killed",
+                  file=sys.stderr)
     if kernel_limits.in_ci():       # a module that failed so still lets the others run
         config.option.continue_on_collection_errors = True
 

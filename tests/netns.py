@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shlex
 import subprocess
 from typing import List, Optional, Sequence, Union
@@ -92,6 +93,42 @@ def veth(a_ns: Optional[Namespace], a_name: str, b_ns: Optional[Namespace], b_na
         if addr:
             runner(["ip", "addr", "add", addr, "dev", name])
         runner(["ip", "link", "set", name, "up"])
+
+
+_OURS = re.compile(r"hsft(\d+)n\d+$")   # Namespace's names: hsft<pid % 100000>n<count>
+
+
+def _test_runs() -> set:
+    """pid % 100000 of every Python process alive now (a test run or one of its workers)."""
+    alive = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"python" in f.read().split(b"\0", 1)[0]:
+                    alive.add(int(entry) % 100000)
+        except OSError:
+            continue
+    return alive
+
+
+def remove_stale_namespaces() -> list:
+    """Delete the namespaces of test runs that were killed before their teardown ran
+    (SIGKILL, a timeout): ours by name, from a process that is gone.  A namespace of a run
+    still alive, or of anyone else, is never touched."""
+    try:
+        names = os.listdir("/run/netns")
+    except OSError:
+        return []
+    alive = _test_runs()
+    removed = []
+    for name in names:
+        m = _OURS.match(name)
+        if m and int(m.group(1)) not in alive:
+            run(["ip", "netns", "del", name], check=False)
+            removed.append(name)
+    return removed
 
 
 def is_root() -> bool:
