@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import kernel_limits  # noqa: E402
 import parallel  # noqa: E402
+from daemons import start_or_skip  # noqa: E402
 from netns import Namespace, is_root, remove_stale_namespaces  # noqa: E402
 
 
@@ -59,16 +60,8 @@ def udp_collector():
 def dockerd_daemon():
     """A private dockerd with the busybox image (tests/docker_tools.py)."""
     import docker_tools
-    why = docker_tools.why_not()
-    if why:
-        pytest.skip(f"dockerd cannot run here: {why}")
-    d = docker_tools.Dockerd()
-    try:
-        d.start()
-        d.import_busybox()
-    except docker_tools.DockerUnavailable as e:
-        d.stop()
-        pytest.skip(f"dockerd cannot run here: {e}")
+    d = start_or_skip("dockerd", docker_tools.why_not, docker_tools.Dockerd,
+                      docker_tools.DockerUnavailable, ready=lambda d: d.import_busybox())
     yield d
     d.stop()
 
@@ -90,15 +83,8 @@ def dockerd(dockerd_daemon):
 def libvirtd_daemon():
     """A libvirtd of our own on the system socket (tests/libvirt_tools.py)."""
     import libvirt_tools
-    why = libvirt_tools.why_not()
-    if why:
-        pytest.skip(f"libvirtd cannot run here: {why}")
-    d = libvirt_tools.Libvirtd()
-    try:
-        d.start()
-    except libvirt_tools.LibvirtUnavailable as e:
-        d.stop()
-        pytest.skip(f"libvirtd cannot run here: {e}")
+    d = start_or_skip("libvirtd", libvirt_tools.why_not, libvirt_tools.Libvirtd,
+                      libvirt_tools.LibvirtUnavailable)
     yield d
     d.stop()
 

@@ -190,39 +190,15 @@ disabled_plugins = [{disabled}]
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         # shims (they name our socket) and what runs in our cgroups, if anything is left
-        for pid in docker_tools._pids_naming(str(self.dir)):
-            docker_tools._kill(pid)
-        for _ in range(3):
-            for pid in self._contained():
-                docker_tools._kill(pid)
+        docker_tools.end_leftovers(self.dir, self.cgroup_dirs())
         for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
             target = line.split()[1]
             if target.startswith(str(self.dir)):
                 subprocess.run(["umount", "-l", target], capture_output=True)
-        for parent in self.cgroup_dirs():
-            for child in sorted(parent.glob("**/"), key=lambda p: -len(p.parts)):
-                try:
-                    child.rmdir()
-                except OSError:
-                    pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def cgroup_dirs(self) -> List[Path]:
-        if (CGROUP_ROOT / "cgroup.controllers").exists():
-            candidates = [CGROUP_ROOT / self.tag]
-        else:
-            candidates = [h / self.tag for h in CGROUP_ROOT.iterdir()] if CGROUP_ROOT.is_dir() else []
-        return [p for p in candidates if p.is_dir()]
-
-    def _contained(self) -> List[int]:
-        pids: set = set()
-        for parent in self.cgroup_dirs():
-            for procs in parent.glob("**/cgroup.procs"):
-                try:
-                    pids.update(int(x) for x in procs.read_text().split())
-                except OSError:
-                    pass
-        return sorted(pids)
+        return docker_tools.cgroup_dirs(self.tag)
 
 
 # ---------------------------------------------------------------- pods

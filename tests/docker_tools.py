@@ -259,18 +259,8 @@ class Dockerd:
 
     def _sweep(self) -> None:
         # what a dockerd that did not stop cleanly leaves running: shims, then containers
-        for pid in _pids_naming(str(self.dir)):
-            _kill(pid)
-        for _ in range(3):
-            for pid in self._contained():
-                _kill(pid)
+        end_leftovers(self.dir, self.cgroup_dirs())
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-        for parent in self.cgroup_dirs():
-            for child in sorted(parent.glob("**/"), key=lambda p: -len(p.parts)):
-                try:
-                    child.rmdir()
-                except OSError:
-                    pass
         if self._made_run_containerd:
             shutil.rmtree("/run/containerd", ignore_errors=True)
         if self._made_var_run_docker:
@@ -293,14 +283,7 @@ class Dockerd:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def cgroup_dirs(self) -> List[Path]:
-        """Our cgroup parent in every hierarchy: /sys/fs/cgroup/PARENT on a pure v2 host,
-        /sys/fs/cgroup/CONTROLLER/PARENT (and unified/PARENT) on a v1 or hybrid one."""
-        name = self.cgroup_parent.lstrip("/")
-        if (CGROUP_ROOT / "cgroup.controllers").exists():
-            candidates = [CGROUP_ROOT / name]
-        else:
-            candidates = [h / name for h in CGROUP_ROOT.iterdir()] if CGROUP_ROOT.is_dir() else []
-        return [p for p in candidates if p.is_dir()]
+        return cgroup_dirs(self.cgroup_parent.lstrip("/"))
 
     def cgroup_file(self, ident: str, v1_controller: str, v1_name: str, v2_name: str) -> Path:
         """A container's cgroup file: the v1 controller's where there is one, else v2's."""
@@ -310,16 +293,6 @@ class Dockerd:
             return v1
         return CGROUP_ROOT / name / ident / v2_name
 
-    def _contained(self) -> List[int]:
-        """The processes in our containers' cgroups (any hierarchy that has them)."""
-        pids: set = set()
-        for parent in self.cgroup_dirs():
-            for procs in parent.glob("**/cgroup.procs"):
-                try:
-                    pids.update(int(x) for x in procs.read_text().split())
-                except OSError:
-                    pass
-        return sorted(pids)
 
 
 def _children(pid: int) -> List[int]:
@@ -333,6 +306,45 @@ def _children(pid: int) -> List[int]:
             except (OSError, IndexError, ValueError):
                 pass
     return out
+
+
+def cgroup_dirs(name: str) -> List[Path]:
+    """A cgroup parent in every hierarchy: /sys/fs/cgroup/NAME on a pure v2 host,
+    /sys/fs/cgroup/CONTROLLER/NAME (and unified/NAME) on a v1 or hybrid one."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        candidates = [CGROUP_ROOT / name]
+    else:
+        candidates = [h / name for h in CGROUP_ROOT.iterdir()] if CGROUP_ROOT.is_dir() else []
+    return [p for p in candidates if p.is_dir()]
+
+
+def processes_in(dirs: List[Path]) -> List[int]:
+    """The processes in these cgroups and those below them."""
+    pids: set = set()
+    for parent in dirs:
+        for procs in parent.glob("**/cgroup.procs"):
+            try:
+                pids.update(int(x) for x in procs.read_text().split())
+            except OSError:
+                pass
+    return sorted(pids)
+
+
+def end_leftovers(workdir: Path, cgroups: List[Path]) -> None:
+    """What a daemon of ours that did not stop cleanly leaves: the shims (their command
+    lines name its directory), what runs in its cgroups (three rounds: a shim may be
+    starting one), then the cgroups themselves."""
+    for pid in _pids_naming(str(workdir)):
+        _kill(pid)
+    for _ in range(3):
+        for pid in processes_in(cgroups):
+            _kill(pid)
+    for parent in cgroups:
+        for child in sorted(parent.glob("**/"), key=lambda p: -len(p.parts)):
+            try:
+                child.rmdir()
+            except OSError:
+                pass
 
 
 def _pids_naming(text: str) -> List[int]:

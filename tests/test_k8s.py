@@ -34,6 +34,7 @@ from typing import Dict, List
 import pytest
 
 import containerd_tools as ct
+from daemons import start_or_skip
 from agentproc import (agents, assert_idle, config_text, measure_activity,  # noqa: F401
                        receivers, records_by_tag, run_hsflowd, samples_from)
 from hsflowd.sflow.flows import ExtendedEntities
@@ -55,15 +56,7 @@ BURN = ("/bin/sh", "-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exe
 
 @pytest.fixture(scope="module")
 def containerd():
-    why = ct.why_not()
-    if why:
-        pytest.skip(f"containerd cannot run here: {why}")
-    c = ct.Containerd()
-    try:
-        c.start()
-    except ct.ContainerdUnavailable as e:
-        c.stop()
-        pytest.skip(f"containerd cannot run here: {e}")
+    c = start_or_skip("containerd", ct.why_not, ct.Containerd, ct.ContainerdUnavailable)
     yield c
     c.stop()
 
