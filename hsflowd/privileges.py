@@ -195,7 +195,13 @@ def drop(needed: Iterable[str], keep_root: bool = False, user: str = DROP_TO) ->
         return None
     held = _capget(c)[1]
     why = "-P" if keep_root else "a module needs it" if ROOT in needed else None
-    entry = pwd.getpwnam(user)
+    entry = None
+    if why is None:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:          # a minimal container image may have no nobody
+            log.warning("keeping root: there is no user %s to become", user)
+            why = f"no user {user}"
     if why is None:
         unreadable = unreadable_code(entry.pw_uid, entry.pw_gid)
         if unreadable:

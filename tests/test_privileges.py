@@ -283,3 +283,18 @@ def test_checking_the_code_is_readable_imports_nothing():
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          timeout=60)
     assert out.stdout.split() == ["None", "False"], out.stdout + out.stderr
+
+
+def test_no_user_to_become_keeps_root_and_says_so():
+    """A minimal image may have no nobody: the agent stays root (cut to MOST), with a line."""
+    import subprocess
+    import sys
+    probe = ("import logging, os\nlogging.basicConfig(format='%(levelname)s %(message)s')\n"
+             "from hsflowd.privileges import drop\n"
+             "kept = drop(set(), user='hsft-no-such-user')\n"
+             "print(os.geteuid(), 'root' in kept)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         timeout=60)
+    assert out.stdout.split() == ["0", "True"], out.stdout + out.stderr
+    assert "WARNING keeping root: there is no user hsft-no-such-user to become" in out.stderr

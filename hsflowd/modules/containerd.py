@@ -33,7 +33,6 @@ containerd's socket is root's, and entering a network namespace needs CAP_SYS_AD
 
 from __future__ import annotations
 
-import collections
 import importlib
 import os
 import string
@@ -51,9 +50,8 @@ from ..virt.marks import Marks
 from ..virt.process import ContainerProcess, HostFacts, ProcessReader, container_reading
 from ..virt.records import VirState, guest_records, virt_node
 from . import ROOT, AgentState, DataSource, register
-from .guests import GuestsModule, docker_socket_present
+from .guests import Books, GuestsModule, docker_socket_present, unique_names
 
-SHORT_ID = 12
 STOPS = {"exit": VirState.SHUTDOWN, "delete": VirState.SHUTDOWN, "removed": VirState.SHUTDOWN}
 MAX_NAME = 254          # hsflowd builds these names in 255 bytes, NUL included
 
@@ -114,14 +112,6 @@ class Task:
     @property
     def running(self) -> bool:
         return self.state in (VirState.RUNNING, VirState.PAUSED)
-
-
-@dataclass
-class Books:
-    """Figures for ``hsflowd status`` and the benchmark."""
-
-    events: int = 0
-    connects: int = 0
 
 
 class ContainerdModule(GuestsModule):
@@ -317,7 +307,6 @@ class ContainerdModule(GuestsModule):
             self._guests_changed()
         elif task is not None and e.what in ("paused", "resumed"):
             task.state = VirState.PAUSED if e.what == "paused" else VirState.RUNNING
-            self._task_changed(task)
 
     def _run(self, info: api.ContainerInfo) -> None:
         """``info``'s task runs: find its process, then its guest."""
@@ -338,9 +327,6 @@ class ContainerdModule(GuestsModule):
     def _task_stopped(self, task: Task) -> None:
         raise NotImplementedError
 
-    def _task_changed(self, task: Task) -> None:
-        """Paused or resumed."""
-
     def _task_removed(self, task: Task) -> None:
         """Its task, or the container, was deleted (after ``_task_stopped``)."""
 
@@ -358,10 +344,7 @@ class ContainerdModule(GuestsModule):
         """markTraffic's tables from (ds_index, ports, ips, macs) of the running guests; the
         flow hook only while there is one to find."""
         self.marks.rebuild(guests if self.mark else ())
-        if self.marks.empty:
-            self.ctx.remove_flow_hooks()
-        else:
-            self.ctx.add_flow_hook(self.marks.mark)
+        self._hook_marks(not self.marks.empty)
 
     def host_records(self) -> List[Record]:
         if not self.vnode or self.standing_down:
@@ -397,8 +380,6 @@ class Container(Guest):
 @register("containerd", enabled=lambda config: config.containerd is not None,
           privileges=lambda config: {ROOT})
 class ContainerdContainers(ContainerdModule):
-    label = "containerd {}"
-
     def settings(self, config):
         return config.containerd
 
@@ -462,6 +443,4 @@ class ContainerdContainers(ContainerdModule):
         for c in self.book:
             info = c.task.info
             base[c.key] = cri_name(info) or (self.hostname and info.hostname) or info.id
-        counts = collections.Counter(base.values())
-        return {key: f"{name}.{key.rsplit('/', 1)[-1][:SHORT_ID]}" if counts[name] > 1 else name
-                for key, name in base.items()}
+        return unique_names(base, lambda key: key.rsplit('/', 1)[-1])

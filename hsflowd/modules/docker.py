@@ -28,7 +28,6 @@ group), and entering a container's network namespace needs CAP_SYS_ADMIN.
 
 from __future__ import annotations
 
-import collections
 import os
 import time
 from dataclasses import dataclass, field
@@ -41,9 +40,8 @@ from ..virt.marks import Marks
 from ..virt.process import ContainerProcess, HostFacts, ProcessReader, container_reading
 from ..virt.records import GuestReading, VirState, guest_records
 from . import ROOT, AgentState, DataSource, register
-from .guests import GuestsModule
+from .guests import SHORT_ID, Books, GuestsModule, unique_names
 
-SHORT_ID = 12
 
 # Docker's state words and events, as virt_cpu's state (hsflowd's mapping)
 STATES = {"running": VirState.RUNNING, "paused": VirState.PAUSED, "created": VirState.NOSTATE,
@@ -73,14 +71,6 @@ class Settings:
     forget: int = 180
     hostname: bool = False
     mark: bool = False
-
-
-@dataclass
-class Books:
-    """Figures for ``hsflowd status`` and the benchmark."""
-
-    events: int = 0
-    connects: int = 0
 
 
 def settings_of(config) -> Settings:
@@ -261,11 +251,8 @@ class DockerModule(GuestsModule):
     def _names(self) -> Dict[str, str]:
         """What each container is called in host_descr: its name, or its hostname with
         hostname = on; one used twice gets ".<short id>" (as hsflowd)."""
-        base = {c.key: (c.hostname if self.settings.hostname else c.name) or c.key[:SHORT_ID]
-                for c in self.book}
-        counts = collections.Counter(base.values())
-        return {key: f"{name}.{key[:SHORT_ID]}" if counts[name] > 1 else name
-                for key, name in base.items()}
+        return unique_names({c.key: (c.hostname if self.settings.hostname else c.name)
+                             or c.key[:SHORT_ID] for c in self.book}, lambda key: key)
 
     def _reading(self, c: Container, name: str) -> GuestReading:
         return container_reading(name, c.uuid, c.state, c.proc, self.host, c.memory_limit)
@@ -280,10 +267,7 @@ class DockerModule(GuestsModule):
                                for c in self.book if c.running)
         else:
             self.marks.rebuild(())
-        if self.marks.empty:
-            self.ctx.remove_flow_hooks()
-        else:
-            self.ctx.add_flow_hook(self.marks.mark)
+        self._hook_marks(not self.marks.empty)
 
     # ------------------------------------------------------------ status
     def status(self):

@@ -6,8 +6,8 @@ The connection (``virt.dockerapi.DockerLink``, ``virt.containerdapi.ContainerdLi
 ``virt.libvirtapi.LibvirtLink``, ``virt.systemdapi.SystemdLink``) talks to the daemon on
 threads of its own and hands its messages over through a descriptor the loop watches;
 ``_handle`` gets them one by one, on the loop's thread.  The calls each connection made are
-added up across connections (``closed_calls``, ``calls_made``) for ``hsflowd status``.  When it says it is connected the guests are listed, and again every
-``refresh`` seconds; when it is lost it is made again 1, 2, 4 ... seconds later
+added up across connections (``closed_calls``, ``calls_made``) for ``hsflowd status``.
+When it says it is connected the guests are listed, and again every ``refresh`` seconds; when it is lost it is made again 1, 2, 4 ... seconds later
 (``RETRY_MIN`` to ``RETRY_MAX``).  A guest that stops is reported as it last was until
 ``forget`` seconds have passed.
 
@@ -18,10 +18,11 @@ its guests before its containers, its containers before its services).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from ..virt.guests import Guest, GuestBook
 from ..virt.records import virt_node
@@ -30,6 +31,22 @@ from . import Module
 # hsflowd's VNode roles (requestVNodeRole), weakest first: of the guest modules that run,
 # the last one here sends virt_node (2100) in the host sample, the others none
 VNODE_ROLE = ("systemd", "docker", "containerd", "k8s", "kvm")
+SHORT_ID = 12    # characters of a container id that name it, as docker ps shows them
+
+
+@dataclasses.dataclass
+class Books:
+    """A container module's figures for ``hsflowd status`` and the benchmark."""
+
+    events: int = 0
+    connects: int = 0
+
+
+def unique_names(base: Dict[str, str], short_id: Callable[[str], str]) -> Dict[str, str]:
+    """key -> name, where a name used twice gets ".<short id>" (as hsflowd)."""
+    counts = collections.Counter(base.values())
+    return {key: f"{name}.{short_id(key)[:SHORT_ID]}" if counts[name] > 1 else name
+            for key, name in base.items()}
 
 
 def docker_socket_present(config) -> Optional[str]:
@@ -133,6 +150,13 @@ class GuestsModule(Module):
         if self.link is not None:
             add_counts(total, self.link.calls)
         return total
+
+    def _hook_marks(self, active: bool) -> None:
+        """The flow hook that marks samples (2210), only while it has something to find."""
+        if active:
+            self.ctx.add_flow_hook(self.marks.mark)
+        else:
+            self.ctx.remove_flow_hooks()
 
     # ------------------------------------------------------------ the connection
     def _once(self, key: str, message: str, *args) -> None:

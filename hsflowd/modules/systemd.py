@@ -275,10 +275,7 @@ class SystemdModule(GuestsModule):
                        "so a socket's service cannot be told; packets are not marked")
         by_cgroup = {s.cgroup_id: s.ds_index for s in self.book if s.cgroup_id}
         self.marks.set_services(by_cgroup if self.mark else {})
-        if self.marks.by_cgroup:
-            self.ctx.add_flow_hook(self.marks.mark)
-        else:
-            self.ctx.remove_flow_hooks()
+        self._hook_marks(bool(self.marks.by_cgroup))
 
     # ------------------------------------------------------------ status
     def status(self):

@@ -368,6 +368,7 @@ class EbpfSampler(TapSampler):
         ports, interfaces = self.ports, self.interfaces
         local, uppers_of = ports.local_macs, ports.uppers
         batches: Dict[int, list] = {}
+        n = 0
         for ring in rings:
             for buf, off in ring.records():
                 ts, ifindex, length, caplen, tci, vproto, egress, pkttype, vlan = unpack_meta(buf, off)
@@ -383,17 +384,18 @@ class EbpfSampler(TapSampler):
                 ts += offset
                 if egress:
                     pkttype = PACKET_OUTGOING
-                batch = batches.get(ifindex)
-                if batch is None:
-                    batch = batches[ifindex] = []
                 if not t.ethernet:
                     raw = raw_ip_packet(ifindex, header, length, pkttype, ts)
                     if raw is not None:
                         t.builder.frame((raw[0],), raw[1], RAW_IP_STRIPPED)
-                        self.emitted += 1
-                elif len(header) < 14:
+                        n += 1
+                    continue
+                if len(header) < 14:
                     continue                # a runt: no addresses to describe it by
-                elif t.tap.bridge:
+                batch = batches.get(ifindex)
+                if batch is None:
+                    batch = batches[ifindex] = []
+                if t.tap.bridge:
                     batch.append(ethernet_packet(ports, t.tap, interfaces, header, length, pkttype, ts))
                 # the host model (ports.host_ports), in line
                 elif egress:
@@ -403,7 +405,6 @@ class EbpfSampler(TapSampler):
                     batch.append((header, length, ifindex, INTERNAL, ts, 0))
                 else:
                     batch.append((header, length, ifindex, 0, ts, 0))
-        n = 0
         for ifindex, batch in batches.items():
             if batch:
                 tapped[ifindex].builder.frame(batch)

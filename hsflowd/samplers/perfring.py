@@ -92,9 +92,6 @@ class PerfRing:
         self.lost = 0                  # records the kernel could not write (ring full)
         self.damaged = 0               # times the ring held what no record looks like
 
-    def fileno(self) -> int:
-        return self.fd
-
     def records(self) -> Iterator[Tuple[bytes, int]]:
         """(buffer, offset of the raw sample's bytes) of each sample written since the last
         call, oldest first; the ring's space is given back when the walk ends.  The buffer

@@ -565,25 +565,17 @@ class InterfaceTable:
         hundreds of interfaces pays for the ones it samples, not for all of them; of a
         dump, only the links asked for are parsed."""
         wanted = None if ifindexes is None else set(ifindexes)
-        if wanted is not None and self._getstats and len(wanted) <= SINGLE_REQUEST_LIMIT:
-            out: Dict[int, LinkStats] = {}
-            for ifindex in wanted:
-                try:
-                    out.update(self._stats(ifindex, dump=False))
-                except OSError as exc:
-                    if not is_gone(exc):
-                        raise
-                    # else the link went away since the last event
-            return out
         if self._getstats:
             try:
+                if wanted is not None and len(wanted) <= SINGLE_REQUEST_LIMIT:
+                    return self._stats_of(wanted)
                 return dict(self._stats(0, dump=True, only=wanted))
-            except OSError as exc:
+            except OSError as exc:     # a kernel before 4.7 has no RTM_GETSTATS
                 if isinstance(exc, socket.timeout):
                     raise
                 self._getstats = False
                 log.info("RTM_GETSTATS failed (%s): interface counters come from link dumps", exc)
-        out = {}
+        out: Dict[int, LinkStats] = {}
         for _, body in self._nl.request(RTM_GETLINK, link_request(), dump=True):
             family, _, ifindex, _, _ = IFINFOMSG.unpack_from(body)
             if family != socket.AF_UNSPEC or (wanted is not None and ifindex not in wanted):
@@ -591,6 +583,17 @@ class InterfaceTable:
             value = attributes(body, IFINFOMSG.size).get(IFLA_STATS64)
             if value is not None:
                 out[ifindex] = LinkStats.from_bytes(value)
+        return out
+
+    def _stats_of(self, wanted: Iterable[int]) -> Dict[int, LinkStats]:
+        out: Dict[int, LinkStats] = {}
+        for ifindex in wanted:
+            try:
+                out.update(self._stats(ifindex, dump=False))
+            except OSError as exc:
+                if not is_gone(exc):
+                    raise
+                # else the link went away since the last event
         return out
 
     def _stats(self, ifindex: int, dump: bool, only: Optional[Container[int]] = None

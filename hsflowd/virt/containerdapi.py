@@ -179,6 +179,7 @@ class Api:
         for proto in files.file:
             self.pool.Add(proto)
         self._classes: Dict[str, type] = {}
+        self._methods: Dict[Tuple[str, str], Tuple[str, type, type]] = {}
 
     def message(self, full_name: str) -> type:
         cls = self._classes.get(full_name)
@@ -189,10 +190,14 @@ class Api:
 
     def method(self, service: str, name: str) -> Tuple[str, type, type]:
         """(path, request class, reply class) of ``SERVICES.<service>/<name>``."""
-        s = self.pool.FindServiceByName(f"{SERVICES}.{service}")
-        m = s.methods_by_name[name]
-        return (f"/{s.full_name}/{m.name}", self.message(m.input_type.full_name),
+        found = self._methods.get((service, name))
+        if found is None:
+            s = self.pool.FindServiceByName(f"{SERVICES}.{service}")
+            m = s.methods_by_name[name]
+            found = self._methods[service, name] = (
+                f"/{s.full_name}/{m.name}", self.message(m.input_type.full_name),
                 self.message(m.output_type.full_name))
+        return found
 
     def unpack(self, any_message) -> Optional[Any]:
         """An Any's payload, if the description knows its type."""
@@ -244,7 +249,6 @@ class ContainerdLink(Link):
     def start(self) -> "ContainerdLink":
         self._thread.start()
         return self
-
 
 
     # ---- what the loop asks
@@ -301,16 +305,19 @@ class ContainerdLink(Link):
         if self.handover.closed.is_set():
             return
         self._channel = Channel(path=self.path)
-        events = None
+        stop = asyncio.ensure_future(self._stop.wait())
+        step = None
         try:
+            # each step races close(): a containerd that does not answer holds up nothing
             self.calls.version += 1
-            version = (await self._unary("version.v1.Version", "Version", {})).version
-            events = asyncio.ensure_future(self._read_events(version))
-            stop = asyncio.ensure_future(self._stop.wait())
-            await asyncio.wait({events, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
+            step = asyncio.ensure_future(self._unary("version.v1.Version", "Version", {}))
+            await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if self._stop.is_set():
+                return
+            step = asyncio.ensure_future(self._read_events(step.result().version))
+            await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not self._stop.is_set():
-                events.result()          # raises what ended the stream
+                step.result()          # raises what ended the stream
                 self.handover.post(Lost("containerd closed the event stream"))
         except asyncio.CancelledError:
             pass
@@ -318,24 +325,28 @@ class ContainerdLink(Link):
             if not self._stop.is_set():
                 self.handover.post(Lost(one_line(e)))
         finally:
-            if events is not None:
-                events.cancel()
-                await asyncio.gather(events, return_exceptions=True)
+            stop.cancel()
+            if step is not None:
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
             self._channel.close()
 
     async def _unary(self, service: str, method: str, request: Dict[str, Any],
                      namespace: Optional[str] = None):
+        from grpclib.const import Cardinality
         path, request_type, reply_type = self.api.method(service, method)
         metadata = {NAMESPACE_HEADER: namespace} if namespace else None
-        async with self._channel.request(path, _UNARY_UNARY(), request_type, reply_type,
-                                         timeout=self.timeout, metadata=metadata) as stream:
+        async with self._channel.request(path, Cardinality.UNARY_UNARY, request_type,
+                                         reply_type, timeout=self.timeout,
+                                         metadata=metadata) as stream:
             await stream.send_message(request_type(**request), end=True)
             return await stream.recv_message()
 
     async def _read_events(self, version: str) -> None:
+        from grpclib.const import Cardinality
         path, request_type, reply_type = self.api.method("events.v1.Events", "Subscribe")
         self.calls.events += 1
-        async with self._channel.request(path, _UNARY_STREAM(), request_type,
+        async with self._channel.request(path, Cardinality.UNARY_STREAM, request_type,
                                          reply_type) as stream:
             await stream.send_message(request_type(filters=list(EVENT_FILTERS)), end=True)
             # containerd sends the stream's headers only with its first event: the stream
@@ -376,17 +387,6 @@ class ContainerdLink(Link):
                 if task is not None:
                     found.append(parse_container(ns, c, task.pid, task.status))
         return Listed(tuple(found), ticket)
-
-
-def _UNARY_UNARY():
-    from grpclib.const import Cardinality
-    return Cardinality.UNARY_UNARY
-
-
-def _UNARY_STREAM():
-    from grpclib.const import Cardinality
-    return Cardinality.UNARY_STREAM
-
 
 
 __all__ = ["Api", "CallCounts", "ContainerInfo", "ContainerdLink", "ContainerdUnavailable",
