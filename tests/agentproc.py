@@ -455,6 +455,75 @@ def proc_wakeups(pid: int) -> int:
     return total
 
 
+class Held(NamedTuple):
+    """What a process holds: its threads and its open file descriptors."""
+    threads: int
+    fds: int
+
+
+def held(pid: int) -> Held:
+    return Held(len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd")))
+
+
+def _socket_kinds(pid: int) -> dict:
+    """Socket inode -> what it is (its family, and its path or protocol), from the process's
+    /proc/PID/net tables, for a failure message that says which socket stayed open."""
+    kinds = {}
+    tables = {"unix": (6, None), "netlink": (9, 1), "packet": (8, 3), "udp": (9, 1),
+              "udp6": (9, 1), "tcp": (9, 1), "tcp6": (9, 1), "raw": (9, 1)}
+    for table, (inode_at, what_at) in tables.items():
+        try:
+            with open(f"/proc/{pid}/net/{table}") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) <= inode_at:
+                continue
+            what = (cols[7] if len(cols) > 7 else "") if what_at is None else cols[what_at]
+            kinds[cols[inode_at]] = f"{table} {what}".strip()
+    return kinds
+
+
+def fd_targets(pid: int) -> List[str]:
+    """``fd:target`` for each descriptor (a socket with its family and path or protocol),
+    for a failure message."""
+    kinds = _socket_kinds(pid)
+    out = []
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:   # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            target += " " + kinds.get(target[8:-1], "?")
+        out.append(f"{fd}:{target}")
+    return out
+
+
+def settled(pid: int, seconds: float = 1.5) -> Held:
+    """What the process holds between its polls: the fewest threads and descriptors seen
+    over ``seconds``.  A poll holds a file (/proc/cpuinfo for the CPU's speed, a cgroup's
+    cpu.stat) for a moment, and a look-up may hold a thread; a leak is there at every look."""
+    seen = [held(pid)]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen.append(held(pid))
+    return Held(min(h.threads for h in seen), min(h.fds for h in seen))
+
+
+def assert_holds(pid: int, wanted: Held, seconds: float = 5.0,
+                 context: Callable[[], str] = lambda: "") -> None:
+    """Within ``seconds``, one look sees the process hold exactly ``wanted`` (``settled``'s
+    figure before the event, plus what the event should add): what it closes and ends in
+    the background has that long, and a poll's file in flight at one look is gone at the next."""
+    ok = wait_until(lambda: held(pid) == wanted, seconds, step=0.05)
+    assert ok, (f"holds {held(pid)}, not {wanted}:\n" + "\n".join(fd_targets(pid))
+                + f"\n{context()}")
+
+
 @dataclass
 class Activity:
     """What a process did over a window: its share of one core and its wake-ups a second."""

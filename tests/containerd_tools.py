@@ -226,6 +226,13 @@ class Pod:
         return out
 
 
+def _quiet(name: str) -> None:
+    """No IPv6 on a link the test made (before it is up): a new link's duplicate address
+    detection, MLD reports and router solicitations go on for seconds, and the agent samples
+    the bridge 1 in 1, so they would be read as the agent not being idle."""
+    Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").write_text("1")
+
+
 class Node:
     """The node's pod network: a bridge of the test's own, with no address."""
 
@@ -234,6 +241,7 @@ class Node:
         self.bridge = f"{tag}br"[:15]
         self.subnet = f"{subnet}.{os.getpid() % 200}"
         run_cmd(["ip", "link", "add", self.bridge, "type", "bridge"])
+        _quiet(self.bridge)
         run_cmd(["ip", "link", "set", self.bridge, "up"])
         self.pods: List[Pod] = []
         self._hosts = iter(range(2, 250))
@@ -248,6 +256,8 @@ class Node:
         veth = f"veth{self.tag[-5:]}{index}"[:15]
         run_cmd(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0",
                  "netns", netns.name])
+        _quiet(veth)
+        netns.run("sysctl -qw net.ipv6.conf.eth0.disable_ipv6=1")
         run_cmd(["ip", "link", "set", veth, "master", self.bridge, "up"])
         netns.run(f"ip addr add {self.subnet}.{host}/24 dev eth0")
         netns.run("ip link set eth0 up")

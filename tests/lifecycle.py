@@ -19,13 +19,13 @@ After every event a test calls ``rig.check(...)``, which asserts:
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from typing import List, Optional
 
-from agentproc import (Activity, AgentFactory, Receiver, assert_idle, config_text, proc_memory_kb,
-                       udp_socket, wait_until)  # noqa: F401 (wait_until: for the tests)
+from agentproc import (Activity, AgentFactory, Held, Receiver, assert_holds, assert_idle,
+                       config_text, proc_memory_kb, settled, udp_socket,
+                       wait_until)  # noqa: F401 (wait_until: for the tests)
 from netns import veth
 
 HOST_IP, PEER_IP = "10.231.20.1", "10.231.20.2"
@@ -83,11 +83,11 @@ def sampler_body(kind: str, rate: int, header: int = 128, promisc: Optional[bool
 
 
 class Figures:
-    """An agent process's file descriptors, threads and resident memory."""
+    """An agent process's file descriptors and threads between its polls (agentproc.settled),
+    and its resident memory."""
 
     def __init__(self, pid: int):
-        self.fds = len(os.listdir(f"/proc/{pid}/fd"))
-        self.threads = len(os.listdir(f"/proc/{pid}/task"))
+        self.threads, self.fds = settled(pid, 0.5)
         self.rss_kb = proc_memory_kb(pid)[0]
 
     def __repr__(self) -> str:
@@ -214,10 +214,9 @@ class Rig:
         return now
 
     def check_resources(self, rss_margin_kb: int = 4096, extra_fds: int = 0) -> Figures:
-        now = Figures(self.agent.pid)
         base = self.baseline
-        assert now.fds == base.fds + extra_fds, f"fds {base.fds} -> {now.fds}: {os.listdir(f'/proc/{self.agent.pid}/fd')}"
-        assert now.threads == base.threads, f"threads {base.threads} -> {now.threads}"
+        assert_holds(self.agent.pid, Held(base.threads, base.fds + extra_fds))
+        now = Figures(self.agent.pid)
         assert now.rss_kb - base.rss_kb <= rss_margin_kb, f"memory {base} -> {now}"
         return now
 

@@ -20,6 +20,11 @@ Tests are handed to the workers one at a time, except these, kept on one worker 
   that take ``debs`` (one worker too), and the legacy iptables tools are called with -w,
   which waits for their lock (/run/xtables.lock, the machine's whatever the namespace)
   where a second caller would fail at once.  Names are plain words: no "@".
+- Tests that make links in the machine's own network namespace and check that an agent
+  there is idle: ``ROOT_LINKS``.  Such an agent reads every link event of that namespace, so
+  another test's veths coming and going (dockerd's containers, the k8s node's pods: a
+  dozen events each) wake it several times a second, and it is not idle.  dockerd's tests
+  get the name through their fixture (``SESSION_GROUPS``); test_k8s.py names it.
 
 How the groups reach xdist: a test's group is the name of its work unit, which xdist's
 controller (which collects nothing) reads from the test's node id.  pytest-xdist's own
@@ -47,6 +52,8 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 GROUP = "xdist_group"
 ENV = "HSFLOWD_TEST_GROUPS"
+ROOT_LINKS = "root-links"
+SESSION_GROUPS = {"dockerd_daemon": ROOT_LINKS}   # a session fixture's group, if not its own
 
 
 def under_xdist(config) -> bool:
@@ -76,7 +83,7 @@ def shared_fixture_group(item) -> Optional[str]:
             continue
         scope = defs[-1].scope
         if scope in ("session", "package"):
-            session.append(f"fixture-{name}")
+            session.append(SESSION_GROUPS.get(name, f"fixture-{name}"))
         elif scope in ("module", "class"):
             module.append(f"module-{item.path.name}")
     if session:

@@ -11,14 +11,13 @@ Records have a TTL of 10 s, the shortest re-query hsflowd allows, so each change
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
 import pytest
 
-from agentproc import (agents, assert_idle, assert_period, receivers,  # noqa: F401 (fixtures)
-                       samples_from, wait_until)
+from agentproc import (agents, assert_idle, assert_period, held, receivers,  # noqa: F401
+                       samples_from, settled, wait_until)
 from dnshelp import NamespaceDns, have_dnsmasq
 from netns import veth
 
@@ -57,20 +56,6 @@ def gaps(times):
     return [b - a for a, b in zip(times, times[1:])]
 
 
-def fds_threads(pid):
-    return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
-
-
-def settle(pid, seconds=1.5):
-    """The agent's descriptors and threads when nothing is in flight (the smallest seen)."""
-    seen = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        seen.append(fds_threads(pid))
-        time.sleep(0.1)
-    return min(f for f, _ in seen), min(t for _, t in seen)
-
-
 def test_dns_sd_life(dns_ns, agents, receivers):
     ns, dns = dns_ns
     r0, r1, r2, r3 = (receivers(netns=ns.name) for _ in range(4))
@@ -91,7 +76,7 @@ def test_dns_sd_life(dns_ns, agents, receivers):
     auto = agent.auto()
     assert f"collector={C} {r1.port}\n" in auto and "polling=2\n" in auto
     assert f"{r0.port}" not in auto
-    base_fds, base_threads = settle(agent.pid)
+    base = settled(agent.pid)
 
     # B: the records change: -> r2, polling=1
     dns.start(srv=[(C, r2.port)], txt=["polling=1"], hosts=HOSTS)
@@ -150,8 +135,7 @@ def test_dns_sd_life(dns_ns, agents, receivers):
     got = r0.collect(15, until=lambda g: len(host_times(g)) >= 2)
     assert len(host_times(got)) >= 2, agent.stderr()
     queries = dns.queries()
-    fds, threads = settle(agent.pid, 3)
-    assert (fds, threads) == (base_fds, base_threads)
+    assert settled(agent.pid, 3) == base
     assert dns.queries() == queries              # no query since dns-sd went
     assert_idle(agent.pid, 3.0, context=agent.stderr)   # a host sample a second, no more
     assert "Traceback" not in agent.stderr() + legacy.stderr()
@@ -165,7 +149,7 @@ def test_stops_at_once_with_a_query_in_flight(dns_ns, agents, receivers):
     assert agent.wait_for_log("looking up", 10), agent.stderr()
     # the first round (a thread of its own, from the next tick) waits up to 5 s for its
     # answer ...
-    assert wait_until(lambda: fds_threads(agent.pid)[1] > 1, 10), agent.stderr()
+    assert wait_until(lambda: held(agent.pid).threads > 1, 10), agent.stderr()
     assert "DNS-SD:" not in agent.stderr().split("looking up", 1)[1]
     start = time.monotonic()
     agent.signal(signal.SIGTERM)

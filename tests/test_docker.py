@@ -25,13 +25,13 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import psutil
 import pytest
 
-from agentproc import (agents, config_text, proc_cpu_seconds, receivers,  # noqa: F401
-                       records_by_tag, run_hsflowd, samples_from)
+from agentproc import (agents, assert_holds, config_text, held, proc_cpu_seconds,  # noqa: F401
+                       receivers, records_by_tag, run_hsflowd, samples_from, settled)
 from hsflowd.sflow.flows import ExtendedEntities
 from hsflowd.sources.cgroups import parse_cpuset
 from hsflowd.virt.dsindex import preferred_ds_index
@@ -137,20 +137,6 @@ def _ports(sample):
     return getattr(sample, "input") & 0x3FFFFFFF, getattr(sample, "output") & 0x3FFFFFFF
 
 
-def _threads_and_fds(pid: int):
-    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def _fd_targets(pid: int) -> List[str]:
-    out = []
-    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
-        try:
-            out.append(f"{fd}:{os.readlink(f'/proc/{pid}/fd/{fd}')}")
-        except OSError:
-            pass
-    return out
-
-
 def _host_memory() -> int:
     return psutil.virtual_memory().total
 
@@ -173,7 +159,7 @@ def test_docker_without_dockerd_costs_one_line(agents, receivers):  # noqa: F811
     assert any(s for rr in got for s in rr.datagram.samples), agent.stderr()
     log = agent.stderr()
     assert log.count(f"no Docker socket at {missing}") == 1, log
-    assert _threads_and_fds(agent.pid)[0] == 1
+    assert held(agent.pid).threads == 1
     assert not [s for rr in got for s in rr.datagram.samples
                 if getattr(s, "source_id_type", None) == 3]
 
@@ -301,8 +287,7 @@ def test_docker_life_of_the_module(dockerd, agents, receivers):  # noqa: F811
     assert flows and not any(_entities(s) for s in flows)
 
     # ---- 5. dockerd killed, then started again: survived
-    baseline = _threads_and_fds(agent.pid)
-    fds_before = _fd_targets(agent.pid)
+    baseline = settled(agent.pid)
     dockerd.kill()
     assert agent.wait_for_log("docker {}: lost dockerd", SOON), agent.stderr()
     time.sleep(1)
@@ -323,11 +308,7 @@ def test_docker_life_of_the_module(dockerd, agents, receivers):  # noqa: F811
             for s in _samples(r, box.ds, time.monotonic() - 1)), 3 * SOON), \
             (box.name, want, [records_by_tag(s)[2101].state for s in _samples(r, box.ds, t_back)],
              dockerd.client().containers(all=True), agent.stderr()[-3000:])
-    deadline = time.monotonic() + SOON
-    while _threads_and_fds(agent.pid) != baseline and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _threads_and_fds(agent.pid) == baseline, "\n".join(
-        ["before:"] + fds_before + ["after:"] + _fd_targets(agent.pid))
+    assert_holds(agent.pid, baseline, SOON)
     cpu0, t0 = proc_cpu_seconds(agent.pid), time.monotonic()
     r.collect(3)
     assert (proc_cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0) < 0.1   # idle
@@ -341,7 +322,7 @@ def test_docker_life_of_the_module(dockerd, agents, receivers):  # noqa: F811
     assert f"container {c.name} forgotten" in agent.stderr()
 
     # ---- 7. docker {} taken out: its threads and descriptors go, 3:N and 2100 stop
-    threads, fds = _threads_and_fds(agent.pid)
+    threads, fds = settled(agent.pid)
     agent.write_config(config_text([("127.0.0.1", r.port)], polling=POLLING,
                                    extra=f"pcap {{ dev = {dockerd.bridge} sampling = 1 "
                                          "promisc = on }"))
@@ -351,8 +332,8 @@ def test_docker_life_of_the_module(dockerd, agents, receivers):  # noqa: F811
     time.sleep(1.5)       # a datagram of the tick before the reload may still be on its way
     t_out = time.monotonic()
     r.collect(POLLING + 1.5)
-    assert _threads_and_fds(agent.pid)[0] == threads - 2
-    assert _threads_and_fds(agent.pid)[1] < fds
+    assert settled(agent.pid).threads == threads - 2
+    assert settled(agent.pid).fds < fds
     assert not any(_samples(r, x.ds, t_out) for x in boxes.values())
     assert all(2100 not in records_by_tag(s) for s in _samples(r, (2, 1), t_out))
     assert "Traceback" not in agent.stderr()

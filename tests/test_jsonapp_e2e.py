@@ -7,7 +7,6 @@ with this project's decoder."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agentproc import (agents, assert_idle, free_udp_port, proc_memory_kb,  # noqa: F401
-                       receivers, samples_from)
+from agentproc import (agents, assert_holds, assert_idle, free_udp_port,  # noqa: F401
+                       proc_memory_kb, receivers, samples_from, settled)
 from hsflowd.sflow import (AppOperation, AppOperations, AppResources, AppWorkers,
                            CountersSample, FlowSample, HostParent, RtFlow, RtMetric)
 from netns import veth
@@ -45,10 +44,6 @@ def client(ns, host, port, messages, repeat=1, timeout=60):
 
 def samples(received, cls):
     return [s for r in received for s in r.datagram.samples if isinstance(s, cls)]
-
-
-def fds_threads(pid):
-    return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
 
 
 RTMETRIC = {"rtmetric": {"datasource": "web1", "hits": {"type": "counter32", "value": 777},
@@ -172,7 +167,7 @@ def test_reloads_move_the_port_and_then_close_it(ns, agents, receivers):
     agent = agents(base + "}\n", netns=ns.name)
     assert r.first(10) is not None
     time.sleep(0.5)
-    before = fds_threads(agent.pid)
+    before = settled(agent.pid)
 
     agent.write_config(base + f" json {{ udpport = {p1} }}\n}}\n")
     agent.signal(signal.SIGHUP)
@@ -194,6 +189,5 @@ def test_reloads_move_the_port_and_then_close_it(ns, agents, receivers):
     while time.monotonic() < deadline and f":{p2} " in ns.run(["ss", "-Hlun"]).stdout:
         time.sleep(0.1)
     assert f":{p2} " not in ns.run(["ss", "-Hlun"]).stdout
-    time.sleep(0.5)
-    assert fds_threads(agent.pid) == before
+    assert_holds(agent.pid, before)
     assert_idle(agent.pid, 2.0, context=agent.stderr)   # a host sample a second, no more

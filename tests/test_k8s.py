@@ -35,12 +35,15 @@ import pytest
 
 import containerd_tools as ct
 from daemons import start_or_skip
-from agentproc import (agents, assert_idle, config_text, measure_activity,  # noqa: F401
-                       receivers, records_by_tag, run_hsflowd, samples_from)
+from parallel import ROOT_LINKS
+from agentproc import (Held, agents, assert_holds, assert_idle, config_text, held,  # noqa: F401
+                       measure_activity, receivers, records_by_tag, run_hsflowd, samples_from,
+                       settled)
 from hsflowd.sflow.flows import ExtendedEntities
 from hsflowd.virt.dsindex import preferred_ds_index
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+# its node's bridge and veths are in the machine's namespace, as are dockerd's (tests/parallel.py)
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.xdist_group(ROOT_LINKS)]
 
 POLLING = 2
 FORGET = 60                  # the smallest forgetVMs hsflowd's grammar allows
@@ -155,10 +158,6 @@ def _marked(receiver, since: float) -> set:
     return pairs
 
 
-def _threads_and_fds(pid: int):
-    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
-
-
 def _ping(pod, ip: str, count: int = 5) -> None:
     out = pod.netns.run(["ping", "-c", str(count), "-i", "0.2", "-W", "2", ip], check=False).stdout
     assert " 0% packet loss" in out, out
@@ -262,7 +261,7 @@ def test_k8s_life_of_the_module(containerd, node, agents, receivers):  # noqa: F
     rest = assert_idle(agent.pid, 3, context=agent.stderr)
 
     # ---- 4. reloads: markTraffic off (no 2210), then on again
-    before = _threads_and_fds(agent.pid)
+    before = settled(agent.pid)
     for mark, wanted in (("markTraffic = off", False), ("markTraffic = on", True)):
         agent.write_config(k8s_conf(r.port, containerd, node.bridge, mark))
         revisions = agent.stderr().count("configuration revision")
@@ -278,10 +277,10 @@ def test_k8s_life_of_the_module(containerd, node, agents, receivers):  # noqa: F
             r.collect(1.5)
             assert list(_flow_samples(r, t_ping)) and not _marked(r, t_ping)
         assert_idle(agent.pid, 3, rest, context=agent.stderr)
-        assert _threads_and_fds(agent.pid) == before
+        assert_holds(agent.pid, before)
 
     # ---- 5. containerd killed and started again: survived
-    baseline = _threads_and_fds(agent.pid)
+    baseline = settled(agent.pid)
     containerd.kill()
     assert agent.wait_for_log("k8s {}: lost containerd", 5), agent.stderr()
     containerd.start()
@@ -298,11 +297,7 @@ def test_k8s_life_of_the_module(containerd, node, agents, receivers):  # noqa: F
                                              for s in _samples(r, t.ds, t_back)]
     # the same threads and descriptors, and two more for again-0's veth (its tap: a
     # socket and the ring's)
-    wanted = (baseline[0], baseline[1] + 2)
-    deadline = time.monotonic() + 5
-    while _threads_and_fds(agent.pid) != wanted and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _threads_and_fds(agent.pid) == wanted
+    assert_holds(agent.pid, Held(baseline.threads, baseline.fds + 2))
     assert_idle(agent.pid, 3, rest, context=agent.stderr)
 
     # ---- 6. db-0 is forgotten forgetVMs after it stopped, not before
@@ -423,7 +418,7 @@ def test_k8s_with_docker_and_tcp(containerd, node, agents, receivers, tmp_path):
     names = {m["name"]: m for m in _status(agent)["modules"]}
     assert all(names[n]["running"] and not names[n]["error"] for n in ("k8s", "docker", "tcp"))
     rest = assert_idle(agent.pid, 3, context=agent.stderr)
-    baseline = _threads_and_fds(agent.pid)
+    baseline = settled(agent.pid)
     # dockerd's socket appears: on the next revision k8s {} stands down, docker {} sends 2100
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(docker_sock))
@@ -444,10 +439,7 @@ def test_k8s_with_docker_and_tcp(containerd, node, agents, receivers, tmp_path):
     t_ping = time.monotonic()
     _ping(a, b.ip, 3)
     assert _wait(r, lambda: {(ta.ds[1], tb.ds[1])} <= _marked(r, t_ping), 5)
-    deadline = time.monotonic() + 5
-    while _threads_and_fds(agent.pid) != baseline and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _threads_and_fds(agent.pid) == baseline
+    assert_holds(agent.pid, baseline)
     assert_idle(agent.pid, 3, rest, context=agent.stderr)
     assert "Traceback" not in agent.stderr()
 
@@ -460,5 +452,5 @@ def test_k8s_without_containerd_costs_one_line(agents, receivers, tmp_path):  # 
     got = r.collect(4)
     assert any(s for rr in got for s in rr.datagram.samples), agent.stderr()
     assert agent.stderr().count(f"no containerd socket at {missing}") == 1, agent.stderr()
-    assert _threads_and_fds(agent.pid)[0] == 1
+    assert held(agent.pid).threads == 1
     assert measure_activity(agent.pid, 2).wakeups <= 5

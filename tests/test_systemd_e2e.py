@@ -34,8 +34,9 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from agentproc import (Receiver, activity_during, agents, assert_idle,  # noqa: F401
-                       check_idle, config_text, receivers, records_by_tag, source_of)
+from agentproc import (Receiver, activity_during, agents, assert_holds, assert_idle,  # noqa: F401
+                       check_idle, config_text, held, receivers, records_by_tag, settled,
+                       source_of)
 from hsflowd.frames import ETHERNET, walk_frame
 from hsflowd.sflow.flows import ExtendedEntities, SampledHeader
 from hsflowd.virt.dsindex import preferred_ds_index
@@ -174,10 +175,6 @@ def expected_uuid(host_uuid: uuid.UUID, name: str, agent_ip: str) -> uuid.UUID:
     return uuid.UUID(bytes=bytes(raw))
 
 
-def threads_and_fds(pid: int) -> Tuple[int, int]:
-    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
-
-
 def check_services(box: Inside, latest, truth) -> None:
     """Every service with processes is reported, named and numbered as hsflowd would, with
     its cgroup's and processes' counters."""
@@ -301,7 +298,7 @@ def test_systemd_life_in_a_booted_container(inside):
 
     # ---- at rest: its threads and descriptors, and no list of the services per tick
     pid = box.agent_pid()
-    base = threads_and_fds(pid)
+    base = settled(pid)
     lists = box.status()["dbus_calls"]["lists"]
     rest = assert_idle(pid, window=2, context=box.log)
     assert box.status()["dbus_calls"]["lists"] == lists
@@ -312,7 +309,7 @@ def test_systemd_life_in_a_booted_container(inside):
         time.sleep(1)
         latest, activity = activity_during(pid, box.cycle)
         check_services(box, latest, box.truth())
-        assert threads_and_fds(pid) == base, (what, threads_and_fds(pid), base)
+        assert_holds(pid, base, context=lambda: what)
         check_idle(activity, rest, context=lambda: f"after {what}: {box.log()[-2000:]}")
         return latest
 
@@ -354,7 +351,7 @@ def test_systemd_without_a_system_bus_costs_one_line(agents, receivers):  # noqa
     got = r.collect(2.5)
     assert any(source_of(s) == (2, 1) for g in got for s in g.datagram.samples), agent.stderr()
     assert agent.stderr().count(f"no system bus at {missing}") == 1, agent.stderr()
-    assert threads_and_fds(agent.pid)[0] == 1
+    assert held(agent.pid).threads == 1
     assert_idle(agent.pid, window=2, context=agent.stderr)
     assert not [s for g in got for s in g.datagram.samples if source_of(s)[0] == 3]
 
@@ -370,4 +367,4 @@ def test_systemd_without_jeepney_says_how_to_get_it(agents, receivers, tmp_path)
     assert agent.wait_for_log("apt install python3-jeepney", 5), agent.stderr()
     r.collect(2)
     assert agent.stderr().count("'jeepney' is not installed") == 1
-    assert threads_and_fds(agent.pid)[0] == 1 and agent.alive()
+    assert held(agent.pid).threads == 1 and agent.alive()

@@ -19,7 +19,8 @@ from ipaddress import ip_address
 
 import pytest
 
-from agentproc import agents, in_netns, receivers  # noqa: F401 (fixtures)
+from agentproc import (agents, assert_holds, in_netns, receivers,  # noqa: F401
+                       settled)
 from hsflowd.sflow import ExtendedTcpInfo, FlowSample
 from hsflowd.frames import walk_sample
 from hsflowd.sources.tcpinfo import endpoints
@@ -161,10 +162,6 @@ def test_tcp_info_matches_ss(pair, agents, receivers):
     assert "Traceback" not in agent.stderr()
 
 
-def fds_threads(pid):
-    return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
-
-
 def test_reloads_turn_tcp_on_and_off_and_leave_nothing(pair, agents, receivers):
     a, b = pair
     r = receivers(netns=a.name)
@@ -174,7 +171,7 @@ def test_reloads_turn_tcp_on_and_off_and_leave_nothing(pair, agents, receivers):
     port = conn.getsockname()[1]
     exchange(conn, b"warm")
     time.sleep(1.5)
-    before = fds_threads(agent.pid)
+    before = settled(agent.pid)
 
     def annotated(seconds=2.0):
         exchange(conn, b"ping")
@@ -185,10 +182,10 @@ def test_reloads_turn_tcp_on_and_off_and_leave_nothing(pair, agents, receivers):
     agent.signal(signal.SIGHUP)
     time.sleep(1.2)
     assert any(info is not None for info in annotated())
-    assert fds_threads(agent.pid)[1] == before[1] + 1          # its look-up thread
+    assert settled(agent.pid).threads == before.threads + 1     # its look-up thread
     agent.write_config(agent_config(r.port, tcp=False))
     agent.signal(signal.SIGHUP)
     time.sleep(1.2)
     assert all(info is None for info in annotated())
-    assert fds_threads(agent.pid) == before
+    assert_holds(agent.pid, before)
     conn.close()
