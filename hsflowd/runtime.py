@@ -83,6 +83,7 @@ class Runtime:
         self._reapply = False
         old = self.config
         self.file_config = file_config
+        self._refuse_modules(file_config)      # before any starts: a source of settings too
         self.supervisor.start_sources(file_config)
         config = self._adjusted(file_config)
         self.config = config
@@ -95,7 +96,7 @@ class Runtime:
             self._say_once(warning)
         for block in config.unsupported:
             self._say_once(f"{config.path}: {block} {{}} is not supported yet; ignored")
-        self._check_privileges(config)
+        self._check_core_privileges(config)
         explicit = self.options.uuid or config.uuid
         self.host_uuid = parse_uuid_text(explicit) if explicit else self.machine_uuid
         if not self.host_uuid.int:   # an all-zero uuid= counts as not given, as in hsflowd
@@ -143,25 +144,31 @@ class Runtime:
             self._said.add(text)
             log.warning("%s", text)
 
-    def _check_privileges(self, config) -> None:
+    def _refuse_modules(self, file_config) -> None:
         """What was given up at start cannot come back: a module that now needs more is
-        not run (rather than failing every minute), and the log says to restart."""
+        not run (rather than failing every minute), and the log says to restart.  Which
+        modules run is the file's to say (DNS-SD gives collectors and rates, not modules)."""
         kept = self.privileges
         refused = set()
         if kept is not None:
-            for spec in enabled_specs(config):
-                missing = sorted(effective_set(spec.privileges(config)) - kept)
+            for spec in enabled_specs(file_config):
+                missing = sorted(effective_set(spec.privileges(file_config)) - kept)
                 if missing:
                     refused.add(spec.name)
-                    self._say_once(f"{config.path}: the {spec.name} module needs "
+                    self._say_once(f"{file_config.path}: the {spec.name} module needs "
                                    f"{', '.join(missing)}, which the agent gave up at start: "
                                    f"it is not run; restart hsflowd to use it")
-            missing = sorted(effective_set(core_privileges(config)) - kept)
-            if missing:
-                self._say_once(f"{config.path}: a collector with namespace= needs "
-                               f"{', '.join(missing)}, which the agent gave up at start: "
-                               f"restart hsflowd to send to it")
         self.supervisor.refuse(frozenset(refused))
+
+    def _check_core_privileges(self, config) -> None:
+        """The same for the agent's own sending: a collector in another namespace."""
+        if self.privileges is None:
+            return
+        missing = sorted(effective_set(core_privileges(config)) - self.privileges)
+        if missing:
+            self._say_once(f"{config.path}: a collector with namespace= needs "
+                           f"{', '.join(missing)}, which the agent gave up at start: "
+                           f"restart hsflowd to send to it")
 
     # ------------------------------------------------------------ agent address
     def _configured_agent_ip(self) -> Optional[str]:

@@ -38,7 +38,6 @@ from .values import Bad, read_value
 MIN_DELAY = 10        # hsflowd HSP_DEFAULT_DNSSD_MINDELAY: never query more often
 RETRY_DELAY = 300     # HSP_DEFAULT_DNSSD_RETRYDELAY: when no record gave a TTL
 SERVICE = "_sflow._udp"
-MAX_HEADER_BYTES = 256
 
 _SFLOW = K.BLOCKS["sflow"]
 _DEFAULT = Config()
@@ -146,8 +145,8 @@ def dynamic_config(file_config: Config, answer: Optional[DnsSdAnswer]
             continue
         keyword = _SFLOW.lookup(key)
         name = keyword.name if keyword is not None else None
-        if name == "headerBytes" and value.strip().isdigit() and int(value) > MAX_HEADER_BYTES:
-            header = MAX_HEADER_BYTES          # hsflowd clamps this one
+        if name == "headerBytes" and value.strip().isdigit() and int(value) > K.MAX_HEADER_BYTES:
+            header = K.MAX_HEADER_BYTES          # hsflowd clamps this one
             continue
         if name not in ("sampling", "polling", "headerBytes", "agentIP", "agent", "agent.cidr"):
             problems.append(f"TXT {key}={value}: not a setting DNS-SD can give; ignored")

@@ -51,6 +51,7 @@ U32_MAX = 0xFFFFFFFF
 SPEED_MAX = 2 ** 63 - 1        # what "speed=1G-" (no upper bound) stands for
 MAX_SAMPLING = 10_000_000      # 1-in-N sampling never goes sparser than this
 MAX_POLLING = 300              # seconds
+MAX_HEADER_BYTES = 256         # bytes of a sampled packet kept, at most (as hsflowd)
 APP_PREFIXES = ("sampling.", "polling.")   # wildcard keys: sampling.<speed|app>=N
 
 
@@ -142,7 +143,8 @@ BLOCKS: Dict[str, Block] = {b.name: b for b in (
           "prefix; the first one listed weighs most", attr="agent_cidrs", repeat=True),
        _k("subAgentId", INT, 100000, (0, 199999), "sub-agent id; counters-only agents send +1"),
        _k("uuid", UUID, None, None, "host UUID (default: from DMI, else machine-id)"),
-       _k("headerBytes", INT, 128, (0, 256), "bytes of each sampled packet to send"),
+       _k("headerBytes", INT, 128, (0, MAX_HEADER_BYTES),
+          "bytes of each sampled packet to send"),
        _k("datagramBytes", INT, 1400, (200, 8192), "largest sFlow datagram to send"),
        _k("modules", PATH, "/etc/hsflowd/modules", None, "C hsflowd's module directory",
           ignored="every module is built in, so there are no module files to load"),

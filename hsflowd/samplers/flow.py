@@ -24,11 +24,11 @@ import struct
 import time
 from typing import Callable, Optional, Sequence, Tuple
 
+from ..config.keywords import MAX_HEADER_BYTES
 from ..frames import FCS
 from ..sflow import ExtendedTimestamp, FlowSample, HeaderProtocol, SampledHeader
 
 
-MAX_HEADER_BYTES = 256   # headerBytes' limit
 # one sampled packet, as samplers hand them over: (captured bytes, frame length as captured
 # without FCS, input, output, timestamp in ns (0: now), output format)
 Packet = Tuple[bytes, int, int, int, int, int]
