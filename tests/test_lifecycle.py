@@ -254,7 +254,10 @@ def test_sighup_during_startup_is_a_reload_not_a_death(netns, agents):
 
 # ---------------------------------------------------------------- Open vSwitch
 
-def test_ovsdb_server_killed_and_restarted(agents, receivers):
+def test_ovsdb_server_killed_and_restarted(netns, agents, receivers):
+    """The agent in a namespace of its own (ovsdb-server is a Unix socket, the same from
+    any namespace): it is checked for idleness, and in the machine's namespace another
+    test's links coming and going would wake it."""
     from ovs_helpers import OvsdbServer, missing_tools
     why = missing_tools()
     if why:
@@ -262,9 +265,11 @@ def test_ovsdb_server_killed_and_restarted(agents, receivers):
     server = OvsdbServer().start()
     try:
         server.vsctl("add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=dummy")
-        r = receivers()
+        host = netns()
+        r = receivers(netns=host.name)
         agent = agents(config_text([("127.0.0.1", r.port)], polling=1,
-                                   extra=f"agentIP = 127.0.0.1\nsampling = 256\novs {{ db = {server.remote} }}"))
+                                   extra=f"agentIP = 127.0.0.1\nsampling = 256\n"
+                                         f"ovs {{ db = {server.remote} }}"), netns=host.name)
 
         def row():
             rows = server.sflow_rows()
