@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from agentproc import agents, assert_idle, config_text, proc_memory_kb  # noqa: F401
+from agentproc import (agents, assert_holds, assert_idle, config_text,  # noqa: F401
+                       proc_memory_kb, settled)
 from agentproc import Receiver, counter_samples, source_of, udp_socket
 from churn import add_pairs, churn, churn_taps, delete_pairs
 from lifecycle import wait_until
@@ -87,7 +88,8 @@ def test_thousand_veth_pairs_and_five_hundred_taps(netns, agents):
         pid = agent.pid
         rest = assert_idle(pid, 3.0, context=agent.stderr)
         start_rss = proc_memory_kb(pid)[0]
-        start_fds = len(os.listdir(f"/proc/{pid}/fd"))
+        start = settled(pid)
+        start_fds = start.fds
         churn(ns, 1000, 50, between=lambda done: time.sleep(0.1))
         opened = []
 
@@ -96,7 +98,7 @@ def test_thousand_veth_pairs_and_five_hundred_taps(netns, agents):
 
         churn_taps(ns, 500, 50, between=all_tapped)
         assert all(opened), opened
-        assert wait_until(lambda: len(os.listdir(f"/proc/{pid}/fd")) == start_fds, 10)
+        assert_holds(pid, start, 10)
         assert agent.alive(), agent.stderr()[-2000:]
         assert_idle(pid, rest=rest, context=agent.stderr)
         end_rss = proc_memory_kb(pid)[0]
