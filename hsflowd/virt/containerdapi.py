@@ -38,8 +38,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..errors import one_line
-from .handover import CallFailed, Connected, Handover, Link, Lost
+from .handover import Connected, Handover, Link, Lost, call_failed, lost
 from .records import VirState
 
 log = logging.getLogger("hsflowd.containerd")
@@ -283,7 +282,7 @@ class ContainerdLink(Link):
             try:
                 answer = await make()
             except Exception as e:    # one call failed: said, the link goes on
-                answer = CallFailed(what, one_line(e), ticket)
+                answer = call_failed(what, e, ticket)
             if answer is not None:
                 self.handover.post(answer)
         try:
@@ -296,7 +295,7 @@ class ContainerdLink(Link):
         try:
             asyncio.run(self._main())
         except Exception as e:  # whatever ends the loop ends this connection
-            self.handover.post(Lost(one_line(e)))
+            self.handover.post(lost(e))
 
     async def _main(self) -> None:
         from grpclib.client import Channel
@@ -323,7 +322,7 @@ class ContainerdLink(Link):
             pass
         except Exception as e:  # a failed connection or stream: the module makes another
             if not self._stop.is_set():
-                self.handover.post(Lost(one_line(e)))
+                self.handover.post(lost(e))
         finally:
             stop.cancel()
             if step is not None:

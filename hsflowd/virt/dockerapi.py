@@ -27,8 +27,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import one_line
-from .handover import CallFailed, Connected, Handover, Link, Lost, Worker
+from .handover import CallFailed, Connected, Handover, Link, Lost, Worker, call_failed, lost
 
 log = logging.getLogger("hsflowd.docker")
 
@@ -245,7 +244,7 @@ class DockerLink(Link):
                     self.handover.post(event)
             self.handover.post(Lost("dockerd closed the event stream"))
         except Exception as e:  # any failure ends this connection; the module makes another
-            self.handover.post(Lost(one_line(e)))
+            self.handover.post(lost(e))
 
     def _list(self) -> Listed:
         self.calls.list += 1
@@ -273,7 +272,7 @@ class DockerLink(Link):
 
     @staticmethod
     def _failed(what: str, e: BaseException) -> "CallFailed":
-        return CallFailed(what, one_line(e))
+        return call_failed(what, e)
 
 
 

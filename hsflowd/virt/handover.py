@@ -23,6 +23,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, List, Optional
 
+from ..errors import let_go, one_line
+
 
 # what a connection's threads hand over besides a call's answer (both daemons alike)
 @dataclass(frozen=True)
@@ -40,6 +42,23 @@ class CallFailed:
     what: str
     reason: str
     ticket: Optional[int] = None       # the caller's, handed back (which list failed)
+
+
+def lost(e: BaseException, kind: bool = True) -> Lost:
+    """``Lost`` for the exception that ended a connection, said in one line, its frames let
+    go (``errors.let_go``: a connection that failed must not hold a descriptor until the
+    garbage collector runs)."""
+    reason = one_line(e, kind)
+    let_go(e)
+    return Lost(reason)
+
+
+def call_failed(what: str, e: BaseException, ticket: Optional[int] = None,
+                kind: bool = True) -> CallFailed:
+    """``CallFailed`` for the exception a call raised, as ``lost`` does."""
+    reason = one_line(e, kind)
+    let_go(e)
+    return CallFailed(what, reason, ticket)
 
 
 class Handover:

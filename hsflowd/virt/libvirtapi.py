@@ -26,8 +26,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import one_line
-from .handover import CallFailed, Connected, Handover, Link, Lost, Worker
+from .handover import (CallFailed, Connected, Handover, Link, Lost, Worker,  # noqa: F401 (kvm)
+                       call_failed, lost)
 
 DIST = "/usr/lib/python3/dist-packages"
 DEFAULT_URI = "qemu:///system"
@@ -214,7 +214,7 @@ class LibvirtLink(Link):
         try:
             conn = lv.openReadOnly(self.uri)
         except lv.libvirtError as e:
-            return Lost(one_line(e, kind=False))
+            return lost(e, kind=False)
         self.conn = conn
         try:
             conn.setKeepAlive(*KEEPALIVE)
@@ -328,7 +328,7 @@ class LibvirtLink(Link):
 
     @staticmethod
     def _failed(what: str, e: BaseException):
-        return CallFailed(what, one_line(e, kind=False))
+        return call_failed(what, e, kind=False)
 
     # ---- on the events thread
     def _run_events(self) -> None:

@@ -32,8 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set, Tuple
 
-from ..errors import one_line
-from .handover import CallFailed, Connected, Handover, Link, Lost
+from .handover import CallFailed, Connected, Handover, Link, Lost, lost
 
 SYSTEMD = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
@@ -153,7 +152,7 @@ class SystemdLink(Link):
             conn = open_dbus_connection(bus=self.bus)
             self.calls.setup += 1                  # Hello
         except Exception as e:   # no bus, or it refused us: the module tries again later
-            self.handover.post(Lost(one_line(e)))
+            self.handover.post(lost(e))
             return
         with self._lock:
             self._sock = conn.sock
@@ -163,7 +162,7 @@ class SystemdLink(Link):
                 self._serve(conn)
         except Exception as e:   # the bus went away, or a call failed for good
             if not self.handover.closed.is_set():
-                self.handover.post(Lost(one_line(e)))
+                self.handover.post(lost(e))
         finally:
             with self._lock:
                 self._sock = None
