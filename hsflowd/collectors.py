@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import functools
 import logging
 import os
 import socket
@@ -33,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+from .config.values import canonical_ipv4
 
 log = logging.getLogger("hsflowd.collectors")
 
@@ -95,11 +98,9 @@ class Destination:
 
 def _literal(host: str, port: int) -> Optional[Tuple[int, Tuple]]:
     """(family, sockaddr) for an address written as one, else None (a name)."""
-    try:    # IPv4 without ipaddress's cost: ten thousand collectors start in the same tick
-        return socket.AF_INET, (socket.inet_ntop(socket.AF_INET, socket.inet_pton(
-            socket.AF_INET, host)), port)
-    except (OSError, ValueError):
-        pass
+    ipv4 = canonical_ipv4(host)   # ten thousand collectors start in the same tick
+    if ipv4 is not None:
+        return socket.AF_INET, (ipv4, port)
     try:
         ip = ip_address(host.strip("[]"))
     except ValueError:
@@ -481,17 +482,12 @@ class Collectors:
         self.senders.clear()
 
 
-_REFUSED: Dict[int, Tuple[str, ErrorKind]] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _refused(code: int) -> Tuple[str, ErrorKind]:
     """(last_error, kind) of an errno the network sent back, made once per errno."""
-    known = _REFUSED.get(code)
-    if known is None:
-        text = _reason(OSError(code, os.strerror(code)))
-        hint = " (nothing listens on the port?)" if code == errno.ECONNREFUSED else ""
-        known = _REFUSED[code] = (text, ("the network refused datagrams", text + hint))
-    return known
+    text = _reason(OSError(code, os.strerror(code)))
+    hint = " (nothing listens on the port?)" if code == errno.ECONNREFUSED else ""
+    return text, ("the network refused datagrams", text + hint)
 
 
 def _reason(e: BaseException) -> str:

@@ -211,26 +211,30 @@ def drop(needed: Iterable[str], keep_root: bool = False, user: str = DROP_TO) ->
             why = "nobody cannot read the code"
     caps = effective_set(MOST if why else needed - {ROOT})
     keep = _bits(caps) & held
+    _cut_bounding_set(c, caps)          # while CAP_SETPCAP is still there
     if why is None:
         withheld = sorted(name for name in caps if not held >> CAPABILITIES[name] & 1)
         if withheld:
             log.warning("the enabled modules need %s, which this agent was started without",
                         ", ".join(withheld))
-        _prctl(c, PR_SET_KEEPCAPS, 1, "PR_SET_KEEPCAPS")
-    _cut_bounding_set(c, caps)
-    if why is None:
-        os.setgroups([])
-        os.setgid(entry.pw_gid)
-        os.setuid(entry.pw_uid)
+        _become(c, entry)
     _capset(c, keep, keep, 0)
-    if why is None:
-        _prctl(c, PR_SET_KEEPCAPS, 0, "PR_SET_KEEPCAPS")
     _seal(c)
     if why:
         log.info("keeping root (%s) with %s", why, _names(keep))
         return caps | {ROOT}
     log.info("running as %s with %s", user, _names(keep) or "no capabilities")
     return caps
+
+
+def _become(c, entry: pwd.struct_passwd) -> None:
+    """Become ``entry``'s user and group, no other groups, keeping the permitted set (which
+    ``_capset`` then cuts to what is kept)."""
+    _prctl(c, PR_SET_KEEPCAPS, 1, "PR_SET_KEEPCAPS")
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    _prctl(c, PR_SET_KEEPCAPS, 0, "PR_SET_KEEPCAPS")
 
 
 def _names(bits: int) -> str:

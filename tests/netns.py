@@ -13,6 +13,8 @@ import shlex
 import subprocess
 from typing import List, Optional, Sequence, Union
 
+import psutil
+
 _counter = itertools.count(1)
 
 
@@ -101,15 +103,10 @@ _OURS = re.compile(r"hsft(\d+)n\d+$")   # Namespace's names: hsft<pid % 100000>n
 def _test_runs() -> set:
     """pid % 100000 of every Python process alive now (a test run or one of its workers)."""
     alive = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if b"python" in f.read().split(b"\0", 1)[0]:
-                    alive.add(int(entry) % 100000)
-        except OSError:
-            continue
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = p.info["cmdline"]
+        if cmdline and "python" in cmdline[0]:
+            alive.add(p.pid % 100000)
     return alive
 
 

@@ -12,7 +12,7 @@ import re
 import socket
 import uuid as uuidlib
 import warnings
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from . import keywords as K
 from .model import AgentCidr
@@ -97,12 +97,20 @@ def read_string(text: str, keyword: K.Keyword, spelled: str) -> str:
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 
-def read_host(text: str, keyword: K.Keyword, spelled: str) -> str:
-    """An IP address (returned in its canonical form) or a host name (returned as written)."""
-    try:    # IPv4, what ten thousand collector blocks hold, in a tenth of ipaddress's time
+def canonical_ipv4(text: str) -> Optional[str]:
+    """``text`` in IPv4's canonical form if it is an IPv4 address, else None: what ten
+    thousand collector blocks hold, in a tenth of ipaddress's time."""
+    try:
         return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text))
     except (OSError, ValueError):
-        pass
+        return None
+
+
+def read_host(text: str, keyword: K.Keyword, spelled: str) -> str:
+    """An IP address (returned in its canonical form) or a host name (returned as written)."""
+    ipv4 = canonical_ipv4(text)
+    if ipv4 is not None:
+        return ipv4
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:

@@ -7,8 +7,9 @@ The connection (``virt.dockerapi.DockerLink``, ``virt.containerdapi.ContainerdLi
 threads of its own and hands its messages over through a descriptor the loop watches;
 ``_handle`` gets them one by one, on the loop's thread.  The calls each connection made are
 added up across connections (``closed_calls``, ``calls_made``) for ``hsflowd status``.
-When it says it is connected the guests are listed, and again every ``refresh`` seconds; when it is lost it is made again 1, 2, 4 ... seconds later
-(``RETRY_MIN`` to ``RETRY_MAX``).  A guest that stops is reported as it last was until
+When it says it is connected the guests are listed, and again every ``refresh`` seconds;
+when it is lost it is made again 1, 2, 4 ... seconds later (``RETRY_MIN`` to
+``RETRY_MAX``).  A guest that stops is reported as it last was until
 ``forget`` seconds have passed.
 
 virt_node (2100) goes in the host sample once, from one module: of those enabled, the one
